@@ -1,0 +1,49 @@
+//! The typed error of ssl-core's public API.
+use thiserror::Error;
+
+/// Everything that can go wrong inside ssl-core.
+#[derive(Debug, Error)]
+pub enum CoreError {
+    /// A LibTorch call failed.
+    #[error("libtorch: {0}")]
+    Torch(#[from] tch::TchError),
+    /// A call into the C++ kernel layer failed.
+    #[error("kernel `{kernel}` failed: {message}")]
+    Kernel { kernel: &'static str, message: String },
+    /// Reading or writing a run directory or a checkpoint failed.
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    /// JSON (de)serialisation of a checkpoint state or report failed.
+    #[error("{path}: {source}")]
+    Json { path: String, source: serde_json::Error },
+    /// A checkpoint does not fit the model or configuration it is loaded into.
+    #[error("checkpoint mismatch: {0}")]
+    CheckpointMismatch(String),
+    /// No checkpoint to resume from.
+    #[error("no checkpoint found in {0}")]
+    NoCheckpoint(String),
+    /// Too many non-finite losses or gradients in a row.
+    #[error("training diverged: {count} non-finite steps in a row (last at step {step}); lower the learning rate or check the input data")]
+    Diverged { count: u32, step: u64 },
+    /// The data loader failed.
+    #[error("data loader: {0}")]
+    Loader(String),
+    /// An argument is out of its valid range.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// Drawing a plot failed.
+    #[error("plot {path}: {message}")]
+    Plot { path: String, message: String },
+}
+
+/// Result alias for ssl-core.
+pub type Result<T> = std::result::Result<T, CoreError>;
+
+impl CoreError {
+    pub(crate) fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {
+        CoreError::Io { path: path.as_ref().display().to_string(), source }
+    }
+    pub(crate) fn json(path: impl AsRef<std::path::Path>, source: serde_json::Error) -> Self {
+        CoreError::Json { path: path.as_ref().display().to_string(), source }
+    }
+}

@@ -1,0 +1,133 @@
+//! The two trained classifiers of the protocol: a logistic-regression head on fixed features
+//! (linear probe and raw-input baseline) and full fine-tuning of an encoder with a linear head.
+use super::{Encoder, LabeledSet};
+use crate::error::Result;
+use crate::loader::mix_seed;
+use crate::optim::{Optimizer, OptimizerConfig};
+use serde::{Deserialize, Serialize};
+use tch::nn::{self, Module, VarStore};
+use tch::{Device, Kind, Tensor};
+
+/// Settings of the logistic-regression head (full batch).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ProbeConfig {
+    pub steps: usize,
+    pub lr: f64,
+    pub weight_decay: f64,
+}
+
+impl Default for ProbeConfig {
+    fn default() -> Self {
+        Self { steps: 300, lr: 1e-2, weight_decay: 1e-3 }
+    }
+}
+
+/// Settings of fine-tuning (mini-batches drawn with replacement from the labeled subset).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct FinetuneConfig {
+    pub steps: usize,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub weight_decay: f64,
+}
+
+impl Default for FinetuneConfig {
+    fn default() -> Self {
+        Self { steps: 100, batch_size: 32, lr: 1e-3, weight_decay: 0.01 }
+    }
+}
+
+/// Logistic regression on standardised features.
+pub struct LinearClassifier {
+    mean: Tensor,
+    std: Tensor,
+    _vs: VarStore,
+    head: nn::Linear,
+}
+
+impl LinearClassifier {
+    /// Fit on features `x` `[N, D]` (CPU) and labels `y` `[N]`.
+    pub fn fit(x: &Tensor, y: &Tensor, num_classes: i64, cfg: &ProbeConfig, seed: u64) -> Result<Self> {
+        tch::manual_seed(mix_seed(&[seed, 0x9AB]) as i64 & i64::MAX);
+        let x = x.to_kind(Kind::Float).flatten(1, -1);
+        let mean = x.mean_dim(0, true, Kind::Float);
+        let std = if x.size()[0] > 1 { x.std_dim(0, false, true) + 1e-5 } else { x.ones_like() };
+        let z = (&x - &mean) / &std;
+        let vs = VarStore::new(Device::Cpu);
+        let cfg_lin = nn::LinearConfig { ws_init: nn::Init::Const(0.0), ..Default::default() };
+        let head = nn::linear(vs.root() / "probe", z.size()[1], num_classes, cfg_lin);
+        let mut opt = Optimizer::new(&vs, OptimizerConfig::adamw(cfg.lr, cfg.weight_decay));
+        for _ in 0..cfg.steps {
+            opt.zero_grad();
+            head.forward(&z).cross_entropy_for_logits(y).backward();
+            opt.step(cfg.lr)?;
+        }
+        Ok(Self { mean, std, _vs: vs, head })
+    }
+
+    /// Predicted labels for features `x` (CPU).
+    pub fn predict(&self, x: &Tensor) -> Tensor {
+        tch::no_grad(|| {
+            let z = (x.to_kind(Kind::Float).flatten(1, -1) - &self.mean) / &self.std;
+            self.head.forward(&z).argmax(1, false)
+        })
+    }
+}
+
+/// An encoder fine-tuned together with a linear head.
+pub struct Finetuned {
+    pub encoder: Box<dyn Encoder>,
+    _head_vs: VarStore,
+    head: nn::Linear,
+    device: Device,
+}
+
+impl Finetuned {
+    /// Train every parameter of `encoder` plus a new linear head on `train`. `augment` is applied
+    /// to each mini-batch (on the CPU) with a per-step seed.
+    pub fn train(
+        encoder: Box<dyn Encoder>,
+        train: &LabeledSet,
+        cfg: &FinetuneConfig,
+        augment: &dyn Fn(&Tensor, u64) -> Tensor,
+        device: Device,
+        seed: u64,
+    ) -> Result<Self> {
+        tch::manual_seed(mix_seed(&[seed, 0xF17E]) as i64 & i64::MAX);
+        let head_vs = VarStore::new(device);
+        let head = nn::linear(head_vs.root() / "head", encoder.feature_dim(), train.num_classes, Default::default());
+        let mut opt = Optimizer::over(
+            &[("encoder.", encoder.var_store()), ("head.", &head_vs)],
+            OptimizerConfig::adamw(cfg.lr, cfg.weight_decay),
+        );
+        let n = train.len() as i64;
+        let bs = (cfg.batch_size as i64).min(n).max(1);
+        for step in 0..cfg.steps {
+            let idx = Tensor::randint(n, [bs], (Kind::Int64, Device::Cpu));
+            let x = augment(&train.inputs.index_select(0, &idx), mix_seed(&[seed, step as u64]));
+            let y = train.labels.index_select(0, &idx).to_device(device);
+            opt.zero_grad();
+            let logits = head.forward(&encoder.features(&x.to_device(device), true));
+            logits.to_kind(Kind::Float).cross_entropy_for_logits(&y).backward();
+            let lr = cfg.lr * 0.5 * (1.0 + (std::f64::consts::PI * step as f64 / cfg.steps as f64).cos());
+            opt.step(lr)?;
+        }
+        Ok(Self { encoder, _head_vs: head_vs, head, device })
+    }
+
+    /// Predicted labels of `xs` (CPU), in eval mode.
+    pub fn predict(&self, xs: &Tensor, batch: usize) -> Tensor {
+        let n = xs.size()[0];
+        let mut out = Vec::new();
+        let mut i = 0;
+        tch::no_grad(|| {
+            while i < n {
+                let len = (batch as i64).min(n - i);
+                let f = self.encoder.features(&xs.narrow(0, i, len).to_device(self.device), false);
+                out.push(self.head.forward(&f).argmax(1, false).to_device(Device::Cpu));
+                i += len;
+            }
+        });
+        Tensor::cat(&out, 0)
+    }
+}

@@ -1,0 +1,90 @@
+//! The evaluation protocol shared by every modality: few-label subsets, a frozen linear probe,
+//! cosine kNN and full fine-tuning of a pretrained encoder against the same architecture from
+//! random initialisation (`scratch`), a raw-input logistic-regression baseline, robustness under
+//! corruptions, and the train-minus-test gap.
+//!
+//! The test split is only ever used to measure: subsets, hyper-parameters and training steps are
+//! fixed before it is looked at.
+
+pub mod classifier;
+pub mod knn;
+pub mod protocol;
+pub mod report;
+pub mod subsets;
+
+pub use protocol::{evaluate, Corruption, EncoderFactory, EvalKind, ProtocolConfig};
+pub use report::{Report, Stat};
+
+use tch::{nn::VarStore, Device, Kind, Tensor};
+
+/// Inputs with integer labels `0..num_classes`, kept on the CPU.
+pub struct LabeledSet {
+    pub inputs: Tensor,
+    pub labels: Tensor,
+    pub num_classes: i64,
+}
+
+impl LabeledSet {
+    pub fn new(inputs: Tensor, labels: Tensor, num_classes: i64) -> Self {
+        Self { inputs, labels: labels.to_kind(Kind::Int64), num_classes }
+    }
+    pub fn len(&self) -> usize {
+        self.labels.size()[0] as usize
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The rows at `idx`.
+    pub fn select(&self, idx: &[i64]) -> LabeledSet {
+        let i = Tensor::from_slice(idx);
+        LabeledSet {
+            inputs: self.inputs.index_select(0, &i),
+            labels: self.labels.index_select(0, &i),
+            num_classes: self.num_classes,
+        }
+    }
+    /// The first `n` rows.
+    pub fn head(&self, n: usize) -> LabeledSet {
+        let n = n.min(self.len()) as i64;
+        LabeledSet {
+            inputs: self.inputs.narrow(0, 0, n),
+            labels: self.labels.narrow(0, 0, n),
+            num_classes: self.num_classes,
+        }
+    }
+    /// Labels as a Vec.
+    pub fn label_vec(&self) -> Vec<i64> {
+        Vec::<i64>::try_from(&self.labels.to_device(Device::Cpu)).unwrap_or_default()
+    }
+}
+
+/// What the protocol needs of an encoder.
+pub trait Encoder {
+    /// Features `[N, D]` of a batch of inputs already on the encoder's device.
+    fn features(&self, xs: &Tensor, train: bool) -> Tensor;
+    /// D.
+    fn feature_dim(&self) -> i64;
+    /// The encoder's variables (fine-tuning updates them; probing must not).
+    fn var_store(&self) -> &VarStore;
+}
+
+/// Features of `xs` (CPU) in batches, under `no_grad`, in eval mode; returned on the CPU.
+pub fn extract_features(encoder: &dyn Encoder, xs: &Tensor, batch: usize, device: Device) -> Tensor {
+    let n = xs.size()[0];
+    let mut out = Vec::new();
+    let mut i = 0;
+    tch::no_grad(|| {
+        while i < n {
+            let len = (batch as i64).min(n - i);
+            let x = xs.narrow(0, i, len).to_device(device);
+            out.push(encoder.features(&x, false).to_kind(Kind::Float).to_device(Device::Cpu));
+            i += len;
+        }
+    });
+    Tensor::cat(&out, 0)
+}
+
+/// Fraction of `pred == labels`.
+pub fn accuracy(pred: &Tensor, labels: &Tensor) -> f64 {
+    pred.eq_tensor(labels).to_kind(Kind::Float).mean(Kind::Float).double_value(&[])
+}

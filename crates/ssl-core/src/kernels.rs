@@ -1,0 +1,200 @@
+//! Safe wrappers over the C++ layer (`csrc/kernels.cpp`): LibTorch's fused and multi-tensor
+//! kernels that tch does not bind, and bf16 autocast control.
+//!
+//! The layer is compiled against the same LibTorch headers and C++ ABI as `torch-sys`, and
+//! receives tensors as the `at::Tensor*` behind [`tch::Tensor::as_ptr`].
+use crate::error::{CoreError, Result};
+use std::ffi::{c_char, c_int, CStr};
+use tch::Tensor;
+
+type RawTensor = *const tch::Tensor;
+
+mod ffi {
+    use std::ffi::{c_char, c_int, c_void};
+    extern "C" {
+        pub fn ssl_free_error(err: *mut c_char);
+        pub fn ssl_fused_adamw(
+            params: *const *const c_void,
+            grads: *const *const c_void,
+            exp_avgs: *const *const c_void,
+            exp_avg_sqs: *const *const c_void,
+            steps: *const *const c_void,
+            n: c_int,
+            lr: f64,
+            beta1: f64,
+            beta2: f64,
+            weight_decay: f64,
+            eps: f64,
+        ) -> *mut c_char;
+        pub fn ssl_foreach_sgd(
+            params: *const *const c_void,
+            grads: *const *const c_void,
+            bufs: *const *const c_void,
+            n: c_int,
+            lr: f64,
+            momentum: f64,
+            weight_decay: f64,
+            nesterov: c_int,
+            first: c_int,
+        ) -> *mut c_char;
+        pub fn ssl_clip_grad_norm(
+            grads: *const *const c_void,
+            n: c_int,
+            max_norm: f64,
+            norm_out: *const c_void,
+        ) -> *mut c_char;
+        pub fn ssl_set_bf16_autocast(enabled: c_int) -> *mut c_char;
+        pub fn ssl_bf16_autocast_enabled() -> c_int;
+    }
+}
+
+fn ptrs(ts: &[&Tensor]) -> Vec<*const std::ffi::c_void> {
+    ts.iter().map(|t| t.as_ptr() as RawTensor as *const std::ffi::c_void).collect()
+}
+
+fn check(kernel: &'static str, err: *mut c_char) -> Result<()> {
+    if err.is_null() {
+        return Ok(());
+    }
+    // SAFETY: a non-null return is a NUL-terminated string malloc'ed by the C++ layer.
+    let message = unsafe { CStr::from_ptr(err) }.to_string_lossy().into_owned();
+    unsafe { ffi::ssl_free_error(err) };
+    Err(CoreError::Kernel { kernel, message })
+}
+
+fn same_len(kernel: &'static str, lens: &[usize]) -> Result<c_int> {
+    if lens.windows(2).any(|w| w[0] != w[1]) {
+        return Err(CoreError::Kernel { kernel, message: format!("tensor lists differ in length: {lens:?}") });
+    }
+    c_int::try_from(lens[0]).map_err(|_| CoreError::Kernel { kernel, message: "too many tensors".into() })
+}
+
+/// One fused AdamW step (`at::_fused_adamw_`) over parallel lists of tensors.
+///
+/// `steps` are float32 scalar tensors holding the step count *after* this step: the kernel
+/// divides by `1 - beta^step`, so a step of 0 would give NaN. Parameters are updated in place.
+#[allow(clippy::too_many_arguments)]
+pub fn fused_adamw(
+    params: &[&Tensor],
+    grads: &[&Tensor],
+    exp_avgs: &[&Tensor],
+    exp_avg_sqs: &[&Tensor],
+    steps: &[&Tensor],
+    lr: f64,
+    betas: (f64, f64),
+    weight_decay: f64,
+    eps: f64,
+) -> Result<()> {
+    let n = same_len("fused_adamw", &[params.len(), grads.len(), exp_avgs.len(), exp_avg_sqs.len(), steps.len()])?;
+    if n == 0 {
+        return Ok(());
+    }
+    let (p, g, m, v, s) = (ptrs(params), ptrs(grads), ptrs(exp_avgs), ptrs(exp_avg_sqs), ptrs(steps));
+    // SAFETY: all pointers come from live tch tensors borrowed for the duration of the call.
+    let err = unsafe {
+        ffi::ssl_fused_adamw(
+            p.as_ptr(),
+            g.as_ptr(),
+            m.as_ptr(),
+            v.as_ptr(),
+            s.as_ptr(),
+            n,
+            lr,
+            betas.0,
+            betas.1,
+            weight_decay,
+            eps,
+        )
+    };
+    check("fused_adamw", err)
+}
+
+/// One SGD step with momentum (Nesterov if asked) through the `_foreach_*` multi-tensor ops.
+#[allow(clippy::too_many_arguments)]
+pub fn foreach_sgd(
+    params: &[&Tensor],
+    grads: &[&Tensor],
+    momentum_bufs: &[&Tensor],
+    lr: f64,
+    momentum: f64,
+    weight_decay: f64,
+    nesterov: bool,
+    first_step: bool,
+) -> Result<()> {
+    let n = same_len("foreach_sgd", &[params.len(), grads.len(), momentum_bufs.len()])?;
+    if n == 0 {
+        return Ok(());
+    }
+    let (p, g, b) = (ptrs(params), ptrs(grads), ptrs(momentum_bufs));
+    // SAFETY: as in `fused_adamw`.
+    let err = unsafe {
+        ffi::ssl_foreach_sgd(
+            p.as_ptr(),
+            g.as_ptr(),
+            b.as_ptr(),
+            n,
+            lr,
+            momentum,
+            weight_decay,
+            nesterov as c_int,
+            first_step as c_int,
+        )
+    };
+    check("foreach_sgd", err)
+}
+
+/// Total L2 norm of `grads`, and, when `max_norm > 0`, scale them in place so the norm is at
+/// most `max_norm`. Everything stays on the device: the returned scalar tensor is not read
+/// back, so no host synchronisation happens here.
+pub fn clip_grad_norm(grads: &[&Tensor], max_norm: f64) -> Result<Tensor> {
+    let out = match grads.first() {
+        Some(g) => Tensor::zeros([], (tch::Kind::Float, g.device())),
+        None => return Ok(Tensor::zeros([], (tch::Kind::Float, tch::Device::Cpu))),
+    };
+    let g = ptrs(grads);
+    // SAFETY: as in `fused_adamw`; `out` outlives the call.
+    let err = unsafe {
+        ffi::ssl_clip_grad_norm(
+            g.as_ptr(),
+            g.len() as c_int,
+            max_norm,
+            out.as_ptr() as RawTensor as *const std::ffi::c_void,
+        )
+    };
+    check("clip_grad_norm", err)?;
+    Ok(out)
+}
+
+/// Enables bf16 autocast on CUDA for as long as the guard lives (tch's own autocast is
+/// fp16-only). On a CPU run this is a no-op guard.
+pub struct Bf16Autocast {
+    active: bool,
+}
+
+impl Bf16Autocast {
+    /// Turn bf16 autocast on if `enabled` and the device is CUDA.
+    pub fn new(enabled: bool, device: tch::Device) -> Result<Self> {
+        let active = enabled && device.is_cuda();
+        if active {
+            // SAFETY: plain FFI call without pointers.
+            check("set_bf16_autocast", unsafe { ffi::ssl_set_bf16_autocast(1) })?;
+        }
+        Ok(Self { active })
+    }
+
+    /// Whether CUDA autocast is currently on in this thread.
+    pub fn is_enabled() -> bool {
+        // SAFETY: plain FFI call without pointers.
+        unsafe { ffi::ssl_bf16_autocast_enabled() != 0 }
+    }
+}
+
+impl Drop for Bf16Autocast {
+    fn drop(&mut self) {
+        if self.active {
+            // SAFETY: plain FFI call; an error while switching off cannot be reported from drop.
+            let err = unsafe { ffi::ssl_set_bf16_autocast(0) };
+            let _ = check("set_bf16_autocast", err);
+        }
+    }
+}

@@ -1,0 +1,43 @@
+//! # ssl-core
+//!
+//! The shared engine of the toolkit: everything a self-supervised pretraining run needs that
+//! does not depend on the modality, written once and used by `ssl-text`, `ssl-vision` and
+//! `ssl-speech`.
+//!
+//! - [`trainer`]: the training loop, generic over an [`trainer::Objective`] that a modality
+//!   implements, with gradient accumulation, clipping, LR schedules, a NaN guard, bf16 autocast on
+//!   CUDA, progress and `metrics.jsonl`.
+//! - [`loader`]: parallel decode/augment with rayon and a bounded prefetch queue, resumable.
+//! - [`optim`]: AdamW and SGD whose state is ours (checkpointable), with fused LibTorch kernels
+//!   reached through the C++ layer in [`kernels`] and a composed-ops fallback.
+//! - [`losses`]: masked cross-entropy, masked reconstruction, InfoNCE, codebook diversity.
+//! - [`checkpoint`]: atomic safetensors checkpoints with exact resume.
+//! - [`eval`]: the evaluation protocol (linear probe, kNN, fine-tuning, scratch and raw baselines,
+//!   robustness, overfitting gap) and the report.
+//!
+//! It works on any [`tch::Device`] and knows nothing about datasets, file formats or modalities.
+//!
+//! ```
+//! use ssl_core::losses::masked_cross_entropy;
+//! use tch::{Device, Kind, Tensor};
+//! let logits = Tensor::zeros([3, 4], (Kind::Float, Device::Cpu));
+//! let targets = Tensor::from_slice(&[0i64, 1, 2]);
+//! let mask = Tensor::from_slice(&[true, true, false]);
+//! let loss = masked_cross_entropy(&logits, &targets, &mask);
+//! assert!((loss.double_value(&[]) - 4f64.ln()).abs() < 1e-6);
+//! ```
+
+pub mod checkpoint;
+pub mod device;
+pub mod error;
+pub mod eval;
+pub mod kernels;
+pub mod loader;
+pub mod losses;
+pub mod optim;
+pub mod plots;
+pub mod schedule;
+pub mod trainer;
+
+pub use error::{CoreError, Result};
+pub use tch;

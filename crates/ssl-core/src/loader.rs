@@ -1,0 +1,186 @@
+//! The data loader: parallel decode/augment with rayon and a bounded prefetch queue filled by a
+//! background thread.
+//!
+//! Everything random is derived from `(seed, epoch, index)`: the epoch's shuffle from
+//! `(seed, epoch)` and each item's augmentation from `(seed, epoch, position)`. A loader started at
+//! a saved [`LoaderPosition`] therefore yields exactly the batches an uninterrupted loader would
+//! have yielded from there, without replaying the skipped ones.
+//!
+//! ```
+//! use ssl_core::loader::{DataSource, Loader, LoaderPosition};
+//! use rand::Rng;
+//! struct Squares;
+//! impl DataSource for Squares {
+//!     type Item = i64;
+//!     type Batch = Vec<i64>;
+//!     fn len(&self) -> usize { 10 }
+//!     fn get(&self, i: usize, _rng: &mut rand_chacha::ChaCha8Rng) -> Result<i64, String> { Ok((i * i) as i64) }
+//!     fn collate(&self, items: Vec<i64>, _rng: &mut rand_chacha::ChaCha8Rng) -> Vec<i64> { items }
+//! }
+//! let mut loader = Loader::new(std::sync::Arc::new(Squares), 4, 7, LoaderPosition::default(), 2);
+//! let first = loader.next_batch().unwrap();
+//! assert_eq!(first.batch.len(), 4);
+//! ```
+use crate::error::{CoreError, Result};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+/// A source of training items that a modality implements.
+pub trait DataSource: Send + Sync + 'static {
+    /// One decoded, augmented example.
+    type Item: Send;
+    /// A collated batch (usually a few CPU tensors).
+    type Batch: Send + 'static;
+    /// Number of items in one epoch.
+    fn len(&self) -> usize;
+    /// Whether the source is empty.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Decode and augment item `index`. An `Err` skips the item; the loader counts and logs it.
+    fn get(&self, index: usize, rng: &mut ChaCha8Rng) -> std::result::Result<Self::Item, String>;
+    /// Turn items into a batch (this is where dynamic masking may happen).
+    fn collate(&self, items: Vec<Self::Item>, rng: &mut ChaCha8Rng) -> Self::Batch;
+}
+
+/// Where the loader is: the resume point stored in every checkpoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoaderPosition {
+    pub epoch: u64,
+    /// Index of the next batch within the epoch.
+    pub batch: u64,
+    pub seed: u64,
+}
+
+/// One batch and the position *after* it.
+pub struct LoadedBatch<B> {
+    pub batch: B,
+    pub next: LoaderPosition,
+}
+
+/// Mix several numbers into one seed (SplitMix64 finaliser).
+pub fn mix_seed(parts: &[u64]) -> u64 {
+    let mut h: u64 = 0x9E37_79B9_7F4A_7C15;
+    for &p in parts {
+        h ^= p.wrapping_add(0x9E37_79B9_7F4A_7C15).wrapping_add(h << 6).wrapping_add(h >> 2);
+        h = (h ^ (h >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        h = (h ^ (h >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        h ^= h >> 31;
+    }
+    h
+}
+
+/// The shuffled order of one epoch.
+pub fn epoch_order(len: usize, seed: u64, epoch: u64) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..len).collect();
+    order.shuffle(&mut ChaCha8Rng::seed_from_u64(mix_seed(&[seed, epoch, 0xE90C])));
+    order
+}
+
+/// A loader running on a background thread with a bounded queue of `prefetch` batches.
+pub struct Loader<B> {
+    rx: Receiver<std::result::Result<LoadedBatch<B>, String>>,
+    stop: Arc<AtomicBool>,
+    skipped: Arc<AtomicU64>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl<B: Send + 'static> Loader<B> {
+    /// Start loading batches of `batch_size` from `position` (its `seed` is replaced by `seed`).
+    /// Incomplete last batches are dropped so shapes stay static.
+    pub fn new<S: DataSource<Batch = B>>(
+        source: Arc<S>,
+        batch_size: usize,
+        seed: u64,
+        position: LoaderPosition,
+        prefetch: usize,
+    ) -> Self {
+        let (tx, rx) = sync_channel(prefetch.max(1));
+        let stop = Arc::new(AtomicBool::new(false));
+        let skipped = Arc::new(AtomicU64::new(0));
+        let (stop2, skipped2) = (stop.clone(), skipped.clone());
+        let handle = std::thread::spawn(move || {
+            let len = source.len();
+            let per_epoch = (len / batch_size.max(1)) as u64;
+            if per_epoch == 0 {
+                let _ = tx.send(Err(format!("{len} items cannot fill one batch of {batch_size}")));
+                return;
+            }
+            let mut pos = LoaderPosition { seed, ..position };
+            let mut order = epoch_order(len, seed, pos.epoch);
+            while !stop2.load(Ordering::Relaxed) {
+                if pos.batch >= per_epoch {
+                    pos.epoch += 1;
+                    pos.batch = 0;
+                    order = epoch_order(len, seed, pos.epoch);
+                }
+                let start = pos.batch as usize * batch_size;
+                let idx = &order[start..start + batch_size];
+                let results: Vec<std::result::Result<S::Item, String>> = idx
+                    .par_iter()
+                    .enumerate()
+                    .map(|(j, &i)| {
+                        let mut rng = ChaCha8Rng::seed_from_u64(mix_seed(&[seed, pos.epoch, (start + j) as u64]));
+                        source.get(i, &mut rng)
+                    })
+                    .collect();
+                let mut items = Vec::with_capacity(batch_size);
+                for r in results {
+                    match r {
+                        Ok(item) => items.push(item),
+                        Err(e) => {
+                            skipped2.fetch_add(1, Ordering::Relaxed);
+                            eprintln!("warning: skipped an input: {e}");
+                        }
+                    }
+                }
+                pos.batch += 1;
+                if items.is_empty() {
+                    continue;
+                }
+                let mut rng = ChaCha8Rng::seed_from_u64(mix_seed(&[seed, pos.epoch, pos.batch, 0xC011]));
+                let batch = source.collate(items, &mut rng);
+                if tx.send(Ok(LoadedBatch { batch, next: pos })).is_err() {
+                    return;
+                }
+            }
+        });
+        Self { rx, stop, skipped, handle: Some(handle) }
+    }
+
+    /// The next batch; blocks until the background thread has one ready.
+    pub fn next_batch(&mut self) -> Result<LoadedBatch<B>> {
+        match self.rx.recv() {
+            Ok(Ok(b)) => Ok(b),
+            Ok(Err(e)) => Err(CoreError::Loader(e)),
+            Err(_) => Err(CoreError::Loader("loader thread stopped".into())),
+        }
+    }
+
+    /// Items skipped so far because they failed to decode.
+    pub fn skipped(&self) -> u64 {
+        self.skipped.load(Ordering::Relaxed)
+    }
+}
+
+impl<B> Drop for Loader<B> {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // Drain so a blocked sender wakes up and sees the stop flag.
+        while self.rx.try_recv().is_ok() {}
+        if let Some(h) = self.handle.take() {
+            while !h.is_finished() {
+                while self.rx.try_recv().is_ok() {}
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            let _ = h.join();
+        }
+    }
+}

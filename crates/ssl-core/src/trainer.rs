@@ -1,0 +1,344 @@
+//! The training loop shared by every modality.
+//!
+//! A modality implements [`Objective`] (batch in; loss and named metrics out) and a
+//! [`DataSource`]; the [`Trainer`] owns everything else: the optimizer, the LR schedule,
+//! gradient accumulation and clipping, the NaN guard, bf16 autocast, seeding, progress,
+//! `metrics.jsonl` and checkpoints with exact resume.
+use crate::checkpoint::{self, CheckpointState};
+use crate::error::{CoreError, Result};
+use crate::kernels::Bf16Autocast;
+use crate::loader::{mix_seed, DataSource, Loader, LoaderPosition};
+use crate::optim::{Optimizer, OptimizerConfig};
+use crate::schedule::{Decay, LrSchedule};
+use serde::{Deserialize, Serialize};
+use std::fs;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+use tch::{nn::VarStore, Device, Kind, Tensor};
+
+/// What one forward pass of an objective returns.
+pub struct StepOutput {
+    /// The scalar loss to minimise.
+    pub loss: Tensor,
+    /// Named scalar metrics (kept on the device; read only at logging steps).
+    pub metrics: Vec<(String, Tensor)>,
+}
+
+/// A pretext task: what a modality plugs into the trainer.
+pub trait Objective {
+    /// The batch type produced by the modality's [`DataSource`].
+    type Batch: Send + 'static;
+    /// Every trainable variable (encoder and heads).
+    fn var_store(&self) -> &VarStore;
+    /// Forward pass and loss for one batch, in training mode.
+    fn forward(&mut self, batch: &Self::Batch, device: Device) -> Result<StepOutput>;
+    /// Called after each step with the step number and the total (e.g. to anneal a temperature).
+    fn on_step_end(&mut self, _step: u64, _total: u64) {}
+    /// The number of samples in a batch (for samples/s).
+    fn batch_samples(&self, batch: &Self::Batch) -> usize;
+}
+
+/// Trainer settings. Defaults are conservative; modalities override them from their papers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TrainConfig {
+    pub steps: u64,
+    pub batch_size: usize,
+    /// Micro-batches accumulated per optimizer update.
+    pub grad_accum: usize,
+    /// Global gradient-norm clip; 0 disables clipping.
+    pub clip_norm: f64,
+    pub lr: f64,
+    pub warmup_steps: u64,
+    pub decay: Decay,
+    /// Final LR as a fraction of the peak.
+    pub lr_floor: f64,
+    pub optimizer: OptimizerConfig,
+    pub seed: u64,
+    pub log_every: u64,
+    /// 0 saves only at the end.
+    pub checkpoint_every: u64,
+    pub keep_checkpoints: usize,
+    /// Stop with an error after this many non-finite steps in a row.
+    pub max_nonfinite_in_row: u32,
+    /// bf16 autocast (CUDA only; ignored on CPU).
+    pub bf16: bool,
+    /// Batches prepared ahead by the loader thread.
+    pub prefetch: usize,
+    /// Show a progress bar when stdout is a terminal.
+    pub progress: bool,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            steps: 1000,
+            batch_size: 64,
+            grad_accum: 1,
+            clip_norm: 1.0,
+            lr: 1e-3,
+            warmup_steps: 100,
+            decay: Decay::Cosine,
+            lr_floor: 0.1,
+            optimizer: OptimizerConfig::default(),
+            seed: 0,
+            log_every: 10,
+            checkpoint_every: 0,
+            keep_checkpoints: 2,
+            max_nonfinite_in_row: 5,
+            bf16: true,
+            prefetch: 4,
+            progress: true,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// The LR schedule this configuration describes.
+    pub fn schedule(&self) -> LrSchedule {
+        LrSchedule {
+            peak: self.lr,
+            warmup_steps: self.warmup_steps,
+            total_steps: self.steps,
+            decay: self.decay,
+            floor: self.lr_floor,
+        }
+    }
+}
+
+/// What a finished (or resumed-and-finished) run reports.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainSummary {
+    pub steps: u64,
+    pub resumed_from: Option<u64>,
+    /// `(step, loss)` of every step run in this process.
+    pub losses: Vec<(u64, f64)>,
+    pub final_loss: f64,
+    pub wall_secs: f64,
+    pub samples_per_s: f64,
+    pub nonfinite_steps: u64,
+    pub skipped_inputs: u64,
+    pub checkpoint: Option<PathBuf>,
+}
+
+/// One line of `metrics.jsonl`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MetricsLine {
+    pub step: u64,
+    pub loss: f64,
+    pub lr: f64,
+    pub grad_norm: f64,
+    pub samples_per_s: f64,
+    pub wall_time: f64,
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+/// The training engine.
+pub struct Trainer {
+    pub config: TrainConfig,
+    pub run_dir: PathBuf,
+    pub device: Device,
+    /// Extra configuration (model, method) stored in checkpoints and checked on resume.
+    pub model_config: serde_json::Value,
+}
+
+fn read_metric_lines(path: &Path) -> Vec<String> {
+    fs::read_to_string(path).map(|s| s.lines().map(str::to_owned).collect()).unwrap_or_default()
+}
+
+impl Trainer {
+    pub fn new(config: TrainConfig, run_dir: impl Into<PathBuf>, device: Device) -> Self {
+        Self { config, run_dir: run_dir.into(), device, model_config: serde_json::Value::Null }
+    }
+
+    fn stored_config(&self) -> serde_json::Value {
+        let mut c = serde_json::to_value(&self.config).unwrap_or_default();
+        if let Some(obj) = c.as_object_mut() {
+            // Fields that may change between a run and its resumption.
+            for k in ["steps", "log_every", "checkpoint_every", "keep_checkpoints", "progress", "prefetch"] {
+                obj.remove(k);
+            }
+        }
+        serde_json::json!({ "trainer": c, "model": self.model_config })
+    }
+
+    /// Train `objective` on `source`; with `resume`, continue from the newest checkpoint of the
+    /// run directory (a missing checkpoint starts from scratch).
+    pub fn fit<O, S>(&self, objective: &mut O, source: Arc<S>, resume: bool) -> Result<TrainSummary>
+    where
+        O: Objective,
+        S: DataSource<Batch = O::Batch>,
+    {
+        let cfg = &self.config;
+        if cfg.batch_size == 0 || cfg.grad_accum == 0 {
+            return Err(CoreError::InvalidArgument("batch_size and grad_accum must be positive".into()));
+        }
+        fs::create_dir_all(&self.run_dir).map_err(|e| CoreError::io(&self.run_dir, e))?;
+        let mut optimizer = Optimizer::new(objective.var_store(), cfg.optimizer);
+        let stored_config = self.stored_config();
+        let mut state = CheckpointState {
+            step: 0,
+            optimizer_steps: 0,
+            loader: LoaderPosition { seed: cfg.seed, ..Default::default() },
+            nonfinite_steps: 0,
+            nonfinite_in_row: 0,
+            skipped_inputs: 0,
+            elapsed_secs: 0.0,
+            config: stored_config.clone(),
+        };
+        let mut resumed_from = None;
+        if resume {
+            if let Some(ckpt) = checkpoint::latest(&self.run_dir) {
+                let saved = checkpoint::read_state(&ckpt)?;
+                if saved.config != stored_config {
+                    return Err(CoreError::CheckpointMismatch(format!(
+                        "{} was written with another configuration:\n  saved: {}\n  now:   {}",
+                        ckpt.display(),
+                        saved.config,
+                        stored_config
+                    )));
+                }
+                state = checkpoint::load(&ckpt, objective.var_store(), &mut optimizer)?;
+                resumed_from = Some(state.step);
+            }
+        }
+        // metrics.jsonl keeps only lines up to the resumed step (a killed run may have logged past
+        // its last checkpoint).
+        let metrics_path = self.run_dir.join("metrics.jsonl");
+        let kept: Vec<String> = read_metric_lines(&metrics_path)
+            .into_iter()
+            .filter(|l| serde_json::from_str::<MetricsLine>(l).map(|m| m.step <= state.step).unwrap_or(false))
+            .collect();
+        let mut metrics_file = {
+            let mut f = fs::File::create(&metrics_path).map_err(|e| CoreError::io(&metrics_path, e))?;
+            for l in &kept {
+                writeln!(f, "{l}").map_err(|e| CoreError::io(&metrics_path, e))?;
+            }
+            f
+        };
+
+        let schedule = cfg.schedule();
+        let mut loader = Loader::new(source, cfg.batch_size, cfg.seed, state.loader, cfg.prefetch);
+        let show = cfg.progress && std::io::stdout().is_terminal();
+        let bar = if show {
+            let b = indicatif::ProgressBar::new(cfg.steps);
+            b.set_style(
+                indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            b.set_position(state.step);
+            b
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
+
+        let start = Instant::now();
+        let mut losses = Vec::new();
+        let mut window_samples = 0usize;
+        let mut window_start = Instant::now();
+        let mut last_loss = f64::NAN;
+        let mut last_ckpt = None;
+        let skipped_before = state.skipped_inputs;
+        while state.step < cfg.steps {
+            let step = state.step;
+            tch::manual_seed(mix_seed(&[cfg.seed, step, 0x70C4]) as i64 & i64::MAX);
+            let lr = schedule.lr_at(step);
+            optimizer.zero_grad();
+            let mut loss_sum = Tensor::zeros([], (Kind::Float, self.device));
+            let mut extra: Vec<(String, Tensor)> = Vec::new();
+            for _ in 0..cfg.grad_accum {
+                let loaded = loader.next_batch()?;
+                window_samples += objective.batch_samples(&loaded.batch);
+                state.loader = loaded.next;
+                let out = {
+                    let _autocast = Bf16Autocast::new(cfg.bf16, self.device)?;
+                    objective.forward(&loaded.batch, self.device)?
+                };
+                let loss = out.loss.to_kind(Kind::Float);
+                (&loss / cfg.grad_accum as f64).backward();
+                loss_sum = loss_sum + loss.detach();
+                extra = out.metrics;
+            }
+            let grad_norm = optimizer.clip_grad_norm(cfg.clip_norm)?;
+            // One host read per step: the loss and the gradient norm together (the NaN guard).
+            let host = Tensor::stack(&[&loss_sum / cfg.grad_accum as f64, grad_norm.to_device(self.device)], 0)
+                .to_device(Device::Cpu);
+            let loss_v = host.double_value(&[0]);
+            let norm_v = host.double_value(&[1]);
+            if loss_v.is_finite() && norm_v.is_finite() {
+                optimizer.step(lr)?;
+                state.optimizer_steps = optimizer.steps_taken();
+                state.nonfinite_in_row = 0;
+                last_loss = loss_v;
+            } else {
+                optimizer.zero_grad();
+                state.nonfinite_steps += 1;
+                state.nonfinite_in_row += 1;
+                eprintln!(
+                    "warning: step {step}: non-finite loss ({loss_v}) or gradient norm ({norm_v}); update skipped"
+                );
+                if state.nonfinite_in_row >= cfg.max_nonfinite_in_row {
+                    return Err(CoreError::Diverged { count: state.nonfinite_in_row, step });
+                }
+            }
+            losses.push((step, loss_v));
+            objective.on_step_end(step, cfg.steps);
+            state.step += 1;
+            state.skipped_inputs = skipped_before + loader.skipped();
+
+            let is_last = state.step == cfg.steps;
+            if cfg.log_every > 0 && (state.step % cfg.log_every == 0 || is_last) {
+                let secs = window_start.elapsed().as_secs_f64().max(1e-9);
+                let sps = window_samples as f64 / secs;
+                window_samples = 0;
+                window_start = Instant::now();
+                let mut map = serde_json::Map::new();
+                for (k, t) in &extra {
+                    let v = t.to_device(Device::Cpu).to_kind(Kind::Double).double_value(&[]);
+                    map.insert(k.clone(), serde_json::json!(v));
+                }
+                let line = MetricsLine {
+                    step: state.step,
+                    loss: loss_v,
+                    lr,
+                    grad_norm: norm_v,
+                    samples_per_s: sps,
+                    wall_time: state.elapsed_secs + start.elapsed().as_secs_f64(),
+                    extra: map,
+                };
+                let text = serde_json::to_string(&line).map_err(|e| CoreError::json(&metrics_path, e))?;
+                writeln!(metrics_file, "{text}").map_err(|e| CoreError::io(&metrics_path, e))?;
+                bar.set_message(format!("loss {loss_v:.4} lr {lr:.2e} {sps:.0} samples/s"));
+            }
+            bar.set_position(state.step);
+            if (cfg.checkpoint_every > 0 && state.step % cfg.checkpoint_every == 0) || is_last {
+                let mut s = state.clone();
+                s.elapsed_secs += start.elapsed().as_secs_f64();
+                last_ckpt =
+                    Some(checkpoint::save(&self.run_dir, objective.var_store(), &optimizer, &s, cfg.keep_checkpoints)?);
+            }
+        }
+        bar.finish_and_clear();
+        let wall = start.elapsed().as_secs_f64();
+        let ran = losses.len() as f64 * (cfg.batch_size * cfg.grad_accum) as f64;
+        Ok(TrainSummary {
+            steps: state.step,
+            resumed_from,
+            final_loss: last_loss,
+            wall_secs: wall,
+            samples_per_s: if wall > 0.0 { ran / wall } else { 0.0 },
+            nonfinite_steps: state.nonfinite_steps,
+            skipped_inputs: state.skipped_inputs,
+            checkpoint: last_ckpt.or_else(|| checkpoint::latest(&self.run_dir)),
+            losses,
+        })
+    }
+}
+
+/// Read `metrics.jsonl` of a run directory.
+pub fn read_metrics(run_dir: &Path) -> Vec<MetricsLine> {
+    read_metric_lines(&run_dir.join("metrics.jsonl")).iter().filter_map(|l| serde_json::from_str(l).ok()).collect()
+}

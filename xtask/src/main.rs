@@ -1,0 +1,172 @@
+//! `cargo xtask`: set-up, training, tests, downloads and docs for the workspace.
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+use xtask::{datasets, libtorch};
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "Self-supervised pretraining toolkit: set-up, training, tests, downloads and docs"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install LibTorch (torch==2.13.0 from PyPI) into the per-user cache and build the workspace.
+    Setup,
+    /// Run the checks a change must pass: cargo fmt --check, clippy -D warnings, the whole test suite.
+    Test {
+        /// Extra arguments for `cargo test` (e.g. `-p ssl-core`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Pretrain an image encoder (rotation, inpainting or MAE), then evaluate it against scratch.
+    PretrainVision(PretrainArgs),
+    /// Pretrain a BERT-style text encoder with masked language modelling, then evaluate it.
+    PretrainText(PretrainArgs),
+    /// Pretrain a speech encoder on raw audio with masked frames, then evaluate it.
+    PretrainSpeech(PretrainArgs),
+    /// Download and verify datasets from the manifests under datasets/manifests.
+    Download(datasets::DownloadArgs),
+    /// List the known datasets and whether each is present and verified.
+    Datasets(datasets::ListArgs),
+    /// Build the researcher docs site (mdBook) into target/book.
+    Docs,
+    /// Print the environment that lets plain `cargo` commands build against LibTorch.
+    Env,
+    /// Run any cargo command with the LibTorch environment set (e.g. `cargo xtask cargo build`).
+    Cargo {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+#[derive(clap::Args)]
+struct PretrainArgs {
+    /// Resolve this dataset through the manifests (downloading it if needed) and use it as --data.
+    #[arg(long)]
+    dataset: Option<String>,
+    /// Data root for --dataset (default: SSL_DATA_ROOT or the per-user data folder).
+    #[arg(long)]
+    data_root: Option<PathBuf>,
+    /// Mirrors tried before the canonical URLs for --dataset.
+    #[arg(long)]
+    mirror: Vec<String>,
+    /// Every other flag goes to the `ssl` binary (see `cargo xtask pretrain-vision -- --help`).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<String>,
+}
+
+fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+}
+
+/// A cargo command with the LibTorch environment set.
+fn cargo(source: &libtorch::Source, args: &[&str]) -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(workspace_root()).args(args);
+    for (k, v) in source.cargo_env() {
+        c.env(k, v);
+    }
+    if let Some(py) = source.python() {
+        c.env("SSL_PYTHON", py);
+    }
+    c
+}
+
+fn run(mut c: Command) -> Result<()> {
+    let status = c.status().with_context(|| format!("failed to start {c:?}"))?;
+    if !status.success() {
+        bail!("{} failed ({status})", format!("{:?}", c.get_program()).trim_matches('"'));
+    }
+    Ok(())
+}
+
+fn pretrain(modality: &str, a: PretrainArgs) -> Result<()> {
+    let source = libtorch::provision()?;
+    let mut args: Vec<String> =
+        vec!["run".into(), "--quiet".into(), "-p".into(), "ssl-cli".into(), "--bin".into(), "ssl".into(), "--".into()];
+    args.push(format!("pretrain-{modality}"));
+    if let Some(name) = &a.dataset {
+        let resolved = datasets::resolve(name, modality, a.data_root.as_deref(), &a.mirror)?;
+        eprintln!("==> dataset {name}: {} (reader {})", resolved.path.display(), resolved.reader);
+        args.extend(["--data".into(), resolved.path.display().to_string(), "--data-format".into(), resolved.reader]);
+    }
+    args.extend(a.args.iter().filter(|s| s.as_str() != "--").cloned());
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    run(cargo(&source, &refs))
+}
+
+fn test(extra: &[String]) -> Result<()> {
+    let source = libtorch::provision()?;
+    eprintln!("==> cargo fmt --check");
+    run(cargo(&source, &["fmt", "--all", "--", "--check"]))?;
+    eprintln!("==> cargo clippy --workspace --all-targets -- -D warnings");
+    run(cargo(&source, &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    eprintln!("==> cargo test --workspace");
+    let mut args = vec!["test", "--workspace"];
+    args.extend(extra.iter().map(String::as_str));
+    run(cargo(&source, &args))
+}
+
+fn docs() -> Result<()> {
+    let has_mdbook = Command::new("mdbook").arg("--version").output().is_ok_and(|o| o.status.success());
+    if !has_mdbook {
+        eprintln!("==> installing mdbook with cargo install");
+        run({
+            let mut c = Command::new("cargo");
+            c.args(["install", "mdbook", "--locked", "--version", "0.4.52"]);
+            c
+        })?;
+    }
+    let root = workspace_root();
+    run({
+        let mut c = Command::new("mdbook");
+        c.arg("build").arg(root.join("docs")).arg("--dest-dir").arg(root.join("target/book"));
+        c
+    })?;
+    eprintln!("==> docs built: {}", root.join("target/book/index.html").display());
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    let result = match cli.command {
+        Cmd::Setup => libtorch::provision().and_then(|s| run(cargo(&s, &["build", "--workspace", "--all-targets"]))),
+        Cmd::Test { args } => test(&args),
+        Cmd::PretrainVision(a) => pretrain("vision", a),
+        Cmd::PretrainText(a) => pretrain("text", a),
+        Cmd::PretrainSpeech(a) => pretrain("speech", a),
+        Cmd::Download(a) => datasets::download(&a),
+        Cmd::Datasets(a) => datasets::list(&a),
+        Cmd::Docs => docs(),
+        Cmd::Env => libtorch::provision().map(|s| {
+            for (k, v) in s.cargo_env() {
+                println!("export {k}={v}");
+            }
+        }),
+        Cmd::Cargo { args } => libtorch::provision().and_then(|s| {
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            run(cargo(&s, &refs))
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
