@@ -37,6 +37,7 @@ pub mod losses;
 pub mod optim;
 pub mod plots;
 pub mod schedule;
+pub mod toy;
 pub mod trainer;
 
 pub use error::{CoreError, Result};

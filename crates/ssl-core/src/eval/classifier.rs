@@ -75,18 +75,18 @@ impl LinearClassifier {
 }
 
 /// An encoder fine-tuned together with a linear head.
-pub struct Finetuned {
-    pub encoder: Box<dyn Encoder>,
+pub struct Finetuned<'a> {
+    pub encoder: Box<dyn Encoder + 'a>,
     _head_vs: VarStore,
     head: nn::Linear,
     device: Device,
 }
 
-impl Finetuned {
+impl<'a> Finetuned<'a> {
     /// Train every parameter of `encoder` plus a new linear head on `train`. `augment` is applied
     /// to each mini-batch (on the CPU) with a per-step seed.
     pub fn train(
-        encoder: Box<dyn Encoder>,
+        encoder: Box<dyn Encoder + 'a>,
         train: &LabeledSet,
         cfg: &FinetuneConfig,
         augment: &dyn Fn(&Tensor, u64) -> Tensor,

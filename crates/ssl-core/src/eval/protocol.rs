@@ -89,9 +89,9 @@ impl ProtocolConfig {
 /// What a modality supplies to the protocol.
 pub trait EncoderFactory {
     /// A fresh copy of the pretrained encoder (fine-tuning changes it).
-    fn pretrained(&self, device: Device) -> Result<Box<dyn Encoder>>;
+    fn pretrained(&self, device: Device) -> Result<Box<dyn Encoder + '_>>;
     /// The same architecture from random initialisation.
-    fn scratch(&self, device: Device, seed: u64) -> Result<Box<dyn Encoder>>;
+    fn scratch(&self, device: Device, seed: u64) -> Result<Box<dyn Encoder + '_>>;
     /// Training-time augmentation for fine-tuning, on CPU inputs.
     fn augment(&self, xs: &Tensor, _seed: u64) -> Tensor {
         xs.shallow_clone()

@@ -1,0 +1,50 @@
+//! The loader: deterministic order, exact restart from a position, counted skips.
+use rand_chacha::ChaCha8Rng;
+use ssl_core::loader::{DataSource, Loader, LoaderPosition};
+use std::sync::Arc;
+
+struct Numbers {
+    bad: Vec<usize>,
+}
+
+impl DataSource for Numbers {
+    type Item = (usize, u32);
+    type Batch = Vec<(usize, u32)>;
+    fn len(&self) -> usize {
+        20
+    }
+    fn get(&self, i: usize, rng: &mut ChaCha8Rng) -> Result<Self::Item, String> {
+        if self.bad.contains(&i) {
+            return Err(format!("item {i} is corrupt"));
+        }
+        Ok((i, rand::Rng::random::<u32>(rng)))
+    }
+    fn collate(&self, items: Vec<Self::Item>, _rng: &mut ChaCha8Rng) -> Self::Batch {
+        items
+    }
+}
+
+fn batches(start: LoaderPosition, n: usize, bad: Vec<usize>) -> Vec<(Vec<(usize, u32)>, LoaderPosition)> {
+    let mut l = Loader::new(Arc::new(Numbers { bad }), 4, 5, start, 2);
+    (0..n).map(|_| l.next_batch().map(|b| (b.batch, b.next)).unwrap()).collect()
+}
+
+#[test]
+fn restarting_at_a_position_continues_the_same_stream() {
+    let all = batches(LoaderPosition::default(), 12, vec![]);
+    // Epochs of 5 batches: every index once per epoch, in a new order each epoch.
+    let mut epoch0: Vec<usize> = all[..5].iter().flat_map(|(b, _)| b.iter().map(|x| x.0)).collect();
+    epoch0.sort_unstable();
+    assert_eq!(epoch0, (0..20).collect::<Vec<_>>());
+    assert_ne!(all[0].0, all[5].0);
+    let resumed = batches(all[6].1, 5, vec![]);
+    assert_eq!(resumed.iter().map(|b| &b.0).collect::<Vec<_>>(), all[7..12].iter().map(|b| &b.0).collect::<Vec<_>>());
+}
+
+#[test]
+fn failing_items_are_skipped_and_counted() {
+    let mut l = Loader::new(Arc::new(Numbers { bad: vec![3, 7] }), 4, 5, LoaderPosition::default(), 2);
+    let total: usize = (0..5).map(|_| l.next_batch().unwrap().batch.len()).sum();
+    assert_eq!(total, 18);
+    assert_eq!(l.skipped(), 2);
+}

@@ -1,0 +1,30 @@
+//! Trains the toy objective with a checkpoint after every step; the crash-resume test kills it.
+//! Usage: toy_train RUN_DIR STEPS [--resume]
+use ssl_core::toy::{ToyObjective, ToySource};
+use ssl_core::trainer::{TrainConfig, Trainer};
+use std::sync::Arc;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let (Some(dir), Some(steps)) = (args.get(1), args.get(2).and_then(|s| s.parse().ok())) else {
+        eprintln!("usage: toy_train RUN_DIR STEPS [--resume]");
+        std::process::exit(2);
+    };
+    let cfg = TrainConfig {
+        steps,
+        batch_size: 8,
+        warmup_steps: 5,
+        lr: 1e-2,
+        log_every: 1,
+        checkpoint_every: 1,
+        keep_checkpoints: 2,
+        progress: false,
+        ..Default::default()
+    };
+    let mut obj = ToyObjective::new(tch::Device::Cpu, 4, 3);
+    let resume = args.iter().any(|a| a == "--resume");
+    if let Err(e) = Trainer::new(cfg, dir, tch::Device::Cpu).fit(&mut obj, Arc::new(ToySource::new(64, 4)), resume) {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
