@@ -1,1 +1,33 @@
-//! placeholder
+//! # ssl-vision
+//!
+//! Self-supervised pretraining of image encoders, as a recipe:
+//! data ([`data`]: IDX, CIFAR, image folders) -> augment ([`augment`]) -> encoder ([`resnet`],
+//! [`vit`], [`encoder`]) -> pretext task ([`rotation`], [`inpainting`], [`mae`]) -> ssl-core's
+//! trainer -> ssl-core's evaluation protocol with image [`corruptions`]. [`recipe`] strings it
+//! together; `cargo xtask pretrain-vision` is a thin command line over it.
+//!
+//! ```
+//! use ssl_vision::encoder::{EncoderConfig, VisionEncoder};
+//! use ssl_vision::resnet::ResNetConfig;
+//! use ssl_core::eval::Encoder;
+//! let cfg = EncoderConfig::Resnet(ResNetConfig { in_channels: 1, width: 8, ..Default::default() });
+//! let enc = VisionEncoder::new(&cfg, tch::Device::Cpu, 0);
+//! let images = tch::Tensor::rand([2, 1, 28, 28], (tch::Kind::Float, tch::Device::Cpu));
+//! let f = enc.features(&images, false);
+//! assert_eq!(f.size(), vec![2, enc.feature_dim()]);
+//! ```
+
+pub mod augment;
+pub mod corruptions;
+pub mod data;
+pub mod encoder;
+pub mod error;
+pub mod inpainting;
+pub mod mae;
+pub mod recipe;
+pub mod resnet;
+pub mod rotation;
+pub mod source;
+pub mod vit;
+
+pub use error::{Result, VisionError};

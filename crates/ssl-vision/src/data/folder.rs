@@ -1,0 +1,122 @@
+//! Image folders (PNG, JPEG via the `image` crate): class subfolders mean labeled, a flat folder
+//! means unlabeled. Unreadable files are skipped with a warning naming them, and counted.
+use super::ImageSet;
+use crate::error::{Result, VisionError};
+use rayon::prelude::*;
+use std::path::{Path, PathBuf};
+
+const EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp"];
+
+fn image_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| VisionError::io(dir, e))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_file())
+        .filter(|p| {
+            p.extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+        })
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+fn class_dirs(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| VisionError::io(dir, e))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.sort();
+    Ok(dirs)
+}
+
+/// Decode one file to `size x size`, grey if `channels == 1`, else RGB.
+fn decode(path: &Path, size: usize, channels: usize) -> std::result::Result<Vec<u8>, String> {
+    let img = image::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let img = img.resize_exact(size as u32, size as u32, image::imageops::FilterType::Triangle);
+    if channels == 1 {
+        Ok(img.to_luma8().into_raw())
+    } else {
+        // HWC -> CHW
+        let rgb = img.to_rgb8().into_raw();
+        let n = size * size;
+        let mut out = vec![0u8; 3 * n];
+        for (i, px) in rgb.chunks_exact(3).enumerate() {
+            for c in 0..3 {
+                out[c * n + i] = px[c];
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn detect_channels(files: &[PathBuf]) -> usize {
+    files.iter().find_map(|p| image::open(p).ok()).map(|img| if img.color().has_color() { 3 } else { 1 }).unwrap_or(3)
+}
+
+fn assemble(
+    path: &Path,
+    files: Vec<(PathBuf, Option<i64>)>,
+    size: usize,
+    class_names: Vec<String>,
+) -> Result<ImageSet> {
+    let all: Vec<PathBuf> = files.iter().map(|(p, _)| p.clone()).collect();
+    let channels = detect_channels(&all);
+    let decoded: Vec<(std::result::Result<Vec<u8>, String>, Option<i64>)> =
+        files.par_iter().map(|(p, l)| (decode(p, size, channels), *l)).collect();
+    let (mut pixels, mut labels, mut skipped) = (Vec::new(), Vec::new(), Vec::new());
+    for (r, l) in decoded {
+        match r {
+            Ok(px) => {
+                pixels.extend_from_slice(&px);
+                labels.push(l.unwrap_or(-1));
+            }
+            Err(e) => {
+                eprintln!("warning: skipped unreadable image {e}");
+                skipped.push(e);
+            }
+        }
+    }
+    if labels.is_empty() {
+        return Err(VisionError::NoImages { path: path.display().to_string(), skipped: skipped.len() });
+    }
+    let labeled = !class_names.is_empty();
+    Ok(ImageSet {
+        len: labels.len(),
+        pixels,
+        channels,
+        height: size,
+        width: size,
+        labels: labeled.then_some(labels),
+        class_names,
+        skipped,
+    })
+}
+
+/// Read a folder: class subfolders (labeled, classes in name order) or a flat folder (unlabeled).
+pub fn read(dir: &Path, size: usize) -> Result<ImageSet> {
+    let classes = class_dirs(dir)?;
+    if classes.is_empty() {
+        let files = image_files(dir)?.into_iter().map(|p| (p, None)).collect();
+        return assemble(dir, files, size, Vec::new());
+    }
+    let names: Vec<String> =
+        classes.iter().map(|c| c.file_name().unwrap_or_default().to_string_lossy().into_owned()).collect();
+    read_with_classes(dir, size, &names)
+}
+
+/// Read a folder of class subfolders with a given class order (so test labels match train labels).
+pub fn read_with_classes(dir: &Path, size: usize, names: &[String]) -> Result<ImageSet> {
+    let mut files = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let sub = dir.join(name);
+        if sub.is_dir() {
+            files.extend(image_files(&sub)?.into_iter().map(|p| (p, Some(i as i64))));
+        }
+    }
+    assemble(dir, files, size, names.to_vec())
+}
