@@ -5,3 +5,4 @@
 
 pub mod datasets;
 pub mod libtorch;
+pub mod spoken_words;

@@ -161,3 +161,41 @@ fn install(venv: &Path) -> Result<()> {
     eprintln!("==> PyTorch {TORCH_VERSION} ready at {dir}");
     Ok(())
 }
+
+/// The `transformers` release the HF interoperability test is run against.
+pub const TRANSFORMERS_VERSION: &str = "5.24.0";
+
+/// A Python with torch, safetensors and transformers for the tests that compare against
+/// PyTorch/HuggingFace: `SSL_PYTHON` if set, else the cached virtual environment (transformers is
+/// installed into it on first use), else `python3`.
+pub fn test_python(source: &Source) -> Result<PathBuf> {
+    let py = match (std::env::var_os("SSL_PYTHON"), source.python()) {
+        (Some(p), _) => PathBuf::from(p),
+        (None, Some(p)) => p,
+        (None, None) => python3()?,
+    };
+    let has = |module: &str| {
+        Command::new(&py)
+            .args(["-c", &format!("import {module}")])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !has("transformers") {
+        eprintln!("==> installing transformers=={TRANSFORMERS_VERSION} for the HuggingFace interoperability test");
+        let ok = Command::new(&py)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--disable-pip-version-check",
+                &format!("transformers=={TRANSFORMERS_VERSION}"),
+            ])
+            .status()
+            .context("running pip install transformers")?;
+        if !ok.success() || !has("transformers") {
+            bail!("could not install transformers into {}", py.display());
+        }
+    }
+    Ok(py)
+}

@@ -3,7 +3,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
-use xtask::{datasets, libtorch};
+use xtask::{datasets, libtorch, spoken_words};
 
 #[derive(Parser)]
 #[command(
@@ -36,6 +36,11 @@ enum Cmd {
     Download(datasets::DownloadArgs),
     /// List the known datasets and whether each is present and verified.
     Datasets(datasets::ListArgs),
+    /// Generate data sets: `cargo xtask data spoken-words` (espeak-ng spoken digits, held-out voices).
+    Data {
+        #[command(subcommand)]
+        what: DataCmd,
+    },
     /// Build the researcher docs site (mdBook) into target/book.
     Docs,
     /// Print the environment that lets plain `cargo` commands build against LibTorch.
@@ -45,6 +50,12 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum DataCmd {
+    /// A labeled spoken-digit dataset from espeak-ng, with test voices never seen in training.
+    SpokenWords(spoken_words::SpokenWordsArgs),
 }
 
 #[derive(clap::Args)]
@@ -109,10 +120,13 @@ fn test(extra: &[String]) -> Result<()> {
     run(cargo(&source, &["fmt", "--all", "--", "--check"]))?;
     eprintln!("==> cargo clippy --workspace --all-targets -- -D warnings");
     run(cargo(&source, &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    let python = libtorch::test_python(&source)?;
     eprintln!("==> cargo test --workspace");
     let mut args = vec!["test", "--workspace"];
     args.extend(extra.iter().map(String::as_str));
-    run(cargo(&source, &args))
+    let mut c = cargo(&source, &args);
+    c.env("SSL_PYTHON", python);
+    run(c)
 }
 
 fn docs() -> Result<()> {
@@ -151,6 +165,7 @@ fn main() -> ExitCode {
         Cmd::PretrainSpeech(a) => pretrain("speech", a),
         Cmd::Download(a) => datasets::download(&a),
         Cmd::Datasets(a) => datasets::list(&a),
+        Cmd::Data { what: DataCmd::SpokenWords(a) } => spoken_words::generate(&workspace_root(), &a),
         Cmd::Docs => docs(),
         Cmd::Env => libtorch::provision().map(|s| {
             for (k, v) in s.cargo_env() {

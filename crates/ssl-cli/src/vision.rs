@@ -54,10 +54,6 @@ fn default_data() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../datasets/fashion-mnist-slice")
 }
 
-fn image_size(a: &VisionArgs, native: usize) -> usize {
-    a.image_size.unwrap_or(native)
-}
-
 pub fn run(a: VisionArgs) -> Result<()> {
     let device = a.common.device()?;
     if a.common.eval_only {
@@ -69,11 +65,8 @@ pub fn run(a: VisionArgs) -> Result<()> {
             bail!("--data-format {fmt} is not an image format this command reads");
         }
     }
-    let probe = data::open(&data_path, 32).with_context(|| format!("opening {}", data_path.display()))?;
-    let native = probe.train.height;
-    drop(probe);
-    let size = image_size(&a, native);
-    let opened = data::open(&data_path, size).with_context(|| format!("opening {}", data_path.display()))?;
+    let opened = data::open(&data_path, a.image_size.unwrap_or(0)).with_context(|| format!("opening {}", data_path.display()))?;
+    let size = opened.train.height;
     let mut pretrain_set = opened.train.clone();
     if let Some(m) = a.max_images {
         pretrain_set.truncate(m);
@@ -84,9 +77,12 @@ pub fn run(a: VisionArgs) -> Result<()> {
             let test = l.test.with_context(|| format!("{} needs train/ and test/ folders", dir.display()))?;
             (l.train, test)
         }
-        None => match (opened.train.labels.is_some(), opened.test) {
-            (true, Some(test)) if test.labels.is_some() => (opened.train, test),
-            _ => bail!("{} has no labeled train/test splits: pass --labeled DIR for the evaluation", data_path.display()),
+        None => match (opened.train.labels.is_some(), opened.test, opened.labeled) {
+            (_, _, Some((train, test))) => (train, test),
+            (true, Some(test), None) if test.labels.is_some() => (opened.train, test),
+            _ => {
+                bail!("{} has no labeled train/test splits: pass --labeled DIR for the evaluation", data_path.display())
+            }
         },
     };
 
@@ -115,11 +111,22 @@ pub fn run(a: VisionArgs) -> Result<()> {
         run_dir.display()
     );
     let summary = recipe::pretrain(&cfg, Arc::new(pretrain_set), &run_dir, device, a.common.resume)?;
-    println!("evaluating against scratch ({} labels/class, {} seeds)...", list(&cfg.protocol.labels_per_class), cfg.protocol.seeds);
+    println!(
+        "evaluating against scratch ({} labels/class, {} seeds)...",
+        list(&cfg.protocol.labels_per_class),
+        cfg.protocol.seeds
+    );
     let evaluation = recipe::evaluate(&cfg, &run_dir, &eval_train, &eval_test, device)?;
     common::finish(
         &run_dir,
-        RunInfo { modality: "vision", method: a.method.name(), device, summary: Some(&summary), data: data_info, notes: notes(&cfg) },
+        RunInfo {
+            modality: "vision",
+            method: a.method.name(),
+            device,
+            summary: Some(&summary),
+            data: data_info,
+            notes: notes(&cfg),
+        },
         evaluation,
     )?;
     Ok(())
@@ -185,14 +192,16 @@ fn eval_only(a: &VisionArgs, device: tch::Device) -> Result<()> {
     let text = std::fs::read_to_string(run_root.join("config.json"))
         .with_context(|| format!("{} has no config.json: is it a run directory?", run_root.display()))?;
     let saved: serde_json::Value = serde_json::from_str(&text)?;
-    let mut cfg: VisionConfig = serde_json::from_value(saved["vision"].clone()).context("config.json has no vision section")?;
+    let mut cfg: VisionConfig =
+        serde_json::from_value(saved["vision"].clone()).context("config.json has no vision section")?;
     cfg.protocol = a.common.protocol(cfg.protocol.clone());
     if let Some(m) = a.max_test {
         cfg.max_test = m;
     }
-    let data_path = a.data.clone().unwrap_or_else(|| {
-        saved["data"]["pretrain"]["path"].as_str().map(PathBuf::from).unwrap_or_else(default_data)
-    });
+    let data_path = a
+        .data
+        .clone()
+        .unwrap_or_else(|| saved["data"]["pretrain"]["path"].as_str().map(PathBuf::from).unwrap_or_else(default_data));
     let (train, test) = open_labeled(a.labeled.as_deref().unwrap_or(&data_path), cfg.image_size)?;
     let out = a.common.out.clone().unwrap_or_else(|| run_root.join("eval"));
     std::fs::create_dir_all(&out)?;

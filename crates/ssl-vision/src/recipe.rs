@@ -77,7 +77,7 @@ impl VisionConfig {
             Method::Rotation | Method::Inpainting => (
                 resnet,
                 TrainConfig {
-                    steps: 800,
+                    steps: 300,
                     batch_size: 64,
                     lr: 2e-3,
                     warmup_steps: 50,
@@ -85,7 +85,7 @@ impl VisionConfig {
                     lr_floor: 0.05,
                     clip_norm: 1.0,
                     log_every: 10,
-                    checkpoint_every: 200,
+                    checkpoint_every: 100,
                     ..Default::default()
                 },
             ),

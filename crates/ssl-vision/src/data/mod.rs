@@ -3,6 +3,7 @@
 pub mod cifar;
 pub mod folder;
 pub mod idx;
+pub mod stl10;
 
 use crate::error::{Result, VisionError};
 use std::path::{Path, PathBuf};
@@ -57,9 +58,9 @@ impl ImageSet {
         }
     }
 
-    /// Resize every image to `size x size` (bilinear) if it is not already.
+    /// Resize every image to `size x size` (bilinear) if it is not already; 0 keeps the size.
     pub fn resized(self, size: usize) -> ImageSet {
-        if self.height == size && self.width == size {
+        if size == 0 || (self.height == size && self.width == size) {
             return self;
         }
         let t = Tensor::from_slice(&self.pixels)
@@ -79,6 +80,8 @@ impl ImageSet {
 pub struct Opened {
     pub train: ImageSet,
     pub test: Option<ImageSet>,
+    /// A separate labeled train/test pair when the pretraining split is unlabeled (STL-10).
+    pub labeled: Option<(ImageSet, ImageSet)>,
     /// Which reader opened it.
     pub format: &'static str,
 }
@@ -90,7 +93,8 @@ fn exists_any(dir: &Path, names: &[&str]) -> Option<PathBuf> {
 /// Open a dataset folder or file, detecting its format: an IDX pair folder (`train-images-idx3-ubyte[.gz]`
 /// plus labels, optional `t10k-*` test files), CIFAR-10 (`data_batch_*.bin`, `test_batch.bin`),
 /// CIFAR-100 (`train.bin`, `test.bin`), a folder with `train/` and `test/` class folders, a folder of
-/// class folders (labeled) or a flat folder of images (unlabeled). Images are resized to `size`.
+/// class folders (labeled) or a flat folder of images (unlabeled). Images are resized to `size`;
+/// 0 keeps the native size of fixed-size formats (image folders then default to 32 px).
 pub fn open(path: &Path, size: usize) -> Result<Opened> {
     if !path.exists() {
         return Err(VisionError::Invalid(format!("{} does not exist", path.display())));
@@ -107,7 +111,7 @@ pub fn open(path: &Path, size: usize) -> Result<Opened> {
             Some(t) => Some(idx::read_pair(&t, find("t10k-labels-idx1-ubyte").as_deref())?.resized(size)),
             None => None,
         };
-        return Ok(Opened { train, test, format: "idx" });
+        return Ok(Opened { train, test, labeled: None, format: "idx" });
     }
     let batches: Vec<PathBuf> =
         (1..=5).map(|i| dir.join(format!("data_batch_{i}.bin"))).filter(|p| p.is_file()).collect();
@@ -115,23 +119,37 @@ pub fn open(path: &Path, size: usize) -> Result<Opened> {
         let train = cifar::read(&batches, cifar::Layout::Cifar10)?.resized(size);
         let test =
             exists_any(&dir, &["test_batch.bin"]).map(|t| cifar::read(&[t], cifar::Layout::Cifar10)).transpose()?;
-        return Ok(Opened { train, test: test.map(|t| t.resized(size)), format: "cifar-binary" });
+        return Ok(Opened { train, test: test.map(|t| t.resized(size)), labeled: None, format: "cifar-binary" });
     }
     if let Some(train) = exists_any(&dir, &["train.bin"]) {
         let train = cifar::read(&[train], cifar::Layout::Cifar100Fine)?.resized(size);
         let test =
             exists_any(&dir, &["test.bin"]).map(|t| cifar::read(&[t], cifar::Layout::Cifar100Fine)).transpose()?;
-        return Ok(Opened { train, test: test.map(|t| t.resized(size)), format: "cifar-binary" });
+        return Ok(Opened { train, test: test.map(|t| t.resized(size)), labeled: None, format: "cifar-binary" });
+    }
+    if let Some(unlabeled) = exists_any(&dir, &["unlabeled_X.bin"]) {
+        // STL-10: pretrain on (up to 20,000 of) the unlabeled split, evaluate on train/test.
+        let pretrain = stl10::read(&unlabeled, None, 20_000)?.resized(size);
+        let (train, test) = (dir.join("train_X.bin"), dir.join("test_X.bin"));
+        let test = if train.is_file() && test.is_file() {
+            let tr = stl10::read(&train, Some(&dir.join("train_y.bin")), usize::MAX)?.resized(size);
+            let te = stl10::read(&test, Some(&dir.join("test_y.bin")), usize::MAX)?.resized(size);
+            Some((tr, te))
+        } else {
+            None
+        };
+        return Ok(Opened { train: pretrain, test: None, labeled: test, format: "stl10-binary" });
     }
     if path.is_file() {
         if let Ok(set) = idx::read_pair(path, None) {
-            return Ok(Opened { train: set.resized(size), test: None, format: "idx" });
+            return Ok(Opened { train: set.resized(size), test: None, labeled: None, format: "idx" });
         }
     }
+    let size = if size == 0 { 32 } else { size };
     if dir.join("train").is_dir() && dir.join("test").is_dir() {
         let train = folder::read(&dir.join("train"), size)?;
         let test = folder::read_with_classes(&dir.join("test"), size, &train.class_names)?;
-        return Ok(Opened { train, test: Some(test), format: "image-folder" });
+        return Ok(Opened { train, test: Some(test), labeled: None, format: "image-folder" });
     }
-    Ok(Opened { train: folder::read(&dir, size)?, test: None, format: "image-folder" })
+    Ok(Opened { train: folder::read(&dir, size)?, test: None, labeled: None, format: "image-folder" })
 }
