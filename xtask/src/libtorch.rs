@@ -165,13 +165,16 @@ fn install(venv: &Path) -> Result<()> {
 /// The `transformers` release the HF interoperability test is run against.
 pub const TRANSFORMERS_VERSION: &str = "5.24.0";
 
-/// A Python with torch, safetensors and transformers for the tests that compare against
-/// PyTorch/HuggingFace: `SSL_PYTHON` if set, else the cached virtual environment (transformers is
-/// installed into it on first use), else `python3`.
+/// A Python with torch, safetensors and transformers for the tests and benchmarks that compare
+/// against PyTorch/HuggingFace: `SSL_PYTHON` if set, else our cached virtual environment (when the
+/// user's own LibTorch is used, that is the cache if it exists, then `python3`). transformers is
+/// installed on first use.
 pub fn test_python(source: &Source) -> Result<PathBuf> {
+    let cached = cache_root().join(format!("torch-{TORCH_VERSION}"));
     let py = match (std::env::var_os("SSL_PYTHON"), source.python()) {
         (Some(p), _) => PathBuf::from(p),
         (None, Some(p)) => p,
+        (None, None) if read_marker(&cached).is_some() => cached.join("bin/python"),
         (None, None) => python3()?,
     };
     let has = |module: &str| {
@@ -181,6 +184,13 @@ pub fn test_python(source: &Source) -> Result<PathBuf> {
             .status()
             .is_ok_and(|s| s.success())
     };
+    if !has("torch") || !has("safetensors") {
+        bail!(
+            "{} has no torch/safetensors; set SSL_PYTHON to a Python with torch=={TORCH_VERSION} and safetensors \
+             (the reference tests and benchmarks run PyTorch)",
+            py.display()
+        );
+    }
     if !has("transformers") {
         eprintln!("==> installing transformers=={TRANSFORMERS_VERSION} for the HuggingFace interoperability test");
         let ok = Command::new(&py)

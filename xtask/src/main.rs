@@ -3,7 +3,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
-use xtask::{datasets, libtorch, spoken_words};
+use xtask::{bench, datasets, libtorch, spoken_words};
 
 #[derive(Parser)]
 #[command(
@@ -41,6 +41,8 @@ enum Cmd {
         #[command(subcommand)]
         what: DataCmd,
     },
+    /// Measure training throughput against an equivalent PyTorch script and the matmul peak.
+    Bench(bench::BenchArgs),
     /// Build the researcher docs site (mdBook) into target/book.
     Docs,
     /// Print the environment that lets plain `cargo` commands build against LibTorch.
@@ -166,6 +168,11 @@ fn main() -> ExitCode {
         Cmd::Download(a) => datasets::download(&a),
         Cmd::Datasets(a) => datasets::list(&a),
         Cmd::Data { what: DataCmd::SpokenWords(a) } => spoken_words::generate(&workspace_root(), &a),
+        Cmd::Bench(a) => libtorch::provision().and_then(|s| {
+            let python = libtorch::test_python(&s)?;
+            let ssl = cargo(&s, &["run", "--quiet", "-p", "ssl-cli", "--bin", "ssl", "--"]);
+            bench::run(&workspace_root(), ssl, &python, &a).map(|_| ())
+        }),
         Cmd::Docs => docs(),
         Cmd::Env => libtorch::provision().map(|s| {
             for (k, v) in s.cargo_env() {

@@ -116,6 +116,7 @@ pub fn finish(run_dir: &Path, info: RunInfo<'_>, evaluation: Evaluation) -> Resu
             "resumed_from": s.resumed_from,
             "final_loss": s.final_loss,
             "wall_secs": s.wall_secs,
+            "cpu_secs": s.cpu_secs,
             "samples_per_s": s.samples_per_s,
             "nonfinite_steps": s.nonfinite_steps,
             "skipped_inputs": s.skipped_inputs,
@@ -147,8 +148,8 @@ pub fn finish(run_dir: &Path, info: RunInfo<'_>, evaluation: Evaluation) -> Resu
     println!("\n{}", report.summary_table());
     if let Some(s) = info.summary {
         println!(
-            "pretraining: {} steps in {:.0} s ({:.0} samples/s), final loss {:.4}",
-            s.steps, s.wall_secs, s.samples_per_s, s.final_loss
+            "pretraining: {} steps in {:.0} s wall, {:.0} CPU-s ({:.0} samples/s), final loss {:.4}",
+            s.steps, s.wall_secs, s.cpu_secs, s.samples_per_s, s.final_loss
         );
     }
     println!(

@@ -2,6 +2,7 @@
 //!
 //! Each modality lives in its own module; the flags every modality shares and the end of every
 //! run (report, plots, summary) live in [`common`].
+mod bench;
 mod common;
 mod speech;
 mod text;
@@ -25,6 +26,8 @@ enum Cmd {
     PretrainText(text::TextArgs),
     /// Masked raw-audio-frame pretraining of a wav2vec2-shaped encoder.
     PretrainSpeech(speech::SpeechArgs),
+    /// Throughput measurements behind `cargo xtask bench`.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -39,6 +42,7 @@ fn main() -> ExitCode {
         Cmd::PretrainVision(a) => vision::run(a),
         Cmd::PretrainText(a) => text::run(a),
         Cmd::PretrainSpeech(a) => speech::run(a),
+        Cmd::Bench(a) => bench::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

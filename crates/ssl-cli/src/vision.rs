@@ -46,7 +46,8 @@ pub struct VisionArgs {
     pub finetune_steps: Option<usize>,
 }
 
-fn default_data() -> PathBuf {
+/// The embedded default: the Fashion-MNIST slice under `datasets/`.
+pub fn default_data() -> PathBuf {
     let rel = PathBuf::from("datasets/fashion-mnist-slice");
     if rel.is_dir() {
         return rel;
@@ -65,7 +66,8 @@ pub fn run(a: VisionArgs) -> Result<()> {
             bail!("--data-format {fmt} is not an image format this command reads");
         }
     }
-    let opened = data::open(&data_path, a.image_size.unwrap_or(0)).with_context(|| format!("opening {}", data_path.display()))?;
+    let opened = data::open(&data_path, a.image_size.unwrap_or(0))
+        .with_context(|| format!("opening {}", data_path.display()))?;
     let size = opened.train.height;
     let mut pretrain_set = opened.train.clone();
     if let Some(m) = a.max_images {

@@ -27,6 +27,7 @@
 //! assert!((loss.double_value(&[]) - 4f64.ln()).abs() < 1e-6);
 //! ```
 
+pub mod bench;
 pub mod checkpoint;
 pub mod device;
 pub mod error;

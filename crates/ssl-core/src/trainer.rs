@@ -117,6 +117,9 @@ pub struct TrainSummary {
     pub losses: Vec<(u64, f64)>,
     pub final_loss: f64,
     pub wall_secs: f64,
+    /// CPU seconds (user + system, all threads) this process spent in `fit`, where the OS reports
+    /// it (Linux); 0 elsewhere.
+    pub cpu_secs: f64,
     pub samples_per_s: f64,
     pub nonfinite_steps: u64,
     pub skipped_inputs: u64,
@@ -236,6 +239,7 @@ impl Trainer {
         };
 
         let start = Instant::now();
+        let cpu_start = process_cpu_secs();
         let mut losses = Vec::new();
         let mut window_samples = 0usize;
         let mut window_start = Instant::now();
@@ -329,6 +333,7 @@ impl Trainer {
             resumed_from,
             final_loss: last_loss,
             wall_secs: wall,
+            cpu_secs: process_cpu_secs() - cpu_start,
             samples_per_s: if wall > 0.0 { ran / wall } else { 0.0 },
             nonfinite_steps: state.nonfinite_steps,
             skipped_inputs: state.skipped_inputs,
@@ -341,4 +346,15 @@ impl Trainer {
 /// Read `metrics.jsonl` of a run directory.
 pub fn read_metrics(run_dir: &Path) -> Vec<MetricsLine> {
     read_metric_lines(&run_dir.join("metrics.jsonl")).iter().filter_map(|l| serde_json::from_str(l).ok()).collect()
+}
+
+/// User + system CPU seconds of this process (Linux `/proc/self/stat`), 0 where unavailable.
+pub fn process_cpu_secs() -> f64 {
+    let Ok(stat) = fs::read_to_string("/proc/self/stat") else { return 0.0 };
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // Clock ticks are 100 per second on every Linux configuration in use.
+    (ticks(11) + ticks(12)) / 100.0
 }

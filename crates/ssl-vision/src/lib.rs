@@ -22,6 +22,7 @@ pub mod corruptions;
 pub mod data;
 pub mod encoder;
 pub mod error;
+pub mod flops;
 pub mod inpainting;
 pub mod mae;
 pub mod recipe;

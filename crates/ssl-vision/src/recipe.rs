@@ -114,8 +114,8 @@ impl VisionConfig {
             }
         };
         let mut protocol = ProtocolConfig::default();
-        protocol.finetune.steps = 60;
-        protocol.robustness_max_test = 300;
+        protocol.finetune.steps = 50;
+        protocol.robustness_max_test = 200;
         Self {
             method,
             image_size: size,
@@ -126,7 +126,7 @@ impl VisionConfig {
             mae: MaeConfig::default(),
             protocol,
             finetune_augment: AugmentConfig { crop_padding: 2, hflip: true, color_jitter: 0.0 },
-            max_test: 2000,
+            max_test: 1000,
         }
     }
 }

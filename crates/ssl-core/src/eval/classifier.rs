@@ -74,6 +74,15 @@ impl LinearClassifier {
     }
 }
 
+/// Parameter-free layer normalisation of features before the fine-tuning head: encoders emit
+/// features of very different scales, and an unnormalised head learns slowly from few labels
+/// (the linear probe standardises for the same reason).
+fn normalize(f: &Tensor) -> Tensor {
+    let f = f.to_kind(Kind::Float);
+    let d = *f.size().last().unwrap_or(&1);
+    f.layer_norm([d], None::<Tensor>, None::<Tensor>, 1e-5, false)
+}
+
 /// An encoder fine-tuned together with a linear head.
 pub struct Finetuned<'a> {
     pub encoder: Box<dyn Encoder + 'a>,
@@ -107,7 +116,7 @@ impl<'a> Finetuned<'a> {
             let x = augment(&train.inputs.index_select(0, &idx), mix_seed(&[seed, step as u64]));
             let y = train.labels.index_select(0, &idx).to_device(device);
             opt.zero_grad();
-            let logits = head.forward(&encoder.features(&x.to_device(device), true));
+            let logits = head.forward(&normalize(&encoder.features(&x.to_device(device), true)));
             logits.to_kind(Kind::Float).cross_entropy_for_logits(&y).backward();
             let lr = cfg.lr * 0.5 * (1.0 + (std::f64::consts::PI * step as f64 / cfg.steps as f64).cos());
             opt.step(lr)?;
@@ -124,7 +133,7 @@ impl<'a> Finetuned<'a> {
             while i < n {
                 let len = (batch as i64).min(n - i);
                 let f = self.encoder.features(&xs.narrow(0, i, len).to_device(self.device), false);
-                out.push(self.head.forward(&f).argmax(1, false).to_device(Device::Cpu));
+                out.push(self.head.forward(&normalize(&f)).argmax(1, false).to_device(Device::Cpu));
                 i += len;
             }
         });

@@ -58,6 +58,8 @@ pub struct ProtocolConfig {
     pub feature_batch: usize,
     pub raw_baseline: bool,
     pub seed: u64,
+    /// Print one line per (labels per class, seed) to stderr.
+    pub progress: bool,
 }
 
 impl Default for ProtocolConfig {
@@ -74,6 +76,7 @@ impl Default for ProtocolConfig {
             feature_batch: 256,
             raw_baseline: true,
             seed: 0,
+            progress: true,
         }
     }
 }
@@ -184,6 +187,7 @@ pub fn evaluate(
     let corrupted: Vec<Tensor> = corruptions.iter().map(|c| (c.apply)(&robust_test.inputs)).collect();
     let frozen = cfg.evals.iter().any(|e| matches!(e, EvalKind::Linear | EvalKind::Knn));
 
+    let started = std::time::Instant::now();
     let mut col = Collected::default();
     let pre_bank = if frozen {
         let enc = factory.pretrained(device)?;
@@ -202,6 +206,9 @@ pub fn evaluate(
             None
         };
         for &k in &cfg.labels_per_class {
+            if cfg.progress {
+                eprintln!("  evaluating: {k} labels/class, seed {seed} ({:.0} s)", started.elapsed().as_secs_f64());
+            }
             let idx = &subsets_of[&(k, seed)];
             let rows = pos_in_union(idx);
             let sub = union_set.select(&Vec::<i64>::try_from(&rows).unwrap_or_default());

@@ -1,0 +1,31 @@
+//! `cargo xtask bench --quick` runs end to end and writes a well-formed bench.json (no timing
+//! assertions: speed lives in the benchmark, not in tests).
+use std::process::Command;
+
+#[test]
+fn quick_bench_writes_well_formed_json() {
+    let out = tempfile::tempdir().unwrap();
+    let status = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["bench", "--quick", "--out"])
+        .arg(out.path())
+        .status()
+        .expect("xtask runs");
+    assert!(status.success(), "cargo xtask bench --quick failed");
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("bench.json")).unwrap()).unwrap();
+    assert_eq!(report["quick"], true);
+    assert!(report["machine"]["cores"].as_u64().unwrap() >= 1);
+    assert!(report["git_rev"].is_string() && report["versions"]["torch"].as_str().unwrap().starts_with("2.13"));
+    assert!(report["peak_flops"].as_f64().unwrap() > 0.0);
+    let eq = &report["equivalence"]["vision"];
+    assert_eq!(eq["equivalent"], true, "{eq}");
+    assert_eq!(eq["parameters_ours"], eq["parameters_pytorch"]);
+    let rows = report["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 3);
+    for r in rows {
+        for key in ["modality", "config", "samples_per_s", "vs_pytorch", "mfu_pct"] {
+            assert!(r.get(key).is_some(), "row lacks {key}: {r}");
+        }
+        assert!(r["samples_per_s"]["median"].as_f64().unwrap() > 0.0);
+    }
+}
