@@ -7,8 +7,8 @@
 //! CUDA library (no symbol is referenced directly) and CUDA is silently unavailable at run time.
 //!
 //! ```no_run
-//! // build.rs
-//! fn main() { ssl_build::link_libtorch(); }
+//! // in build.rs, inside `fn main()`:
+//! ssl_build::link_libtorch();
 //! ```
 
 use std::path::Path;
