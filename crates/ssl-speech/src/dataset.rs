@@ -1,0 +1,309 @@
+//! Folders of WAV files: an unlabeled pool for pretraining (every `.wav` below a folder), a
+//! labeled `train/<class>/`, `test/<class>/` split for evaluation, and the [`DataSource`] that
+//! crops, pads and masks pretraining batches.
+//!
+//! Bad files are skipped with a warning naming them and counted; a folder with no usable audio
+//! is an error.
+use crate::error::{Result, SpeechError};
+use crate::masking::SpanMasker;
+use crate::model::ModelConfig;
+use crate::wav::{load_16k, SAMPLE_RATE};
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use ssl_core::eval::LabeledSet;
+use ssl_core::loader::DataSource;
+use std::path::{Path, PathBuf};
+use tch::Tensor;
+
+/// A file that could not be used, and why.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SkippedFile {
+    pub path: String,
+    pub reason: String,
+}
+
+/// Every `.wav` file below `dir`, sorted.
+pub fn wav_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    audio_files(dir, false)
+}
+
+/// Every `.wav` (and, with `flac`, `.flac`) file below `dir`, sorted.
+pub fn audio_files(dir: &Path, flac: bool) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let entries =
+            std::fs::read_dir(&d).map_err(|e| SpeechError::Io { path: d.display().to_string(), source: e })?;
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if crate::wav::is_audio_file(&p, flac) {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Decode files in parallel at 16 kHz, normalised; bad ones are skipped with a warning.
+/// Clips shorter than one frame of `model` count as bad.
+fn load_all(files: &[PathBuf], min_samples: usize) -> (Vec<(usize, Vec<f32>)>, Vec<SkippedFile>) {
+    let results: Vec<_> = files
+        .par_iter()
+        .map(|p| {
+            load_16k(p).and_then(|x| {
+                if x.len() < min_samples {
+                    Err(SpeechError::bad(p, format!("shorter than one frame ({} samples at 16 kHz)", x.len())))
+                } else {
+                    Ok(x)
+                }
+            })
+        })
+        .collect();
+    let mut ok = Vec::new();
+    let mut skipped = Vec::new();
+    for (i, r) in results.into_iter().enumerate() {
+        match r {
+            Ok(x) => ok.push((i, x)),
+            Err(e) => {
+                eprintln!("warning: skipping {e}");
+                skipped.push(SkippedFile { path: files[i].display().to_string(), reason: e.to_string() });
+            }
+        }
+    }
+    (ok, skipped)
+}
+
+/// Unlabeled utterances, decoded once, at 16 kHz and normalised.
+pub struct AudioCorpus {
+    pub clips: Vec<Vec<f32>>,
+    pub skipped: Vec<SkippedFile>,
+}
+
+impl AudioCorpus {
+    /// Every `.wav` below `dir` (class subfolders included: their labels are ignored).
+    pub fn load_dir(dir: &Path, model: &ModelConfig) -> Result<Self> {
+        Self::load_dir_limited(dir, model, usize::MAX, false)
+    }
+
+    /// Like [`AudioCorpus::load_dir`], decoding at most `max_files` files evenly spaced over the
+    /// sorted list (large corpora do not fit in memory decoded); with `flac`, `.flac` files are
+    /// read too.
+    pub fn load_dir_limited(dir: &Path, model: &ModelConfig, max_files: usize, flac: bool) -> Result<Self> {
+        if !dir.is_dir() {
+            return Err(SpeechError::NoAudio { path: dir.display().to_string(), detail: "not a folder".into() });
+        }
+        let mut files = audio_files(dir, flac)?;
+        if files.len() > max_files.max(1) {
+            let n = files.len();
+            let keep = max_files.max(1);
+            files = (0..keep).map(|i| files[i * n / keep].clone()).collect();
+        }
+        let min = receptive_field(model);
+        let (ok, skipped) = load_all(&files, min);
+        if ok.is_empty() {
+            return Err(SpeechError::NoAudio {
+                path: dir.display().to_string(),
+                detail: format!("{} audio files found, {} unusable", files.len(), skipped.len()),
+            });
+        }
+        Ok(Self { clips: ok.into_iter().map(|(_, x)| x).collect(), skipped })
+    }
+
+    /// Total duration in seconds.
+    pub fn seconds(&self) -> f64 {
+        self.clips.iter().map(|c| c.len()).sum::<usize>() as f64 / SAMPLE_RATE as f64
+    }
+}
+
+/// The smallest input that yields one frame.
+pub fn receptive_field(model: &ModelConfig) -> usize {
+    (1..=100_000).find(|&n| model.frames(n as i64) > 0).unwrap_or(400)
+}
+
+/// A labeled evaluation split: fixed-length waveforms `[N, samples]` and class ids.
+pub struct LabeledSplit {
+    pub train: LabeledSet,
+    pub test: LabeledSet,
+    pub classes: Vec<String>,
+    pub skipped: Vec<SkippedFile>,
+}
+
+/// Centre-crop or zero-pad (at the end) a normalised clip to `len` samples. Trailing exact zeros
+/// mark padding for the encoder, see [`crate::encoder`].
+pub fn fit_length(x: &[f32], len: usize) -> Vec<f32> {
+    if x.len() >= len {
+        let start = (x.len() - len) / 2;
+        x[start..start + len].to_vec()
+    } else {
+        let mut v = x.to_vec();
+        v.resize(len, 0.0);
+        v
+    }
+}
+
+fn class_dirs(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| SpeechError::Layout { path: dir.display().to_string(), message: e.to_string() })?;
+    let mut v: Vec<(String, PathBuf)> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .filter_map(|p| p.file_name().and_then(|n| n.to_str()).map(|n| (n.to_string(), p.clone())))
+        .collect();
+    v.sort();
+    Ok(v)
+}
+
+/// Load `dir/<class>/*.wav` as fixed-length waveforms; `classes` gives the ids.
+fn load_class_folder(
+    dir: &Path,
+    classes: &[String],
+    samples: usize,
+    min: usize,
+    skipped: &mut Vec<SkippedFile>,
+) -> Result<LabeledSet> {
+    let layout = |m: String| SpeechError::Layout { path: dir.display().to_string(), message: m };
+    let dirs = class_dirs(dir).map_err(|_| layout("expected one subfolder per class".into()))?;
+    let mut files = Vec::new();
+    let mut labels = Vec::new();
+    for (name, d) in &dirs {
+        let c = classes
+            .iter()
+            .position(|x| x == name)
+            .ok_or_else(|| layout(format!("{name} is not a class of the training split")))?;
+        for f in wav_files(d)? {
+            files.push(f);
+            labels.push(c as i64);
+        }
+    }
+    let (ok, sk) = load_all(&files, min);
+    skipped.extend(sk);
+    if ok.is_empty() {
+        return Err(SpeechError::NoAudio {
+            path: dir.display().to_string(),
+            detail: format!("{} .wav files found", files.len()),
+        });
+    }
+    let mut flat = Vec::with_capacity(ok.len() * samples);
+    let mut ys = Vec::with_capacity(ok.len());
+    for (i, x) in &ok {
+        flat.extend(fit_length(x, samples));
+        ys.push(labels[*i]);
+    }
+    let inputs = Tensor::from_slice(&flat).view([ok.len() as i64, samples as i64]);
+    Ok(LabeledSet::new(inputs, Tensor::from_slice(&ys), classes.len() as i64))
+}
+
+/// Load `dir/train/<class>/*.wav` and `dir/test/<class>/*.wav` as fixed-length waveforms of
+/// `samples` samples. Classes are the sorted subfolder names of `train/`; `test/` must use a
+/// subset of them.
+pub fn load_labeled(dir: &Path, samples: usize, model: &ModelConfig) -> Result<LabeledSplit> {
+    let layout = |m: &str| SpeechError::Layout { path: dir.display().to_string(), message: m.to_string() };
+    let train_dirs =
+        class_dirs(&dir.join("train")).map_err(|_| layout("expected a train/ folder with one subfolder per class"))?;
+    if !dir.join("test").is_dir() {
+        return Err(layout("expected a test/ folder with one subfolder per class"));
+    }
+    if train_dirs.len() < 2 {
+        return Err(layout("train/ needs at least two class subfolders"));
+    }
+    let classes: Vec<String> = train_dirs.iter().map(|(n, _)| n.clone()).collect();
+    let min = receptive_field(model);
+    let mut skipped = Vec::new();
+    let train = load_class_folder(&dir.join("train"), &classes, samples, min, &mut skipped)?;
+    let test = load_class_folder(&dir.join("test"), &classes, samples, min, &mut skipped)?;
+    Ok(LabeledSplit { train, test, classes, skipped })
+}
+
+/// Load a second test set with the given classes: `dir/test/<class>/` if `dir/test` exists,
+/// else `dir/<class>/`.
+pub fn load_test_folder(dir: &Path, samples: usize, model: &ModelConfig, classes: &[String]) -> Result<LabeledSet> {
+    let d = if dir.join("test").is_dir() { dir.join("test") } else { dir.to_path_buf() };
+    let mut skipped = Vec::new();
+    let set = load_class_folder(&d, classes, samples, receptive_field(model), &mut skipped)?;
+    for s in skipped {
+        eprintln!("warning: skipped {}: {}", s.path, s.reason);
+    }
+    Ok(set)
+}
+
+/// A pretraining batch.
+pub struct SpeechBatch {
+    /// `[B, S]` waveforms, zero beyond each row's length (`S` is the longest row, at most the
+    /// crop length).
+    pub waves: Tensor,
+    /// Valid samples per row.
+    pub lengths: Vec<i64>,
+    /// `[B, T]` bool: frames to mask (never padding).
+    pub mask: Tensor,
+}
+
+/// Random fixed-length crops of a corpus, span-masked in `collate`.
+pub struct CropSource {
+    corpus: AudioCorpus,
+    crop: usize,
+    masker: SpanMasker,
+    model: ModelConfig,
+}
+
+impl CropSource {
+    /// Crops of `crop_seconds` (clips shorter than that are zero-padded, with a padding mask).
+    pub fn new(corpus: AudioCorpus, crop_seconds: f64, masker: SpanMasker, model: ModelConfig) -> Result<Self> {
+        let crop = (crop_seconds * SAMPLE_RATE as f64).round() as usize;
+        if crop < receptive_field(&model) {
+            return Err(SpeechError::InvalidArgument(format!(
+                "--crop-seconds {crop_seconds} is shorter than one frame"
+            )));
+        }
+        if !(masker.prob > 0.0 && masker.prob <= 1.0) || masker.length == 0 {
+            return Err(SpeechError::InvalidArgument(
+                "mask probability must be in (0, 1] and the span length positive".into(),
+            ));
+        }
+        Ok(Self { corpus, crop, masker, model })
+    }
+
+    pub fn crop_samples(&self) -> usize {
+        self.crop
+    }
+}
+
+impl DataSource for CropSource {
+    type Item = Vec<f32>;
+    type Batch = SpeechBatch;
+
+    fn len(&self) -> usize {
+        self.corpus.clips.len()
+    }
+
+    fn get(&self, index: usize, rng: &mut ChaCha8Rng) -> std::result::Result<Vec<f32>, String> {
+        let clip = self.corpus.clips.get(index).ok_or_else(|| format!("no clip {index}"))?;
+        if clip.len() <= self.crop {
+            return Ok(clip.clone());
+        }
+        let start = rng.random_range(0..=clip.len() - self.crop);
+        Ok(clip[start..start + self.crop].to_vec())
+    }
+
+    fn collate(&self, items: Vec<Vec<f32>>, rng: &mut ChaCha8Rng) -> SpeechBatch {
+        let b = items.len();
+        let lengths: Vec<i64> = items.iter().map(|x| x.len() as i64).collect();
+        // Pad to the longest item of the batch, not to the crop length: with short clips most of
+        // a crop would be padding.
+        let width = items.iter().map(Vec::len).max().unwrap_or(0).min(self.crop);
+        let mut flat = Vec::with_capacity(b * width);
+        for x in &items {
+            flat.extend_from_slice(&x[..x.len().min(width)]);
+            flat.resize(flat.len() + width - x.len().min(width), 0.0);
+        }
+        let waves = Tensor::from_slice(&flat).view([b as i64, width as i64]);
+        let total = self.model.frames(width as i64) as usize;
+        let valid: Vec<usize> = lengths.iter().map(|&l| self.model.frames(l) as usize).collect();
+        let mask = self.masker.sample_batch(&valid, total, rng);
+        SpeechBatch { waves, lengths, mask }
+    }
+}

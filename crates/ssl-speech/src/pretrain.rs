@@ -1,0 +1,150 @@
+//! The recipe end to end: configuration, pretraining with ssl-core's trainer, and the evaluation
+//! protocol on a labeled split.
+use crate::corruption::speech_corruptions;
+use crate::dataset::{AudioCorpus, CropSource, LabeledSplit};
+use crate::encoder::{Pooling, SpeechEncoderFactory};
+use crate::error::{Result, SpeechError};
+use crate::masking::SpanMasker;
+use crate::model::ModelConfig;
+use crate::objective::{ObjectiveConfig, SpeechObjective};
+use serde::{Deserialize, Serialize};
+use ssl_core::eval::protocol::Evaluation;
+use ssl_core::eval::{evaluate, EvalKind, ProtocolConfig};
+use ssl_core::loader::mix_seed;
+use ssl_core::optim::OptimizerConfig;
+use ssl_core::trainer::{TrainConfig, TrainSummary, Trainer};
+use std::path::Path;
+use std::sync::Arc;
+use tch::{Device, Tensor};
+
+/// The effective configuration of a speech run (written to `config.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SpeechConfig {
+    pub preset: String,
+    pub model: ModelConfig,
+    pub objective: ObjectiveConfig,
+    pub masking: SpanMasker,
+    /// Length of the random pretraining crops.
+    pub crop_seconds: f64,
+    /// Length every evaluation clip is centre-cropped or padded to.
+    pub eval_seconds: f64,
+    pub pooling: Pooling,
+    pub train: TrainConfig,
+    pub protocol: ProtocolConfig,
+}
+
+impl SpeechConfig {
+    /// Defaults for a preset (`tiny` or `small`), sized for the default run on 2 CPU cores.
+    pub fn preset(name: &str) -> Result<Self> {
+        let model = ModelConfig::preset(name)
+            .ok_or_else(|| SpeechError::InvalidArgument(format!("unknown preset `{name}` (expected tiny or small)")))?;
+        let train = TrainConfig {
+            steps: 600,
+            batch_size: 8,
+            lr: 1e-3,
+            warmup_steps: 60,
+            clip_norm: 1.0,
+            optimizer: OptimizerConfig::adamw(1e-3, 0.01),
+            log_every: 10,
+            ..TrainConfig::default()
+        };
+        let protocol = ProtocolConfig {
+            labels_per_class: vec![1, 5],
+            seeds: 3,
+            evals: vec![EvalKind::Linear, EvalKind::Knn],
+            knn_k: 5,
+            feature_batch: 64,
+            ..ProtocolConfig::default()
+        };
+        Ok(Self {
+            preset: name.to_string(),
+            model,
+            objective: ObjectiveConfig::default(),
+            masking: SpanMasker::default(),
+            crop_seconds: 2.0,
+            eval_seconds: 1.0,
+            pooling: Pooling::AllLayers,
+            train,
+            protocol,
+        })
+    }
+
+    /// Check the values a user may have overridden.
+    pub fn validate(&self) -> Result<()> {
+        self.model.validate().map_err(SpeechError::InvalidArgument)?;
+        if !(self.masking.prob > 0.0 && self.masking.prob <= 1.0) || self.masking.length == 0 {
+            return Err(SpeechError::InvalidArgument(
+                "--mask-prob must be in (0, 1] and --mask-length positive".into(),
+            ));
+        }
+        if !(self.crop_seconds > 0.0 && self.eval_seconds > 0.0) {
+            return Err(SpeechError::InvalidArgument(
+                "--crop-seconds and the evaluation length must be positive".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// What checkpoints store and resume checks (model and method, not run lengths).
+    pub fn model_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "model": self.model,
+            "objective": self.objective,
+            "masking": self.masking,
+            "crop_seconds": self.crop_seconds,
+        })
+    }
+}
+
+/// The outcome of pretraining.
+pub struct Pretrained {
+    pub summary: TrainSummary,
+    /// The encoder's weights (names as in checkpoints), on the CPU.
+    pub encoder: Vec<(String, Tensor)>,
+}
+
+/// Pretrain on `corpus` into `run_dir` (metrics.jsonl, checkpoints/); with `resume`, continue
+/// from the newest checkpoint there.
+pub fn pretrain(
+    cfg: &SpeechConfig,
+    corpus: AudioCorpus,
+    run_dir: &Path,
+    device: Device,
+    resume: bool,
+) -> Result<Pretrained> {
+    cfg.validate()?;
+    let source = CropSource::new(corpus, cfg.crop_seconds, cfg.masking, cfg.model.clone())?;
+    let mut train = cfg.train.clone();
+    if source_len(&source) < train.batch_size {
+        train.batch_size = source_len(&source).max(1);
+        eprintln!(
+            "note: only {} clips to pretrain on; batch size lowered to {}",
+            source_len(&source),
+            train.batch_size
+        );
+    }
+    tch::manual_seed(mix_seed(&[train.seed, 0x5EED]) as i64 & i64::MAX);
+    let mut objective = SpeechObjective::new(&cfg.model, cfg.objective.clone(), device);
+    let mut trainer = Trainer::new(train, run_dir, device);
+    trainer.model_config = cfg.model_json();
+    let summary = trainer.fit(&mut objective, Arc::new(source), resume)?;
+    Ok(Pretrained { summary, encoder: objective.encoder_weights() })
+}
+
+fn source_len(s: &CropSource) -> usize {
+    ssl_core::loader::DataSource::len(s)
+}
+
+/// Run ssl-core's protocol on a labeled split: pretrained against scratch, the log-mel baseline,
+/// and the speech corruptions.
+pub fn evaluate_split(
+    cfg: &SpeechConfig,
+    encoder: &[(String, Tensor)],
+    split: &LabeledSplit,
+    device: Device,
+) -> Result<Evaluation> {
+    let weights = encoder.iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect();
+    let factory = SpeechEncoderFactory { model: cfg.model.clone(), pooling: cfg.pooling, weights };
+    let corruptions = speech_corruptions(cfg.protocol.seed);
+    Ok(evaluate(&factory, &split.train, &split.test, &corruptions, &cfg.protocol, device)?)
+}
