@@ -126,17 +126,8 @@ impl<'a> Finetuned<'a> {
 
     /// Predicted labels of `xs` (CPU), in eval mode.
     pub fn predict(&self, xs: &Tensor, batch: usize) -> Tensor {
-        let n = xs.size()[0];
-        let mut out = Vec::new();
-        let mut i = 0;
-        tch::no_grad(|| {
-            while i < n {
-                let len = (batch as i64).min(n - i);
-                let f = self.encoder.features(&xs.narrow(0, i, len).to_device(self.device), false);
-                out.push(self.head.forward(&normalize(&f)).argmax(1, false).to_device(Device::Cpu));
-                i += len;
-            }
-        });
-        Tensor::cat(&out, 0)
+        super::map_batches(xs, batch, self.device, |x| {
+            self.head.forward(&normalize(&self.encoder.features(x, false))).argmax(1, false)
+        })
     }
 }

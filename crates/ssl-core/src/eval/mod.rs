@@ -68,20 +68,25 @@ pub trait Encoder {
     fn var_store(&self) -> &VarStore;
 }
 
-/// Features of `xs` (CPU) in batches, under `no_grad`, in eval mode; returned on the CPU.
-pub fn extract_features(encoder: &dyn Encoder, xs: &Tensor, batch: usize, device: Device) -> Tensor {
+/// Apply `f` to `xs` (CPU) in batches of `batch` rows moved to `device`, under `no_grad`, and
+/// concatenate the results on the CPU.
+pub fn map_batches(xs: &Tensor, batch: usize, device: Device, f: impl Fn(&Tensor) -> Tensor) -> Tensor {
     let n = xs.size()[0];
     let mut out = Vec::new();
     let mut i = 0;
     tch::no_grad(|| {
         while i < n {
-            let len = (batch as i64).min(n - i);
-            let x = xs.narrow(0, i, len).to_device(device);
-            out.push(encoder.features(&x, false).to_kind(Kind::Float).to_device(Device::Cpu));
+            let len = (batch.max(1) as i64).min(n - i);
+            out.push(f(&xs.narrow(0, i, len).to_device(device)).to_device(Device::Cpu));
             i += len;
         }
     });
     Tensor::cat(&out, 0)
+}
+
+/// Features of `xs` (CPU) in batches, under `no_grad`, in eval mode; returned on the CPU.
+pub fn extract_features(encoder: &dyn Encoder, xs: &Tensor, batch: usize, device: Device) -> Tensor {
+    map_batches(xs, batch, device, |x| encoder.features(x, false).to_kind(Kind::Float))
 }
 
 /// Fraction of `pred == labels`.
