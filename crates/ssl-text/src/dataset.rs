@@ -1,0 +1,111 @@
+//! The pretraining [`DataSource`]: packed sequences read by index, masked dynamically in
+//! `collate` with the loader's seeded RNG (a fresh mask every time a sequence is seen, the same
+//! masks for the same seed).
+//!
+//! ```
+//! use rand::SeedableRng;
+//! use ssl_text::dataset::collate_masked;
+//! use ssl_text::masking::{Masker, MaskingConfig};
+//! use ssl_text::packing::PackedSeq;
+//! use ssl_text::tokenizer::SpecialIds;
+//! let special = SpecialIds { pad: 0, unk: 1, cls: 2, sep: 3, mask: 4 };
+//! let masker = Masker::new(MaskingConfig { rate: 0.25, ..Default::default() }, special, 50, 8).unwrap();
+//! let seq = PackedSeq { ids: vec![2, 10, 11, 12, 13, 14, 15, 3], word_starts: vec![true; 8] };
+//! let batch = collate_masked(&masker, &[seq.clone(), seq], &mut rand_chacha::ChaCha8Rng::seed_from_u64(0));
+//! assert_eq!(batch.input_ids.size(), [2, 8]);
+//! assert_eq!(batch.positions.size(), [2, 2]);
+//! ```
+use crate::masking::Masker;
+use crate::packing::{PackedCorpus, PackedSeq};
+use rand_chacha::ChaCha8Rng;
+use ssl_core::loader::DataSource;
+use std::sync::Arc;
+use tch::{Device, Tensor};
+
+/// A masked batch on the CPU. `positions`, `targets` and `valid` are `[B, slots]`.
+pub struct MlmBatch {
+    /// `[B, L]` int64 ids after masking.
+    pub input_ids: Tensor,
+    /// Masked positions (int64), padded with 0.
+    pub positions: Tensor,
+    /// Original ids at those positions (int64).
+    pub targets: Tensor,
+    /// Which slots are real (bool).
+    pub valid: Tensor,
+}
+
+impl MlmBatch {
+    /// The batch on `device`.
+    pub fn to(&self, device: Device) -> MlmBatch {
+        MlmBatch {
+            input_ids: self.input_ids.to_device(device),
+            positions: self.positions.to_device(device),
+            targets: self.targets.to_device(device),
+            valid: self.valid.to_device(device),
+        }
+    }
+
+    /// Sequences in the batch.
+    pub fn len(&self) -> usize {
+        self.input_ids.size()[0] as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Mask every sequence with `rng` and stack the results.
+pub fn collate_masked(masker: &Masker, items: &[PackedSeq], rng: &mut ChaCha8Rng) -> MlmBatch {
+    let b = items.len() as i64;
+    let len = items.first().map(|s| s.ids.len()).unwrap_or(0) as i64;
+    let slots = masker.slots() as i64;
+    let mut ids = Vec::with_capacity((b * len) as usize);
+    let mut pos = Vec::with_capacity((b * slots) as usize);
+    let mut tgt = Vec::with_capacity((b * slots) as usize);
+    let mut valid = Vec::with_capacity((b * slots) as usize);
+    for s in items {
+        let m = masker.mask(&s.ids, &s.word_starts, rng);
+        ids.extend(m.input_ids);
+        pos.extend(m.positions);
+        tgt.extend(m.targets);
+        valid.extend(m.valid);
+    }
+    MlmBatch {
+        input_ids: Tensor::from_slice(&ids).view([b, len]),
+        positions: Tensor::from_slice(&pos).view([b, slots]),
+        targets: Tensor::from_slice(&tgt).view([b, slots]),
+        valid: Tensor::from_slice(&valid).view([b, slots]),
+    }
+}
+
+/// Packed sequences of the training split, masked on the fly.
+pub struct MlmDataset {
+    corpus: Arc<PackedCorpus>,
+    indices: Vec<usize>,
+    masker: Masker,
+}
+
+impl MlmDataset {
+    pub fn new(corpus: Arc<PackedCorpus>, indices: Vec<usize>, masker: Masker) -> Self {
+        Self { corpus, indices, masker }
+    }
+}
+
+impl DataSource for MlmDataset {
+    type Item = PackedSeq;
+    type Batch = MlmBatch;
+
+    fn len(&self) -> usize {
+        self.indices.len()
+    }
+
+    fn get(&self, index: usize, _rng: &mut ChaCha8Rng) -> Result<PackedSeq, String> {
+        let i = *self.indices.get(index).ok_or_else(|| format!("index {index} out of range"))?;
+        self.corpus.get(i).map_err(|e| e.to_string())
+    }
+
+    fn collate(&self, items: Vec<PackedSeq>, rng: &mut ChaCha8Rng) -> MlmBatch {
+        collate_masked(&self.masker, &items, rng)
+    }
+}

@@ -1,0 +1,122 @@
+//! The text encoder as ssl-core's evaluation protocol sees it.
+//!
+//! Protocol inputs are `[N, L]` int64 token ids padded with `[PAD]` = 0; the encoder derives the
+//! attention mask from `ids != 0` and its features are the mean of the last hidden states over
+//! the non-padding tokens. The raw-input baseline is a bag of words: `log(1 + count)` of every
+//! non-special vocabulary entry, which the protocol's logistic regression turns into the usual
+//! TF-style linear text classifier.
+//!
+//! ```
+//! use ssl_core::eval::{Encoder, EncoderFactory};
+//! use ssl_text::encoder::TextEncoderFactory;
+//! use ssl_text::model::BertConfig;
+//! use tch::{Device, Tensor};
+//! let cfg = BertConfig { vocab_size: 20, max_position: 8, ..BertConfig::preset("tiny").unwrap() };
+//! let factory = TextEncoderFactory::new(cfg, None);
+//! let enc = factory.scratch(Device::Cpu, 0).unwrap();
+//! let ids = Tensor::from_slice(&[2i64, 9, 9, 3, 0, 0]).view([1, 6]);
+//! assert_eq!(enc.features(&ids, false).size(), [1, 128]);
+//! let bow = factory.raw_features(&ids);
+//! assert_eq!(bow.size(), [1, 20]);
+//! assert!((bow.double_value(&[0, 9]) - 3f64.ln()).abs() < 1e-6);
+//! ```
+use crate::model::BertConfig;
+use crate::objective::MlmObjective;
+use crate::tokenizer::SpecialIds;
+use ssl_core::checkpoint;
+use ssl_core::error::CoreError;
+use ssl_core::eval::{Encoder, EncoderFactory};
+use ssl_core::loader::mix_seed;
+use std::path::PathBuf;
+use tch::nn::VarStore;
+use tch::{Device, Kind, Tensor};
+
+/// A BERT whose features are mean-pooled last hidden states.
+pub struct TextEncoder {
+    model: MlmObjective,
+}
+
+impl TextEncoder {
+    pub fn new(model: MlmObjective) -> Self {
+        Self { model }
+    }
+}
+
+impl Encoder for TextEncoder {
+    fn features(&self, xs: &Tensor, train: bool) -> Tensor {
+        // Padding is trailing: drop the columns that are padding in every row (same result, less work).
+        let used = xs.ne(0).any_dim(0, false).nonzero();
+        let len = if used.numel() == 0 { 1 } else { used.max().int64_value(&[]) + 1 };
+        self.model.bert.mean_pooled(&xs.narrow(1, 0, len), train)
+    }
+
+    fn feature_dim(&self) -> i64 {
+        self.model.bert.config().hidden
+    }
+
+    fn var_store(&self) -> &VarStore {
+        &self.model.vs
+    }
+}
+
+/// Builds pretrained (from a checkpoint or run directory) and scratch encoders.
+pub struct TextEncoderFactory {
+    cfg: BertConfig,
+    weights: Option<PathBuf>,
+    /// Special-token ids, excluded from the bag of words.
+    special: SpecialIds,
+}
+
+impl TextEncoderFactory {
+    /// `weights`: a run directory or checkpoint; `None` makes `pretrained` an error.
+    pub fn new(cfg: BertConfig, weights: Option<PathBuf>) -> Self {
+        Self { cfg, weights, special: SpecialIds { pad: 0, unk: 1, cls: 2, sep: 3, mask: 4 } }
+    }
+
+    /// Use these special-token ids (default: the order of [`crate::tokenizer::SPECIAL_TOKENS`]).
+    pub fn with_special(mut self, special: SpecialIds) -> Self {
+        self.special = special;
+        self
+    }
+}
+
+fn core_err(e: crate::error::TextError) -> CoreError {
+    CoreError::InvalidArgument(e.to_string())
+}
+
+impl EncoderFactory for TextEncoderFactory {
+    fn pretrained(&self, device: Device) -> ssl_core::Result<Box<dyn Encoder>> {
+        let path = self
+            .weights
+            .as_ref()
+            .ok_or_else(|| CoreError::InvalidArgument("no pretrained weights were given".into()))?;
+        let model = MlmObjective::new(&self.cfg, device).map_err(core_err)?;
+        checkpoint::load_weights(path, &model.vs)?;
+        Ok(Box::new(TextEncoder::new(model)))
+    }
+
+    fn scratch(&self, device: Device, seed: u64) -> ssl_core::Result<Box<dyn Encoder>> {
+        tch::manual_seed(mix_seed(&[seed, 0x5C4A]) as i64 & i64::MAX);
+        let model = MlmObjective::new(&self.cfg, device).map_err(core_err)?;
+        Ok(Box::new(TextEncoder::new(model)))
+    }
+
+    fn raw_features(&self, xs: &Tensor) -> Tensor {
+        let n = xs.size()[0];
+        let v = self.cfg.vocab_size;
+        let ids = xs.to_kind(Kind::Int64).clamp(0, v - 1);
+        let counts = Tensor::zeros([n, v], (Kind::Float, xs.device())).scatter_add(
+            1,
+            &ids,
+            &Tensor::ones(ids.size(), (Kind::Float, xs.device())),
+        );
+        let mut keep = vec![1f32; v as usize];
+        let s = self.special;
+        for id in [s.pad, s.unk, s.cls, s.sep, s.mask] {
+            if let Some(k) = keep.get_mut(id as usize) {
+                *k = 0.0;
+            }
+        }
+        (counts * Tensor::from_slice(&keep).to_device(xs.device()).unsqueeze(0)).log1p()
+    }
+}
