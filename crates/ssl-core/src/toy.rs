@@ -87,7 +87,7 @@ impl Objective for ToyObjective {
         let pred = self.net.forward(&x).squeeze_dim(1);
         let mut loss = (pred - y).square().mean(Kind::Float);
         if self.nan_at.contains(&self.step) {
-            loss = loss * f64::NAN;
+            loss *= f64::NAN;
         }
         let abs_mean = loss.detach().sqrt();
         Ok(StepOutput { loss, metrics: vec![("rmse".into(), abs_mean)] })

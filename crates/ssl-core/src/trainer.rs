@@ -263,7 +263,7 @@ impl Trainer {
                 };
                 let loss = out.loss.to_kind(Kind::Float);
                 (&loss / cfg.grad_accum as f64).backward();
-                loss_sum = loss_sum + loss.detach();
+                loss_sum += loss.detach();
                 extra = out.metrics;
             }
             let grad_norm = optimizer.clip_grad_norm(cfg.clip_norm)?;
@@ -294,7 +294,7 @@ impl Trainer {
             state.skipped_inputs = skipped_before + loader.skipped();
 
             let is_last = state.step == cfg.steps;
-            if cfg.log_every > 0 && (state.step % cfg.log_every == 0 || is_last) {
+            if cfg.log_every > 0 && (state.step.is_multiple_of(cfg.log_every) || is_last) {
                 let secs = window_start.elapsed().as_secs_f64().max(1e-9);
                 let sps = window_samples as f64 / secs;
                 window_samples = 0;
@@ -318,7 +318,7 @@ impl Trainer {
                 bar.set_message(format!("loss {loss_v:.4} lr {lr:.2e} {sps:.0} samples/s"));
             }
             bar.set_position(state.step);
-            if (cfg.checkpoint_every > 0 && state.step % cfg.checkpoint_every == 0) || is_last {
+            if (cfg.checkpoint_every > 0 && state.step.is_multiple_of(cfg.checkpoint_every)) || is_last {
                 let mut s = state.clone();
                 s.elapsed_secs += start.elapsed().as_secs_f64();
                 last_ckpt =

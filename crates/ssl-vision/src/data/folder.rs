@@ -34,8 +34,11 @@ fn class_dirs(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(dirs)
 }
 
+/// Pixels of one file, or why it could not be decoded.
+type Decoded = std::result::Result<Vec<u8>, String>;
+
 /// Decode one file to `size x size`, grey if `channels == 1`, else RGB.
-fn decode(path: &Path, size: usize, channels: usize) -> std::result::Result<Vec<u8>, String> {
+fn decode(path: &Path, size: usize, channels: usize) -> Decoded {
     let img = image::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let img = img.resize_exact(size as u32, size as u32, image::imageops::FilterType::Triangle);
     if channels == 1 {
@@ -66,8 +69,7 @@ fn assemble(
 ) -> Result<ImageSet> {
     let all: Vec<PathBuf> = files.iter().map(|(p, _)| p.clone()).collect();
     let channels = detect_channels(&all);
-    let decoded: Vec<(std::result::Result<Vec<u8>, String>, Option<i64>)> =
-        files.par_iter().map(|(p, l)| (decode(p, size, channels), *l)).collect();
+    let decoded: Vec<(Decoded, Option<i64>)> = files.par_iter().map(|(p, l)| (decode(p, size, channels), *l)).collect();
     let (mut pixels, mut labels, mut skipped) = (Vec::new(), Vec::new(), Vec::new());
     for (r, l) in decoded {
         match r {

@@ -13,7 +13,7 @@ pub fn read(images: &Path, labels: Option<&Path>, max: usize) -> Result<ImageSet
     use std::io::Read;
     let mut f = std::fs::File::open(images).map_err(|e| VisionError::io(images, e))?;
     let total = f.metadata().map_err(|e| VisionError::io(images, e))?.len() as usize;
-    if total == 0 || total % RECORD != 0 {
+    if total == 0 || !total.is_multiple_of(RECORD) {
         return Err(VisionError::format(
             images,
             format!("{total} bytes is not a whole number of {RECORD}-byte images"),
