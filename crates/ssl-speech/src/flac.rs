@@ -22,16 +22,5 @@ pub fn decode(path: &Path) -> Result<Audio> {
         .map(|s| s.map(|v| (v as f64 * scale) as f32))
         .collect::<std::result::Result<_, _>>()
         .map_err(|e| SpeechError::bad(path, format!("truncated or corrupt FLAC data ({e})")))?;
-    if !interleaved.len().is_multiple_of(channels) {
-        return Err(SpeechError::bad(path, "truncated FLAC data (partial frame)"));
-    }
-    let samples: Vec<f32> = if channels == 1 {
-        interleaved
-    } else {
-        interleaved.chunks_exact(channels).map(|f| f.iter().sum::<f32>() / channels as f32).collect()
-    };
-    if samples.is_empty() {
-        return Err(SpeechError::bad(path, "zero-length clip"));
-    }
-    Ok(Audio { samples, sample_rate: info.sample_rate })
+    crate::wav::mix_to_mono(path, interleaved, channels, info.sample_rate)
 }

@@ -57,6 +57,12 @@ pub fn decode(path: &Path) -> Result<Audio> {
             ))
         }
     };
+    mix_to_mono(path, interleaved, channels, spec.sample_rate)
+}
+
+/// Interleaved samples of any channel count mixed down to one channel; a partial last frame or
+/// an empty clip is an error naming the file. Shared by the WAV and FLAC readers.
+pub(crate) fn mix_to_mono(path: &Path, interleaved: Vec<f32>, channels: usize, sample_rate: u32) -> Result<Audio> {
     if !interleaved.len().is_multiple_of(channels) {
         return Err(SpeechError::bad(path, "truncated sample data (partial frame)"));
     }
@@ -68,7 +74,7 @@ pub fn decode(path: &Path) -> Result<Audio> {
     if samples.is_empty() {
         return Err(SpeechError::bad(path, "zero-length clip"));
     }
-    Ok(Audio { samples, sample_rate: spec.sample_rate })
+    Ok(Audio { samples, sample_rate })
 }
 
 /// Normalise to zero mean and unit variance in place. Returns false (and leaves the samples as
