@@ -1,5 +1,5 @@
-//! `cargo xtask bench --quick` runs end to end and writes a well-formed bench.json (no timing
-//! assertions: speed lives in the benchmark, not in tests).
+//! `cargo xtask bench --quick` runs end to end for every modality and writes a well-formed
+//! bench.json (no timing assertions: speed lives in the benchmark, not in tests).
 use std::process::Command;
 
 #[test]
@@ -17,15 +17,25 @@ fn quick_bench_writes_well_formed_json() {
     assert!(report["machine"]["cores"].as_u64().unwrap() >= 1);
     assert!(report["git_rev"].is_string() && report["versions"]["torch"].as_str().unwrap().starts_with("2.13"));
     assert!(report["peak_flops"].as_f64().unwrap() > 0.0);
-    let eq = &report["equivalence"]["vision"];
-    assert_eq!(eq["equivalent"], true, "{eq}");
-    assert_eq!(eq["parameters_ours"], eq["parameters_pytorch"]);
+    for (_, _, name) in xtask::bench::MODELS {
+        let eq = &report["equivalence"][name];
+        assert_eq!(eq["equivalent"], true, "{name}: {eq}");
+        assert_eq!(eq["parameters_ours"], eq["parameters_pytorch"], "{name}");
+        assert!(eq["abs_diff"].as_f64().unwrap() < 1e-4, "{name}: {eq}");
+        assert!(report["runs"][name]["ours"]["flops_per_sample"].as_f64().unwrap() > 0.0, "{name}");
+    }
     let rows = report["rows"].as_array().unwrap();
-    assert_eq!(rows.len(), 3);
+    assert_eq!(rows.len(), 3 * xtask::bench::MODELS.len());
+    for modality in ["vision", "text", "speech"] {
+        assert!(rows.iter().any(|r| r["modality"] == modality), "no {modality} row");
+    }
     for r in rows {
-        for key in ["modality", "config", "samples_per_s", "vs_pytorch", "mfu_pct"] {
+        for key in ["model", "modality", "config", "samples_per_s", "vs_pytorch", "mfu_pct", "loader_overhead_pct"] {
             assert!(r.get(key).is_some(), "row lacks {key}: {r}");
         }
-        assert!(r["samples_per_s"]["median"].as_f64().unwrap() > 0.0);
+        assert!(r["samples_per_s"]["median"].as_f64().unwrap() > 0.0, "{r}");
+    }
+    for name in ["text_tiny", "text_mini", "speech_tiny"] {
+        assert!(rows.iter().any(|r| r["model"] == name && r["units_per_s"].as_f64().is_some_and(|u| u > 0.0)));
     }
 }

@@ -1,135 +1,249 @@
-//! `ssl bench vision`: our side of `cargo xtask bench`. Measures the rotation ResNet's training
-//! throughput with our data loader and with pre-loaded tensors, and writes the initial weights and a
-//! fixed batch so the PyTorch reference (`bench/vision_rotation.py`) can prove it is equivalent.
-use anyhow::{Context, Result};
+//! `ssl bench <modality>`: our side of `cargo xtask bench`. Measures a shipped model's training
+//! throughput through the real `Trainer`, with our data loader and with one pre-loaded batch every
+//! step, and writes what the PyTorch reference under `bench/` needs to prove it is equivalent: the
+//! initial weights, one fixed batch (with everything random the loss depends on), our first-step
+//! loss on it and our parameter count.
+//!
+//! The modalities live in `bench/{vision,text,speech}.rs`; each builds its model, data and fixed
+//! batch and returns a [`Measured`], which this module writes to `<name>_ours.json`.
+mod speech;
+mod text;
+mod vision;
+
+use anyhow::{bail, Result};
 use ssl_core::bench::{matmul_peak, peak_rss_bytes, Spread};
 use ssl_core::loader::DataSource;
-use ssl_core::trainer::{read_metrics, Objective, Trainer};
-use ssl_vision::encoder::EncoderConfig;
-use ssl_vision::recipe::{Method, VisionConfig};
-use ssl_vision::rotation::RotationTask;
-use ssl_vision::source::ImageSource;
-use std::path::PathBuf;
-use std::sync::Arc;
-use tch::{Kind, Tensor};
+use ssl_core::trainer::{read_metrics, Objective, TrainConfig, Trainer};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use tch::nn::VarStore;
+use tch::{Device, Tensor};
 
 /// Flags of `ssl bench`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
-    /// Which modality (only `vision` is implemented).
+    /// vision, text or speech.
     #[arg(default_value = "vision")]
     pub modality: String,
     /// Where the JSON results and the reference artefacts go.
     #[arg(long)]
     pub out: PathBuf,
-    /// A short run for smoke tests.
+    /// A short run for smoke tests (smaller text and speech batches too).
     #[arg(long)]
     pub quick: bool,
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// ResNet width (default: the shipped preset).
+    /// Model preset (text: tiny or mini; speech: tiny; vision: ignored).
+    #[arg(long, default_value = "tiny")]
+    pub preset: String,
+    /// ResNet width (vision; default: the shipped preset).
     #[arg(long)]
     pub width: Option<i64>,
-    #[arg(long, default_value_t = 64)]
-    pub batch_size: usize,
+    /// Batch size (default: vision 64; text and speech: their recipe's, 8 and 4 with --quick).
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+}
+
+/// The timed windows: `windows` windows of `steps` steps after one warm-up window.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timing {
+    pub steps: u64,
+    pub windows: u64,
+}
+
+impl Timing {
+    fn new(quick: bool) -> Self {
+        if quick {
+            Self { steps: 2, windows: 2 }
+        } else {
+            Self { steps: 20, windows: 6 }
+        }
+    }
+
+    /// Make `train` run exactly the timed windows with `batch_size`, logging once per window.
+    pub fn apply(&self, train: &mut TrainConfig, batch_size: usize) {
+        train.batch_size = batch_size;
+        train.steps = self.steps * (self.windows + 1);
+        train.log_every = self.steps;
+        train.checkpoint_every = 0;
+        train.progress = false;
+    }
+}
+
+/// Everything a bench run shares with its modality.
+pub(crate) struct Context {
+    pub args: BenchArgs,
+    pub device: Device,
+    pub timing: Timing,
+}
+
+impl Context {
+    /// Where artefact `what` (`init`, `batch`) of model `name` goes.
+    pub fn artefact(&self, name: &str, what: &str) -> PathBuf {
+        self.args.out.join(format!("{name}_{what}.safetensors"))
+    }
+}
+
+/// A batch that can be handed out again every step without copying its data.
+pub(crate) trait FixedBatch: Send + 'static {
+    fn share(&self) -> Self;
+}
+
+impl FixedBatch for Tensor {
+    fn share(&self) -> Self {
+        self.shallow_clone()
+    }
 }
 
 /// The same collated batch every step: the loader costs nothing, isolating its overhead.
-struct Preloaded(std::sync::Mutex<Tensor>);
+struct Preloaded<B>(Mutex<B>);
 
-impl DataSource for Preloaded {
+impl<B: FixedBatch> DataSource for Preloaded<B> {
     type Item = ();
-    type Batch = Tensor;
+    type Batch = B;
     fn len(&self) -> usize {
         1 << 20
     }
     fn get(&self, _: usize, _: &mut rand_chacha::ChaCha8Rng) -> Result<(), String> {
         Ok(())
     }
-    fn collate(&self, _: Vec<()>, _: &mut rand_chacha::ChaCha8Rng) -> Tensor {
-        self.0.lock().map(|t| t.shallow_clone()).unwrap_or_else(|e| e.into_inner().shallow_clone())
+    fn collate(&self, _: Vec<()>, _: &mut rand_chacha::ChaCha8Rng) -> B {
+        self.0.lock().map(|b| b.share()).unwrap_or_else(|e| e.into_inner().share())
     }
 }
 
-fn windows<O, S>(
-    cfg: &VisionConfig,
-    dir: &std::path::Path,
-    task: &mut O,
-    source: Arc<S>,
-    device: tch::Device,
-) -> Result<Spread>
+/// Train through the real `Trainer` and return samples/s over the timed windows.
+fn windows<O, S>(train: &TrainConfig, dir: &Path, objective: &mut O, source: Arc<S>, device: Device) -> Result<Spread>
 where
-    O: Objective<Batch = Tensor>,
-    S: DataSource<Batch = Tensor>,
+    O: Objective,
+    S: DataSource<Batch = O::Batch>,
 {
-    let trainer = Trainer::new(cfg.train.clone(), dir, device);
-    trainer.fit(task, source, false)?;
+    Trainer::new(train.clone(), dir, device).fit(objective, source, false)?;
     // The first logging window includes warm-up (allocator, kernels, first batches): dropped.
     let sps: Vec<f64> = read_metrics(dir).iter().skip(1).map(|m| m.samples_per_s).collect();
     Ok(Spread::of(&sps))
 }
 
+/// Samples/s with our data loader, then with `fixed` every step, each on a fresh objective.
+pub(crate) fn loader_and_preloaded<O, S>(
+    train: &TrainConfig,
+    mut objective: impl FnMut() -> Result<O>,
+    source: Arc<S>,
+    fixed: &O::Batch,
+    device: Device,
+) -> Result<(Spread, Spread)>
+where
+    O: Objective,
+    O::Batch: FixedBatch,
+    S: DataSource<Batch = O::Batch>,
+{
+    let tmp = tempfile::tempdir()?;
+    let loader = windows(train, &tmp.path().join("loader"), &mut objective()?, source, device)?;
+    let preloaded = Arc::new(Preloaded(Mutex::new(fixed.share())));
+    let pre = windows(train, &tmp.path().join("preloaded"), &mut objective()?, preloaded, device)?;
+    Ok((loader, pre))
+}
+
+/// Write the variables of `vs` sorted by name to `path`; returns the trainable parameter count.
+pub(crate) fn write_init(vs: &VarStore, path: &Path) -> Result<i64> {
+    let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    named.sort_by(|x, y| x.0.cmp(&y.0));
+    Tensor::write_safetensors(&named, path)?;
+    Ok(named.iter().filter(|(_, t)| t.requires_grad()).map(|(_, t)| t.numel() as i64).sum())
+}
+
+/// The reference flags that repeat our optimizer settings.
+pub(crate) fn optimizer_flags(train: &TrainConfig) -> Vec<String> {
+    let mut flags = vec![
+        "--lr".to_string(),
+        train.lr.to_string(),
+        "--weight-decay".into(),
+        train.optimizer.weight_decay.to_string(),
+        "--clip".into(),
+        train.clip_norm.to_string(),
+    ];
+    if let ssl_core::optim::OptimizerKind::AdamW { beta1, beta2, eps } = train.optimizer.kind {
+        flags.extend(["--betas".into(), format!("{beta1},{beta2}"), "--eps".into(), eps.to_string()]);
+    }
+    flags
+}
+
+/// A default data path: relative to the working directory, else to the source tree.
+pub(crate) fn committed(rel: &str) -> PathBuf {
+    let here = PathBuf::from(rel);
+    if here.exists() {
+        return here;
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(rel)
+}
+
+/// What one modality measured.
+pub(crate) struct Measured {
+    /// File prefix and key in bench.json (`text_mini`).
+    pub name: String,
+    pub modality: &'static str,
+    pub preset: String,
+    /// A one-line description of the model and its input.
+    pub model: String,
+    pub batch_size: usize,
+    /// Samples per optimizer step (what samples/s counts).
+    pub samples_per_step: usize,
+    pub sample_unit: &'static str,
+    /// A second throughput unit and how many of it one sample holds (tokens, audio seconds).
+    pub per_sample: Option<(&'static str, f64)>,
+    pub parameters: i64,
+    pub first_step_loss: f64,
+    /// Analytic training FLOPs per sample (3x forward).
+    pub flops_per_sample: f64,
+    pub loader: Spread,
+    pub preloaded: Spread,
+    /// The reference script (relative to the workspace root) and its model and optimizer flags.
+    pub script: &'static str,
+    pub script_args: Vec<String>,
+    /// Modality-specific details.
+    pub details: serde_json::Value,
+}
+
 pub fn run(a: BenchArgs) -> Result<()> {
-    anyhow::ensure!(a.modality == "vision", "`ssl bench {}`: only vision is implemented", a.modality);
     let device = ssl_core::device::parse(&a.device)?;
     std::fs::create_dir_all(&a.out)?;
-    let data = ssl_vision::data::open(&crate::vision::default_data(), 28).context("opening the embedded images")?;
-    let mut cfg = VisionConfig::defaults(Method::Rotation, 1, 28);
-    if let (Some(w), EncoderConfig::Resnet(r)) = (a.width, &mut cfg.encoder) {
-        r.width = w;
-    }
-    let (window, n_windows) = if a.quick { (3u64, 3u64) } else { (20, 6) };
-    cfg.train.batch_size = a.batch_size;
-    cfg.train.steps = window * (n_windows + 1);
-    cfg.train.log_every = window;
-    cfg.train.checkpoint_every = 0;
-    cfg.train.progress = false;
-    let EncoderConfig::Resnet(resnet) = cfg.encoder.clone() else { unreachable!("rotation defaults to a ResNet") };
-
-    // Reference artefacts: initial weights, a fixed batch, our first-step loss on it.
-    let mut task = RotationTask::new(&cfg.encoder, device, 0);
-    let mut named: Vec<(String, Tensor)> = task.vs.variables().into_iter().collect();
-    named.sort_by(|x, y| x.0.cmp(&y.0));
-    let params: i64 = named.iter().filter(|(_, t)| t.requires_grad()).map(|(_, t)| t.numel() as i64).sum();
-    Tensor::write_safetensors(&named, a.out.join("vision_init.safetensors"))?;
-    let batch = data.train.to_tensor().narrow(0, 0, a.batch_size as i64);
-    Tensor::write_safetensors(&[("images", &batch)], a.out.join("vision_batch.safetensors"))?;
-    let first_loss = task.forward(&batch, device)?.loss.double_value(&[]);
-
-    let peak = matmul_peak(device, if a.quick { 512 } else { 2048 }, 5);
-    let source = Arc::new(ImageSource { images: Arc::new(data.train.clone()), augment: cfg.augment });
-    let tmp = tempfile::tempdir()?;
-    let with_loader =
-        windows(&cfg, &tmp.path().join("loader"), &mut RotationTask::new(&cfg.encoder, device, 0), source, device)?;
-    let preloaded = windows(
-        &cfg,
-        &tmp.path().join("preloaded"),
-        &mut RotationTask::new(&cfg.encoder, device, 0),
-        Arc::new(Preloaded(std::sync::Mutex::new(batch.to_kind(Kind::Float)))),
-        device,
-    )?;
-    let flops_per_sample = 3.0 * ssl_vision::flops::resnet_forward_flops(&resnet, 28, 4);
+    let ctx = Context { timing: Timing::new(a.quick), device, args: a };
+    let m = match ctx.args.modality.as_str() {
+        "vision" => vision::measure(&ctx)?,
+        "text" => text::measure(&ctx)?,
+        "speech" => speech::measure(&ctx)?,
+        other => bail!("`ssl bench {other}`: expected vision, text or speech"),
+    };
+    let peak = matmul_peak(device, if ctx.args.quick { 512 } else { 2048 }, 5);
     let out = serde_json::json!({
-        "modality": "vision",
-        "model": format!("rotation ResNet width {} blocks {:?}, 28x28 grey", resnet.width, resnet.blocks_per_stage),
-        "width": resnet.width,
-        "blocks": resnet.blocks_per_stage,
-        "windows": n_windows,
-        "batch_size": a.batch_size,
-        "samples_per_step": 4 * a.batch_size,
-        "sample_unit": "rotated images",
-        "parameters": params,
-        "first_step_loss": first_loss,
-        "flops_per_sample": flops_per_sample,
+        "name": m.name,
+        "modality": m.modality,
+        "preset": m.preset,
+        "model": m.model,
+        "details": m.details,
+        "batch_size": m.batch_size,
+        "samples_per_step": m.samples_per_step,
+        "sample_unit": m.sample_unit,
+        "per_sample": m.per_sample.map(|(unit, n)| serde_json::json!({"unit": unit, "count": n})),
+        "parameters": m.parameters,
+        "first_step_loss": m.first_step_loss,
+        "flops_per_sample": m.flops_per_sample,
         "peak_flops": peak,
         "device": format!("{device:?}"),
         "threads": tch::get_num_threads(),
-        "ours_loader_samples_per_s": with_loader,
-        "ours_preloaded_samples_per_s": preloaded,
+        "ours_loader_samples_per_s": m.loader,
+        "ours_preloaded_samples_per_s": m.preloaded,
         "peak_rss_bytes": peak_rss_bytes(),
-        "window_steps": window,
+        "windows": ctx.timing.windows,
+        "window_steps": ctx.timing.steps,
+        "reference": {
+            "script": m.script,
+            "args": m.script_args,
+            "init": ctx.artefact(&m.name, "init"),
+            "batch": ctx.artefact(&m.name, "batch"),
+        },
     });
-    std::fs::write(a.out.join("vision_ours.json"), serde_json::to_vec_pretty(&out)?)?;
+    std::fs::write(ctx.args.out.join(format!("{}_ours.json", m.name)), serde_json::to_vec_pretty(&out)?)?;
     println!("{}", serde_json::to_string(&out)?);
     Ok(())
 }

@@ -45,6 +45,7 @@ pub mod encoder;
 pub mod error;
 pub mod features;
 pub mod flac;
+pub mod flops;
 pub mod masking;
 pub mod model;
 pub mod objective;

@@ -45,6 +45,7 @@ pub mod dataset;
 pub mod encoder;
 pub mod error;
 pub mod export;
+pub mod flops;
 pub mod labeled;
 pub mod masking;
 pub mod model;

@@ -1,0 +1,104 @@
+"""What the PyTorch eager references of `cargo xtask bench` share: the flags every script takes,
+AdamW with our parameter groups, and the timed training loop with its JSON line.
+
+The loop mirrors our trainer's step: zero the gradients, forward, backward, clip the global
+gradient norm, one host read of the loss and the norm together (our NaN guard), optimizer step.
+"""
+import argparse
+import contextlib
+import json
+import resource
+import statistics
+import time
+
+import torch
+
+
+def parser(doc):
+    p = argparse.ArgumentParser(description=doc)
+    p.add_argument("--init", required=True, help="our initial weights (safetensors)")
+    p.add_argument("--batch", required=True, help="our fixed batch (safetensors)")
+    p.add_argument("--window", type=int, default=20, help="steps per timed window")
+    p.add_argument("--windows", type=int, default=6, help="timed windows after the warm-up one")
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--betas", default="0.9,0.999")
+    p.add_argument("--eps", type=float, default=1e-8)
+    p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--clip", type=float, default=1.0, help="global gradient-norm clip (0: none)")
+    return p
+
+
+def build(model_class, a):
+    """The model `model_class(a)` with our initial weights, on `a.device`; returns it and the device.
+
+    Weights are loaded by name: every parameter must be covered and nothing left over."""
+    from safetensors.torch import load_file
+
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    model = model_class(a)
+    missing, unexpected = model.load_state_dict(load_file(a.init), strict=False)
+    assert not missing and not unexpected, (missing, unexpected)
+    device = torch.device(a.device)
+    return model.to(device), device
+
+
+def adamw(model, a):
+    """AdamW (fused where supported) with weight decay on tensors of >= 2 dims only, like ours."""
+    params = list(model.parameters())
+    groups = [
+        {"params": [t for t in params if t.dim() >= 2], "weight_decay": a.weight_decay},
+        {"params": [t for t in params if t.dim() < 2], "weight_decay": 0.0},
+    ]
+    betas = tuple(float(v) for v in a.betas.split(","))
+    try:
+        return torch.optim.AdamW(groups, lr=a.lr, betas=betas, eps=a.eps, fused=True), True
+    except (RuntimeError, TypeError):
+        return torch.optim.AdamW(groups, lr=a.lr, betas=betas, eps=a.eps), False
+
+
+def train_and_report(model, loss_fn, a, samples_per_step, first_loss):
+    """Time `a.windows` windows of `a.window` steps after one warm-up window; print the JSON line."""
+    opt, fused = adamw(model, a)
+    params = [t for t in model.parameters()]
+    model.train()
+    # Our trainer runs the forward pass under bf16 autocast on CUDA (fp32 on the CPU).
+    cuda = a.device.startswith("cuda")
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cuda else contextlib.nullcontext
+    rates = []
+    for w in range(a.windows + 1):
+        if cuda:
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        for _ in range(a.window):
+            opt.zero_grad(set_to_none=True)
+            with autocast():
+                loss = loss_fn()
+            loss.backward()
+            if a.clip > 0:
+                norm = torch.nn.utils.clip_grad_norm_(params, a.clip)
+            else:
+                norm = torch.zeros((), device=loss.device)
+            torch.stack([loss.detach().float(), norm.float()]).tolist()  # one host read, like ours
+            opt.step()
+        if cuda:
+            torch.cuda.synchronize()
+        elapsed = time.perf_counter() - t
+        if w > 0:  # the first window is warm-up
+            rates.append(a.window * samples_per_step / elapsed)
+    rates.sort()
+    out = {
+        "parameters": sum(t.numel() for t in params),
+        "first_step_loss": first_loss,
+        "fused_adamw": fused,
+        "threads": torch.get_num_threads(),
+        "torch_version": torch.__version__,
+        "samples_per_s": {"median": statistics.median(rates), "min": rates[0], "max": rates[-1], "n": len(rates)},
+        # ru_maxrss is in KiB on Linux.
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+    }
+    if cuda:
+        out["peak_cuda_bytes"] = torch.cuda.max_memory_allocated()
+    print(json.dumps(out))

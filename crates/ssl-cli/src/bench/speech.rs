@@ -1,0 +1,150 @@
+//! `ssl bench speech`: the wav2vec2-shaped encoder on 2-second crops with the default `best-rq`
+//! objective, against `bench/speech_bestrq.py`.
+use super::{committed, loader_and_preloaded, optimizer_flags, write_init, Context, FixedBatch, Measured};
+use anyhow::{Context as _, Result};
+use rand_chacha::rand_core::SeedableRng;
+use ssl_core::loader::DataSource;
+use ssl_core::trainer::Objective;
+use ssl_speech::dataset::{AudioCorpus, CropSource, SpeechBatch};
+use ssl_speech::features::{mel_filterbank, normalize_frames, LogMel, N_FFT, N_MELS};
+use ssl_speech::model::frame_validity;
+use ssl_speech::objective::{Method, SpeechObjective};
+use ssl_speech::pretrain::SpeechConfig;
+use ssl_speech::quantizer::RandomProjectionQuantizer;
+use ssl_speech::wav::SAMPLE_RATE;
+use std::sync::Arc;
+use tch::Tensor;
+
+impl FixedBatch for SpeechBatch {
+    fn share(&self) -> Self {
+        SpeechBatch {
+            waves: self.waves.shallow_clone(),
+            lengths: self.lengths.clone(),
+            mask: self.mask.shallow_clone(),
+        }
+    }
+}
+
+/// Join clips into tracks of at least `len` samples (the remainder is dropped). The embedded clips
+/// are mostly shorter than a crop; joined, every crop of the loader is as long as the fixed batch.
+fn tracks(clips: Vec<Vec<f32>>, len: usize) -> Vec<Vec<f32>> {
+    let mut out = Vec::new();
+    let mut current = Vec::new();
+    for clip in clips {
+        current.extend(clip);
+        if current.len() >= len {
+            out.push(std::mem::take(&mut current));
+        }
+    }
+    out
+}
+
+fn csv(values: &[i64]) -> String {
+    values.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(",")
+}
+
+pub(crate) fn measure(ctx: &Context) -> Result<Measured> {
+    let (a, device) = (&ctx.args, ctx.device);
+    let mut cfg = SpeechConfig::preset(&a.preset)?;
+    anyhow::ensure!(cfg.objective.method == Method::BestRq, "the speech benchmark measures best-rq");
+    let batch_size = a.batch_size.unwrap_or(if a.quick { 4 } else { cfg.train.batch_size });
+    ctx.timing.apply(&mut cfg.train, batch_size);
+    let crop = (cfg.crop_seconds * SAMPLE_RATE as f64).round() as usize;
+    let mut clips = Vec::new();
+    for rel in ["datasets/speech/unlabeled", "datasets/speech/digits/train"] {
+        let dir = committed(rel);
+        let corpus = AudioCorpus::load_dir(&dir, &cfg.model).with_context(|| format!("reading {}", dir.display()))?;
+        clips.extend(corpus.clips);
+    }
+    let corpus = AudioCorpus { clips: tracks(clips, 2 * crop), skipped: Vec::new() };
+    anyhow::ensure!(corpus.clips.len() >= batch_size, "the embedded clips join into fewer tracks than one batch");
+    let source = CropSource::new(corpus, cfg.crop_seconds, cfg.masking, cfg.model.clone())?;
+
+    // Reference artefacts: initial weights, one batch (crops, span mask), the frozen target makers
+    // and the targets they give, our first-step loss on it.
+    let name = format!("speech_{}", a.preset);
+    let objective_of = || {
+        tch::manual_seed(0);
+        SpeechObjective::new(&cfg.model, cfg.objective.clone(), device)
+    };
+    let mut objective = objective_of();
+    let parameters = write_init(objective.var_store(), &ctx.artefact(&name, "init"))?;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let items = (0..batch_size).map(|i| source.get(i, &mut rng)).collect::<Result<Vec<_>, _>>();
+    let batch = source.collate(items.map_err(anyhow::Error::msg)?, &mut rng);
+    let o = &cfg.objective;
+    let rq = RandomProjectionQuantizer::new(N_MELS, o.code_dim, o.codebook_size, o.quantizer_seed, device);
+    let waves = batch.waves.to_device(device);
+    let frames = cfg.model.frames(waves.size()[1]);
+    let valid = frame_validity(&cfg.model, &batch.lengths, frames, device);
+    let targets =
+        tch::no_grad(|| rq.codes(&normalize_frames(&LogMel::new(device).frames(&waves).narrow(1, 0, frames), &valid)));
+    let filterbank = Tensor::from_slice(&mel_filterbank(N_MELS, SAMPLE_RATE)).view([N_FFT / 2 + 1, N_MELS]);
+    Tensor::write_safetensors(
+        &[
+            ("waves", &batch.waves),
+            ("lengths", &Tensor::from_slice(&batch.lengths)),
+            ("mask", &batch.mask),
+            ("targets", &targets),
+            ("rq_projection", &rq.projection),
+            ("rq_codebook", &rq.codebook),
+            ("mel_filterbank", &filterbank),
+        ],
+        ctx.artefact(&name, "batch"),
+    )?;
+    let first_step_loss = objective.forward(&batch, device)?.loss.double_value(&[]);
+
+    let (loader, preloaded) =
+        loader_and_preloaded(&cfg.train, || Ok(objective_of()), Arc::new(source), &batch, device)?;
+    let m = &cfg.model;
+    let mut script_args = vec![
+        "--conv-channels".to_string(),
+        m.conv_channels.to_string(),
+        "--conv-kernels".into(),
+        csv(&m.conv_kernels),
+        "--conv-strides".into(),
+        csv(&m.conv_strides),
+        "--dim".into(),
+        m.dim.to_string(),
+        "--layers".into(),
+        m.layers.to_string(),
+        "--heads".into(),
+        m.heads.to_string(),
+        "--ffn".into(),
+        m.ffn_dim.to_string(),
+        "--pos-kernel".into(),
+        m.pos_conv_kernel.to_string(),
+        "--pos-groups".into(),
+        m.pos_conv_groups.to_string(),
+        "--codebook".into(),
+        o.codebook_size.to_string(),
+    ];
+    script_args.extend(optimizer_flags(&cfg.train));
+    Ok(Measured {
+        model: format!(
+            "wav2vec2-shaped {} ({} layers x {}, conv {}), best-rq {} codes, {} s crops",
+            a.preset, m.layers, m.dim, m.conv_channels, o.codebook_size, cfg.crop_seconds
+        ),
+        name,
+        modality: "speech",
+        preset: a.preset.clone(),
+        batch_size,
+        samples_per_step: batch_size,
+        sample_unit: "utterances",
+        per_sample: Some(("audio seconds", cfg.crop_seconds)),
+        parameters,
+        first_step_loss,
+        flops_per_sample: 3.0 * ssl_speech::flops::forward_flops(m, crop as i64, o.codebook_size),
+        loader,
+        preloaded,
+        script: "bench/speech_bestrq.py",
+        script_args,
+        details: serde_json::json!({
+            "model": m,
+            "objective": o,
+            "masking": cfg.masking,
+            "crop_seconds": cfg.crop_seconds,
+            "frames": frames,
+        }),
+    })
+}

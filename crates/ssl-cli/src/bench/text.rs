@@ -1,0 +1,123 @@
+//! `ssl bench text`: the BERT presets at 128 tokens with the MLM objective of our recipe
+//! (Cramming: 25% masking, masked-only head, clip 0.5), against `bench/text_mlm.py`.
+use super::{committed, loader_and_preloaded, optimizer_flags, write_init, Context, FixedBatch, Measured};
+use anyhow::{Context as _, Result};
+use rand_chacha::rand_core::SeedableRng;
+use ssl_core::trainer::Objective;
+use ssl_text::dataset::{collate_masked, MlmBatch, MlmDataset};
+use ssl_text::objective::MlmObjective;
+use ssl_text::pipeline::{self, TextConfig};
+use std::sync::Arc;
+use tch::Tensor;
+
+/// Sequence length of the benchmark (the reference models).
+const MAX_LEN: usize = 128;
+
+impl FixedBatch for MlmBatch {
+    fn share(&self) -> Self {
+        MlmBatch {
+            input_ids: self.input_ids.shallow_clone(),
+            positions: self.positions.shallow_clone(),
+            targets: self.targets.shallow_clone(),
+            valid: self.valid.shallow_clone(),
+        }
+    }
+}
+
+pub(crate) fn measure(ctx: &Context) -> Result<Measured> {
+    let (a, device) = (&ctx.args, ctx.device);
+    let mut cfg = TextConfig::cramming(&a.preset)?;
+    cfg.max_len = MAX_LEN;
+    let batch_size = a.batch_size.unwrap_or(if a.quick { 8 } else { cfg.train.batch_size });
+    ctx.timing.apply(&mut cfg.train, batch_size);
+    let work = tempfile::tempdir()?;
+    let data = pipeline::prepare(&[committed("datasets/text/corpus")], None, &cfg, work.path(), false)
+        .context("tokenizing and packing the embedded corpus")?;
+    anyhow::ensure!(data.train_indices.len() >= batch_size, "the embedded corpus packs into fewer than one batch");
+    let model = data.model_config(&cfg);
+    let masker = data.masker(&cfg)?;
+
+    // Reference artefacts: initial weights, one masked batch, our first-step loss on it.
+    let name = format!("text_{}", a.preset);
+    tch::manual_seed(0);
+    let mut objective = MlmObjective::new(&model, device)?;
+    let parameters = write_init(&objective.vs, &ctx.artefact(&name, "init"))?;
+    let seqs = data.train_indices[..batch_size].iter().map(|&i| data.packed.get(i)).collect::<Result<Vec<_>, _>>()?;
+    let batch = collate_masked(&masker, &seqs, &mut rand_chacha::ChaCha8Rng::seed_from_u64(0));
+    Tensor::write_safetensors(
+        &[
+            ("input_ids", &batch.input_ids),
+            ("positions", &batch.positions),
+            ("targets", &batch.targets),
+            ("valid", &batch.valid),
+        ],
+        ctx.artefact(&name, "batch"),
+    )?;
+    let first_step_loss = objective.forward(&batch, device)?.loss.double_value(&[]);
+
+    let source = Arc::new(MlmDataset::new(data.packed.clone(), data.train_indices.clone(), masker.clone()));
+    let (loader, preloaded) = loader_and_preloaded(
+        &cfg.train,
+        || {
+            tch::manual_seed(0);
+            Ok(MlmObjective::new(&model, device)?)
+        },
+        source,
+        &batch,
+        device,
+    )?;
+    let slots = masker.slots() as i64;
+    let mut script_args = vec![
+        "--vocab".to_string(),
+        model.vocab_size.to_string(),
+        "--hidden".into(),
+        model.hidden.to_string(),
+        "--layers".into(),
+        model.layers.to_string(),
+        "--heads".into(),
+        model.heads.to_string(),
+        "--intermediate".into(),
+        model.intermediate.to_string(),
+        "--max-position".into(),
+        model.max_position.to_string(),
+        "--type-vocab".into(),
+        model.type_vocab_size.to_string(),
+        "--layer-norm-eps".into(),
+        model.layer_norm_eps.to_string(),
+    ];
+    if model.pre_ln {
+        script_args.push("--pre-ln".into());
+    }
+    script_args.extend(optimizer_flags(&cfg.train));
+    Ok(Measured {
+        model: format!(
+            "BERT {} ({} layers x {}, vocab {}), {MAX_LEN} tokens, {:.0}% masked, {slots} MLM slots",
+            a.preset,
+            model.layers,
+            model.hidden,
+            model.vocab_size,
+            100.0 * cfg.masking.rate
+        ),
+        name,
+        modality: "text",
+        preset: a.preset.clone(),
+        batch_size,
+        samples_per_step: batch_size,
+        sample_unit: "sequences",
+        per_sample: Some(("tokens", MAX_LEN as f64)),
+        parameters,
+        first_step_loss,
+        flops_per_sample: 3.0 * ssl_text::flops::mlm_forward_flops(&model, MAX_LEN as i64, slots),
+        loader,
+        preloaded,
+        script: "bench/text_mlm.py",
+        script_args,
+        details: serde_json::json!({
+            "model": model,
+            "max_len": MAX_LEN,
+            "masking": cfg.masking,
+            "slots": slots,
+            "train_sequences": data.train_indices.len(),
+        }),
+    })
+}

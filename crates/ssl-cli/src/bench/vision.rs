@@ -1,0 +1,58 @@
+//! `ssl bench vision`: the rotation ResNet on 28x28 grey images, against `bench/vision_rotation.py`.
+use super::{loader_and_preloaded, write_init, Context, Measured};
+use anyhow::{Context as _, Result};
+use ssl_core::trainer::Objective;
+use ssl_vision::encoder::EncoderConfig;
+use ssl_vision::recipe::{Method, VisionConfig};
+use ssl_vision::rotation::RotationTask;
+use ssl_vision::source::ImageSource;
+use std::sync::Arc;
+use tch::{Kind, Tensor};
+
+pub(crate) fn measure(ctx: &Context) -> Result<Measured> {
+    let (a, device) = (&ctx.args, ctx.device);
+    let batch_size = a.batch_size.unwrap_or(64);
+    let data = ssl_vision::data::open(&crate::vision::default_data(), 28).context("opening the embedded images")?;
+    let mut cfg = VisionConfig::defaults(Method::Rotation, 1, 28);
+    if let (Some(w), EncoderConfig::Resnet(r)) = (a.width, &mut cfg.encoder) {
+        r.width = w;
+    }
+    ctx.timing.apply(&mut cfg.train, batch_size);
+    let EncoderConfig::Resnet(resnet) = cfg.encoder.clone() else { unreachable!("rotation defaults to a ResNet") };
+
+    // Reference artefacts: initial weights, a fixed batch, our first-step loss on it.
+    let name = "vision".to_string();
+    let mut task = RotationTask::new(&cfg.encoder, device, 0);
+    let parameters = write_init(&task.vs, &ctx.artefact(&name, "init"))?;
+    let batch = data.train.to_tensor().narrow(0, 0, batch_size as i64);
+    Tensor::write_safetensors(&[("images", &batch)], ctx.artefact(&name, "batch"))?;
+    let first_step_loss = task.forward(&batch, device)?.loss.double_value(&[]);
+
+    let source = Arc::new(ImageSource { images: Arc::new(data.train.clone()), augment: cfg.augment });
+    let (loader, preloaded) = loader_and_preloaded(
+        &cfg.train,
+        || Ok(RotationTask::new(&cfg.encoder, device, 0)),
+        source,
+        &batch.to_kind(Kind::Float),
+        device,
+    )?;
+    let blocks: Vec<String> = resnet.blocks_per_stage.iter().map(|b| b.to_string()).collect();
+    Ok(Measured {
+        model: format!("rotation ResNet width {} blocks {:?}, 28x28 grey", resnet.width, resnet.blocks_per_stage),
+        name,
+        modality: "vision",
+        preset: format!("resnet-w{}", resnet.width),
+        batch_size,
+        samples_per_step: 4 * batch_size,
+        sample_unit: "rotated images",
+        per_sample: None,
+        parameters,
+        first_step_loss,
+        flops_per_sample: 3.0 * ssl_vision::flops::resnet_forward_flops(&resnet, 28, 4),
+        loader,
+        preloaded,
+        script: "bench/vision_rotation.py",
+        script_args: vec!["--width".into(), resnet.width.to_string(), "--blocks".into(), blocks.join(",")],
+        details: serde_json::json!({ "width": resnet.width, "blocks": resnet.blocks_per_stage }),
+    })
+}
