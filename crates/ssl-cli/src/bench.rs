@@ -84,18 +84,22 @@ impl Context {
     }
 }
 
-/// A batch that can be handed out again every step without copying its data.
+/// A batch that can be handed out again every step.
 pub(crate) trait FixedBatch: Send + 'static {
-    fn share(&self) -> Self;
+    /// A copy with its own storage, made in the loader thread as `collate` makes a batch (a
+    /// memory copy is all that is left of the loader's work). Shallow clones of one batch are
+    /// not what training sees; quick runs on a busy machine hinted they may be slower.
+    fn fresh_copy(&self) -> Self;
 }
 
 impl FixedBatch for Tensor {
-    fn share(&self) -> Self {
-        self.shallow_clone()
+    fn fresh_copy(&self) -> Self {
+        self.copy()
     }
 }
 
-/// The same collated batch every step: the loader costs nothing, isolating its overhead.
+/// The same collated batch every step (copied from memory, not decoded, augmented or masked),
+/// isolating the loader's overhead.
 struct Preloaded<B>(Mutex<B>);
 
 impl<B: FixedBatch> DataSource for Preloaded<B> {
@@ -108,7 +112,7 @@ impl<B: FixedBatch> DataSource for Preloaded<B> {
         Ok(())
     }
     fn collate(&self, _: Vec<()>, _: &mut rand_chacha::ChaCha8Rng) -> B {
-        self.0.lock().map(|b| b.share()).unwrap_or_else(|e| e.into_inner().share())
+        self.0.lock().map(|b| b.fresh_copy()).unwrap_or_else(|e| e.into_inner().fresh_copy())
     }
 }
 
@@ -139,7 +143,7 @@ where
 {
     let tmp = tempfile::tempdir()?;
     let loader = windows(train, &tmp.path().join("loader"), &mut objective()?, source, device)?;
-    let preloaded = Arc::new(Preloaded(Mutex::new(fixed.share())));
+    let preloaded = Arc::new(Preloaded(Mutex::new(fixed.fresh_copy())));
     let pre = windows(train, &tmp.path().join("preloaded"), &mut objective()?, preloaded, device)?;
     Ok((loader, pre))
 }

@@ -16,12 +16,8 @@ use std::sync::Arc;
 use tch::Tensor;
 
 impl FixedBatch for SpeechBatch {
-    fn share(&self) -> Self {
-        SpeechBatch {
-            waves: self.waves.shallow_clone(),
-            lengths: self.lengths.clone(),
-            mask: self.mask.shallow_clone(),
-        }
+    fn fresh_copy(&self) -> Self {
+        SpeechBatch { waves: self.waves.copy(), lengths: self.lengths.clone(), mask: self.mask.copy() }
     }
 }
 

@@ -14,12 +14,12 @@ use tch::Tensor;
 const MAX_LEN: usize = 128;
 
 impl FixedBatch for MlmBatch {
-    fn share(&self) -> Self {
+    fn fresh_copy(&self) -> Self {
         MlmBatch {
-            input_ids: self.input_ids.shallow_clone(),
-            positions: self.positions.shallow_clone(),
-            targets: self.targets.shallow_clone(),
-            valid: self.valid.shallow_clone(),
+            input_ids: self.input_ids.copy(),
+            positions: self.positions.copy(),
+            targets: self.targets.copy(),
+            valid: self.valid.copy(),
         }
     }
 }
