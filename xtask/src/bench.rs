@@ -37,6 +37,12 @@ pub struct BenchArgs {
     /// Only this modality (vision, text or speech).
     #[arg(long)]
     pub modality: Option<String>,
+    /// Steps per timed window (default 10, 2 with --quick).
+    #[arg(long)]
+    pub window_steps: Option<u64>,
+    /// Timed windows after the warm-up window (default 5, 2 with --quick).
+    #[arg(long)]
+    pub windows: Option<u64>,
 }
 
 fn cmd_output(program: &str, args: &[&str]) -> String {
@@ -103,6 +109,12 @@ fn measure(
     cmd.args(["bench", modality, "--preset", preset, "--device", &args.device, "--out"]).arg(out);
     if args.quick {
         cmd.arg("--quick");
+    }
+    if let Some(n) = args.window_steps {
+        cmd.args(["--window-steps", &n.to_string()]);
+    }
+    if let Some(n) = args.windows {
+        cmd.args(["--windows", &n.to_string()]);
     }
     let status = cmd.status().context("running ssl bench")?;
     if !status.success() {

@@ -42,6 +42,12 @@ pub struct BenchArgs {
     /// Batch size (default: vision 64; text and speech: their recipe's, 8 and 4 with --quick).
     #[arg(long)]
     pub batch_size: Option<usize>,
+    /// Steps per timed window (default 10, 2 with --quick).
+    #[arg(long)]
+    pub window_steps: Option<u64>,
+    /// Timed windows after the warm-up window (default 5, 2 with --quick).
+    #[arg(long)]
+    pub windows: Option<u64>,
 }
 
 /// The timed windows: `windows` windows of `steps` steps after one warm-up window.
@@ -52,12 +58,9 @@ pub(crate) struct Timing {
 }
 
 impl Timing {
-    fn new(quick: bool) -> Self {
-        if quick {
-            Self { steps: 2, windows: 2 }
-        } else {
-            Self { steps: 20, windows: 6 }
-        }
+    fn new(a: &BenchArgs) -> Self {
+        let (steps, windows) = if a.quick { (2, 2) } else { (10, 5) };
+        Self { steps: a.window_steps.unwrap_or(steps).max(1), windows: a.windows.unwrap_or(windows).max(1) }
     }
 
     /// Make `train` run exactly the timed windows with `batch_size`, logging once per window.
@@ -211,7 +214,7 @@ pub(crate) struct Measured {
 pub fn run(a: BenchArgs) -> Result<()> {
     let device = ssl_core::device::parse(&a.device)?;
     std::fs::create_dir_all(&a.out)?;
-    let ctx = Context { timing: Timing::new(a.quick), device, args: a };
+    let ctx = Context { timing: Timing::new(&a), device, args: a };
     let m = match ctx.args.modality.as_str() {
         "vision" => vision::measure(&ctx)?,
         "text" => text::measure(&ctx)?,

@@ -44,6 +44,9 @@ pub struct VisionArgs {
     /// Fine-tuning steps per evaluation.
     #[arg(long)]
     pub finetune_steps: Option<usize>,
+    /// Brightness/contrast jitter of the pretraining images (maximum relative change; 0 = off).
+    #[arg(long)]
+    pub color_jitter: Option<f32>,
 }
 
 /// The embedded default: the Fashion-MNIST slice under `datasets/`.
@@ -185,6 +188,9 @@ fn apply_overrides(cfg: &mut VisionConfig, a: &VisionArgs, n_images: usize) {
     }
     if let Some(s) = a.finetune_steps {
         cfg.protocol.finetune.steps = s;
+    }
+    if let Some(j) = a.color_jitter {
+        cfg.augment.color_jitter = j.max(0.0);
     }
 }
 
