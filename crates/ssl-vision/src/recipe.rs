@@ -121,7 +121,14 @@ impl VisionConfig {
             image_size: size,
             encoder,
             train,
-            augment: AugmentConfig { crop_padding: 2, hflip: true, color_jitter: 0.0 },
+            // Brightness/contrast jitter for rotation: on full Fashion-MNIST it left clean accuracy
+            // unchanged and lifted accuracy under brightness and contrast shifts from below scratch
+            // to far above it (docs/src/vision.md).
+            augment: AugmentConfig {
+                crop_padding: 2,
+                hflip: true,
+                color_jitter: if method == Method::Rotation { 0.4 } else { 0.0 },
+            },
             inpainting: InpaintingConfig::default(),
             mae: MaeConfig::default(),
             protocol,
