@@ -17,7 +17,7 @@
 //!     fn get(&self, i: usize, _rng: &mut rand_chacha::ChaCha8Rng) -> Result<i64, String> { Ok((i * i) as i64) }
 //!     fn collate(&self, items: Vec<i64>, _rng: &mut rand_chacha::ChaCha8Rng) -> Vec<i64> { items }
 //! }
-//! let mut loader = Loader::new(std::sync::Arc::new(Squares), 4, 7, LoaderPosition::default(), 2);
+//! let mut loader = Loader::new(std::sync::Arc::new(Squares), 4, 7, LoaderPosition::default(), 2, 1);
 //! let first = loader.next_batch().unwrap();
 //! assert_eq!(first.batch.len(), 4);
 //! ```
@@ -94,19 +94,29 @@ pub struct Loader<B> {
 
 impl<B: Send + 'static> Loader<B> {
     /// Start loading batches of `batch_size` from `position` (its `seed` is replaced by `seed`).
-    /// Incomplete last batches are dropped so shapes stay static.
+    /// Incomplete last batches are dropped so shapes stay static. Items are decoded by a pool of
+    /// `threads` workers of the loader's own (not rayon's global pool, whose threads would
+    /// compete with LibTorch's for the cores); the batches do not depend on `threads`.
     pub fn new<S: DataSource<Batch = B>>(
         source: Arc<S>,
         batch_size: usize,
         seed: u64,
         position: LoaderPosition,
         prefetch: usize,
+        threads: usize,
     ) -> Self {
         let (tx, rx) = sync_channel(prefetch.max(1));
         let stop = Arc::new(AtomicBool::new(false));
         let skipped = Arc::new(AtomicU64::new(0));
         let (stop2, skipped2) = (stop.clone(), skipped.clone());
         let handle = std::thread::spawn(move || {
+            let pool = match rayon::ThreadPoolBuilder::new().num_threads(threads.max(1)).build() {
+                Ok(p) => p,
+                Err(e) => {
+                    let _ = tx.send(Err(format!("cannot start {threads} loader threads: {e}")));
+                    return;
+                }
+            };
             let len = source.len();
             let per_epoch = (len / batch_size.max(1)) as u64;
             if per_epoch == 0 {
@@ -123,14 +133,15 @@ impl<B: Send + 'static> Loader<B> {
                 }
                 let start = pos.batch as usize * batch_size;
                 let idx = &order[start..start + batch_size];
-                let results: Vec<std::result::Result<S::Item, String>> = idx
-                    .par_iter()
-                    .enumerate()
-                    .map(|(j, &i)| {
-                        let mut rng = ChaCha8Rng::seed_from_u64(mix_seed(&[seed, pos.epoch, (start + j) as u64]));
-                        source.get(i, &mut rng)
-                    })
-                    .collect();
+                let results: Vec<std::result::Result<S::Item, String>> = pool.install(|| {
+                    idx.par_iter()
+                        .enumerate()
+                        .map(|(j, &i)| {
+                            let mut rng = ChaCha8Rng::seed_from_u64(mix_seed(&[seed, pos.epoch, (start + j) as u64]));
+                            source.get(i, &mut rng)
+                        })
+                        .collect()
+                });
                 let mut items = Vec::with_capacity(batch_size);
                 for r in results {
                     match r {

@@ -25,7 +25,16 @@ impl DataSource for Numbers {
 }
 
 fn batches(start: LoaderPosition, n: usize, bad: Vec<usize>) -> Vec<(Vec<(usize, u32)>, LoaderPosition)> {
-    let mut l = Loader::new(Arc::new(Numbers { bad }), 4, 5, start, 2);
+    batches_with_threads(start, n, bad, 2)
+}
+
+fn batches_with_threads(
+    start: LoaderPosition,
+    n: usize,
+    bad: Vec<usize>,
+    threads: usize,
+) -> Vec<(Vec<(usize, u32)>, LoaderPosition)> {
+    let mut l = Loader::new(Arc::new(Numbers { bad }), 4, 5, start, 2, threads);
     (0..n).map(|_| l.next_batch().map(|b| (b.batch, b.next)).unwrap()).collect()
 }
 
@@ -43,8 +52,15 @@ fn restarting_at_a_position_continues_the_same_stream() {
 
 #[test]
 fn failing_items_are_skipped_and_counted() {
-    let mut l = Loader::new(Arc::new(Numbers { bad: vec![3, 7] }), 4, 5, LoaderPosition::default(), 2);
+    let mut l = Loader::new(Arc::new(Numbers { bad: vec![3, 7] }), 4, 5, LoaderPosition::default(), 2, 2);
     let total: usize = (0..5).map(|_| l.next_batch().unwrap().batch.len()).sum();
     assert_eq!(total, 18);
     assert_eq!(l.skipped(), 2);
+}
+
+#[test]
+fn the_stream_does_not_depend_on_the_number_of_loader_threads() {
+    let one = batches_with_threads(LoaderPosition::default(), 7, vec![2], 1);
+    let three = batches_with_threads(LoaderPosition::default(), 7, vec![2], 3);
+    assert_eq!(one, three);
 }
