@@ -78,26 +78,10 @@ fn f(v: &Value) -> f64 {
     v.as_f64().unwrap_or(0.0)
 }
 
-/// A fresh copy of `base` (program, arguments, environment, directory): one per model.
-fn copy_command(base: &Command) -> Command {
-    let mut c = Command::new(base.get_program());
-    c.args(base.get_args());
-    for (k, v) in base.get_envs() {
-        match v {
-            Some(v) => c.env(k, v),
-            None => c.env_remove(k),
-        };
-    }
-    if let Some(d) = base.get_current_dir() {
-        c.current_dir(d);
-    }
-    c
-}
-
 /// Run our side of model `name`, then its reference; returns (ours, reference).
 fn measure(
     root: &Path,
-    ssl: &Command,
+    ssl: &dyn Fn() -> Command,
     python: &Path,
     args: &BenchArgs,
     model: (&str, &str, &str),
@@ -105,7 +89,7 @@ fn measure(
     let (modality, preset, name) = model;
     let out = &args.out;
     eprintln!("==> {name}: ours (data loader, then pre-loaded tensors)");
-    let mut cmd = copy_command(ssl);
+    let mut cmd = ssl();
     cmd.args(["bench", modality, "--preset", preset, "--device", &args.device, "--out"]).arg(out);
     if args.quick {
         cmd.arg("--quick");
@@ -191,9 +175,9 @@ fn rows(ours: &Value, reference: &Value) -> Vec<Value> {
     ]
 }
 
-/// Run the benchmark. `ssl` runs our side (a cargo command prepared by the caller with the
-/// LibTorch environment; copied for every model), `python` the references.
-pub fn run(root: &Path, ssl: Command, python: &Path, args: &BenchArgs) -> Result<Value> {
+/// Run the benchmark. `ssl` makes the command that runs our side (a cargo command prepared by the
+/// caller with the LibTorch environment; one per model), `python` runs the references.
+pub fn run(root: &Path, ssl: &dyn Fn() -> Command, python: &Path, args: &BenchArgs) -> Result<Value> {
     let mut args = args.clone();
     if !args.out.is_absolute() {
         args.out = root.join(&args.out);
@@ -206,7 +190,7 @@ pub fn run(root: &Path, ssl: Command, python: &Path, args: &BenchArgs) -> Result
     let (mut runs, mut equivalences, mut all_rows) = (serde_json::Map::new(), serde_json::Map::new(), Vec::new());
     let (mut peak, mut torch_version) = (0.0f64, Value::Null);
     for &&model in &models {
-        let (ours, reference) = measure(root, &ssl, python, &args, model)?;
+        let (ours, reference) = measure(root, ssl, python, &args, model)?;
         // Each `ssl bench` process measures its own peak (the rows' MFU); the table shows the best.
         peak = peak.max(f(&ours["peak_flops"]));
         torch_version = reference["torch_version"].clone();

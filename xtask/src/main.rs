@@ -173,8 +173,8 @@ fn main() -> ExitCode {
         Cmd::Data { what: DataCmd::SpokenWords(a) } => spoken_words::generate(&workspace_root(), &a),
         Cmd::Bench(a) => libtorch::provision().and_then(|s| {
             let python = libtorch::test_python(&s)?;
-            let ssl = cargo(&s, &["run", "--quiet", "-p", "ssl-cli", "--bin", "ssl", "--"]);
-            bench::run(&workspace_root(), ssl, &python, &a).map(|_| ())
+            let ssl = || cargo(&s, &["run", "--quiet", "-p", "ssl-cli", "--bin", "ssl", "--"]);
+            bench::run(&workspace_root(), &ssl, &python, &a).map(|_| ())
         }),
         Cmd::Docs => docs(),
         Cmd::Env => libtorch::provision().map(|s| {

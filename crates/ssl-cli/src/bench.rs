@@ -175,15 +175,6 @@ pub(crate) fn optimizer_flags(train: &TrainConfig) -> Vec<String> {
     flags
 }
 
-/// A default data path: relative to the working directory, else to the source tree.
-pub(crate) fn committed(rel: &str) -> PathBuf {
-    let here = PathBuf::from(rel);
-    if here.exists() {
-        return here;
-    }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(rel)
-}
-
 /// What one modality measured.
 pub(crate) struct Measured {
     /// File prefix and key in bench.json (`text_mini`).

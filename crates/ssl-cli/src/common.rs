@@ -92,6 +92,21 @@ impl CommonArgs {
     }
 }
 
+/// A path under the workspace (the committed data): relative to the working directory if it exists
+/// there, else relative to the source tree; the relative path if neither exists (so errors name it).
+pub fn workspace_path(rel: impl AsRef<Path>) -> PathBuf {
+    let here = rel.as_ref().to_path_buf();
+    if here.exists() {
+        return here;
+    }
+    let ws = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(&here);
+    if ws.exists() {
+        ws
+    } else {
+        here
+    }
+}
+
 /// Write the effective configuration of a run as `config.json`.
 pub fn write_config(run_dir: &Path, config: &serde_json::Value) -> Result<()> {
     let p = run_dir.join("config.json");

@@ -59,13 +59,9 @@ pub struct SpeechArgs {
     pub max_files: usize,
 }
 
-/// `datasets/speech/<rel>` relative to the working directory, else to the source tree.
+/// `datasets/speech/<rel>` (see [`common::workspace_path`]).
 fn committed(rel: &str) -> PathBuf {
-    let local = Path::new("datasets/speech").join(rel);
-    if local.exists() {
-        return local;
-    }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets/speech").join(rel)
+    common::workspace_path(Path::new("datasets/speech").join(rel))
 }
 
 fn load_corpus(dirs: &[PathBuf], cfg: &SpeechConfig, max_files: usize, flac: bool) -> Result<AudioCorpus> {

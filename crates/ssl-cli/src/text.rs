@@ -68,20 +68,6 @@ pub struct TextArgs {
     pub export: Option<PathBuf>,
 }
 
-/// A default data path: relative to the working directory, else to the workspace root.
-fn default_path(rel: &str) -> PathBuf {
-    let here = PathBuf::from(rel);
-    if here.exists() {
-        return here;
-    }
-    let ws = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(rel);
-    if ws.exists() {
-        ws
-    } else {
-        here
-    }
-}
-
 fn text_config(args: &TextArgs) -> Result<TextConfig> {
     let mut cfg = TextConfig::cramming(&args.preset)?;
     let c = &args.common;
@@ -115,7 +101,7 @@ pub fn run(args: TextArgs) -> Result<()> {
     let device = args.common.device()?;
     let run_dir = args.common.run_dir("text", "mlm")?;
     let protocol = args.common.protocol(TextConfig::protocol());
-    let labeled_path = args.labeled.clone().unwrap_or_else(|| default_path(DEFAULT_LABELED));
+    let labeled_path = args.labeled.clone().unwrap_or_else(|| common::workspace_path(DEFAULT_LABELED));
     let labeled = load_labeled(&labeled_path, &args.text_column, &args.label_column, args.common.seed)
         .with_context(|| format!("reading the labeled data {}", labeled_path.display()))?;
 
@@ -125,7 +111,7 @@ pub fn run(args: TextArgs) -> Result<()> {
 
     let cfg = text_config(&args)?;
     let corpus: Vec<PathBuf> =
-        if args.corpus.is_empty() { vec![default_path(DEFAULT_CORPUS)] } else { args.corpus.clone() };
+        if args.corpus.is_empty() { vec![common::workspace_path(DEFAULT_CORPUS)] } else { args.corpus.clone() };
     common::write_config(
         &run_dir,
         &serde_json::json!({

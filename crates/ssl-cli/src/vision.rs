@@ -51,11 +51,7 @@ pub struct VisionArgs {
 
 /// The embedded default: the Fashion-MNIST slice under `datasets/`.
 pub fn default_data() -> PathBuf {
-    let rel = PathBuf::from("datasets/fashion-mnist-slice");
-    if rel.is_dir() {
-        return rel;
-    }
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../datasets/fashion-mnist-slice")
+    common::workspace_path("datasets/fashion-mnist-slice")
 }
 
 pub fn run(a: VisionArgs) -> Result<()> {

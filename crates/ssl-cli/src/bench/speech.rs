@@ -1,6 +1,6 @@
 //! `ssl bench speech`: the wav2vec2-shaped encoder on 2-second crops with the default `best-rq`
 //! objective, against `bench/speech_bestrq.py`.
-use super::{committed, loader_and_preloaded, optimizer_flags, write_init, Context, FixedBatch, Measured};
+use super::{loader_and_preloaded, optimizer_flags, write_init, Context, FixedBatch, Measured};
 use anyhow::{Context as _, Result};
 use rand_chacha::rand_core::SeedableRng;
 use ssl_core::loader::DataSource;
@@ -48,7 +48,7 @@ pub(crate) fn measure(ctx: &Context) -> Result<Measured> {
     let crop = (cfg.crop_seconds * SAMPLE_RATE as f64).round() as usize;
     let mut clips = Vec::new();
     for rel in ["datasets/speech/unlabeled", "datasets/speech/digits/train"] {
-        let dir = committed(rel);
+        let dir = crate::common::workspace_path(rel);
         let corpus = AudioCorpus::load_dir(&dir, &cfg.model).with_context(|| format!("reading {}", dir.display()))?;
         clips.extend(corpus.clips);
     }

@@ -1,6 +1,6 @@
 //! `ssl bench text`: the BERT presets at 128 tokens with the MLM objective of our recipe
 //! (Cramming: 25% masking, masked-only head, clip 0.5), against `bench/text_mlm.py`.
-use super::{committed, loader_and_preloaded, optimizer_flags, write_init, Context, FixedBatch, Measured};
+use super::{loader_and_preloaded, optimizer_flags, write_init, Context, FixedBatch, Measured};
 use anyhow::{Context as _, Result};
 use rand_chacha::rand_core::SeedableRng;
 use ssl_core::trainer::Objective;
@@ -31,16 +31,20 @@ pub(crate) fn measure(ctx: &Context) -> Result<Measured> {
     let batch_size = a.batch_size.unwrap_or(if a.quick { 8 } else { cfg.train.batch_size });
     ctx.timing.apply(&mut cfg.train, batch_size);
     let work = tempfile::tempdir()?;
-    let data = pipeline::prepare(&[committed("datasets/text/corpus")], None, &cfg, work.path(), false)
-        .context("tokenizing and packing the embedded corpus")?;
+    let data =
+        pipeline::prepare(&[crate::common::workspace_path("datasets/text/corpus")], None, &cfg, work.path(), false)
+            .context("tokenizing and packing the embedded corpus")?;
     anyhow::ensure!(data.train_indices.len() >= batch_size, "the embedded corpus packs into fewer than one batch");
     let model = data.model_config(&cfg);
     let masker = data.masker(&cfg)?;
 
     // Reference artefacts: initial weights, one masked batch, our first-step loss on it.
     let name = format!("text_{}", a.preset);
-    tch::manual_seed(0);
-    let mut objective = MlmObjective::new(&model, device)?;
+    let objective_of = || -> Result<MlmObjective> {
+        tch::manual_seed(0);
+        Ok(MlmObjective::new(&model, device)?)
+    };
+    let mut objective = objective_of()?;
     let parameters = write_init(&objective.vs, &ctx.artefact(&name, "init"))?;
     let seqs = data.train_indices[..batch_size].iter().map(|&i| data.packed.get(i)).collect::<Result<Vec<_>, _>>()?;
     let batch = collate_masked(&masker, &seqs, &mut rand_chacha::ChaCha8Rng::seed_from_u64(0));
@@ -56,16 +60,7 @@ pub(crate) fn measure(ctx: &Context) -> Result<Measured> {
     let first_step_loss = objective.forward(&batch, device)?.loss.double_value(&[]);
 
     let source = Arc::new(MlmDataset::new(data.packed.clone(), data.train_indices.clone(), masker.clone()));
-    let (loader, preloaded) = loader_and_preloaded(
-        &cfg.train,
-        || {
-            tch::manual_seed(0);
-            Ok(MlmObjective::new(&model, device)?)
-        },
-        source,
-        &batch,
-        device,
-    )?;
+    let (loader, preloaded) = loader_and_preloaded(&cfg.train, objective_of, source, &batch, device)?;
     let slots = masker.slots() as i64;
     let mut script_args = vec![
         "--vocab".to_string(),
