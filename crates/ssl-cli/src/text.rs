@@ -174,7 +174,7 @@ pub fn run(args: TextArgs) -> Result<()> {
 
     let mut notes = vec![
         "features: mean of the last hidden states over non-padding tokens".to_owned(),
-        "raw-input baseline: logistic regression on log(1 + count) bag of WordPiece tokens".to_owned(),
+        "raw-input baseline: TF-IDF logistic regression over WordPiece tokens (IDF fitted on the train split texts)".to_owned(),
         "corruptions: decoded text, corrupted per word (typos / dropped / swapped neighbours at 5%, 15%, 30%), re-tokenized".to_owned(),
         format!("tokens seen in pretraining: {}", pre.tokens_seen),
     ];

@@ -2,9 +2,12 @@
 //!
 //! Protocol inputs are `[N, L]` int64 token ids padded with `[PAD]` = 0; the encoder derives the
 //! attention mask from `ids != 0` and its features are the mean of the last hidden states over
-//! the non-padding tokens. The raw-input baseline is a bag of words: `log(1 + count)` of every
-//! non-special vocabulary entry, which the protocol's logistic regression turns into the usual
-//! TF-style linear text classifier.
+//! the non-padding tokens. The raw-input baseline is TF-IDF over the WordPiece vocabulary
+//! (special tokens excluded): raw counts times the smoothed IDF `ln((1 + n) / (1 + df)) + 1`
+//! (scikit-learn's default), each row scaled to unit L2 norm; the protocol's logistic regression
+//! on it is the classic TF-IDF text classifier. The IDF is fitted with
+//! [`TextEncoderFactory::with_idf_from`] on the training texts (labels are not used); without
+//! it every IDF is 1.
 //!
 //! ```
 //! use ssl_core::eval::{Encoder, EncoderFactory};
@@ -16,9 +19,10 @@
 //! let enc = factory.scratch(Device::Cpu, 0).unwrap();
 //! let ids = Tensor::from_slice(&[2i64, 9, 9, 3, 0, 0]).view([1, 6]);
 //! assert_eq!(enc.features(&ids, false).size(), [1, 128]);
-//! let bow = factory.raw_features(&ids);
-//! assert_eq!(bow.size(), [1, 20]);
-//! assert!((bow.double_value(&[0, 9]) - 3f64.ln()).abs() < 1e-6);
+//! let tfidf = factory.raw_features(&ids);
+//! assert_eq!(tfidf.size(), [1, 20]);
+//! // One non-special token (id 9, twice): the unit-norm row is 1 there.
+//! assert!((tfidf.double_value(&[0, 9]) - 1.0).abs() < 1e-6);
 //! ```
 use crate::model::BertConfig;
 use crate::objective::MlmObjective;
@@ -65,12 +69,31 @@ pub struct TextEncoderFactory {
     weights: Option<PathBuf>,
     /// Special-token ids, excluded from the bag of words.
     special: SpecialIds,
+    /// Inverse document frequency per vocabulary entry (empty: all 1).
+    idf: Vec<f32>,
 }
 
 impl TextEncoderFactory {
     /// `weights`: a run directory or checkpoint; `None` makes `pretrained` an error.
     pub fn new(cfg: BertConfig, weights: Option<PathBuf>) -> Self {
-        Self { cfg, weights, special: SpecialIds { pad: 0, unk: 1, cls: 2, sep: 3, mask: 4 } }
+        Self { cfg, weights, special: SpecialIds { pad: 0, unk: 1, cls: 2, sep: 3, mask: 4 }, idf: Vec::new() }
+    }
+
+    /// Fit the TF-IDF baseline's inverse document frequencies on these `[N, L]` token ids (one
+    /// row per document): `idf = ln((1 + N) / (1 + df)) + 1`.
+    pub fn with_idf_from(mut self, ids: &Tensor) -> Self {
+        let v = self.cfg.vocab_size;
+        let n = ids.size()[0];
+        let ids = ids.to_device(Device::Cpu).to_kind(Kind::Int64).clamp(0, v - 1);
+        let present = Tensor::zeros([n, v], (Kind::Bool, Device::Cpu)).scatter_value(1, &ids, 1);
+        let df = Vec::<f32>::try_from(present.sum_dim_intlist(0, false, Kind::Float)).unwrap_or_default();
+        self.idf = df.iter().map(|d| ((1.0 + n as f32) / (1.0 + d)).ln() + 1.0).collect();
+        self
+    }
+
+    /// The fitted inverse document frequencies (empty before [`Self::with_idf_from`]).
+    pub fn idf(&self) -> &[f32] {
+        &self.idf
     }
 
     /// Use these special-token ids (default: the order of [`crate::tokenizer::SPECIAL_TOKENS`]).
@@ -110,13 +133,15 @@ impl EncoderFactory for TextEncoderFactory {
             &ids,
             &Tensor::ones(ids.size(), (Kind::Float, xs.device())),
         );
-        let mut keep = vec![1f32; v as usize];
+        let mut weight = if self.idf.len() == v as usize { self.idf.clone() } else { vec![1f32; v as usize] };
         let s = self.special;
         for id in [s.pad, s.unk, s.cls, s.sep, s.mask] {
-            if let Some(k) = keep.get_mut(id as usize) {
-                *k = 0.0;
+            if let Some(w) = weight.get_mut(id as usize) {
+                *w = 0.0;
             }
         }
-        (counts * Tensor::from_slice(&keep).to_device(xs.device()).unsqueeze(0)).log1p()
+        let tfidf = counts * Tensor::from_slice(&weight).to_device(xs.device()).unsqueeze(0);
+        let norm = tfidf.square().sum_dim_intlist(1, true, Kind::Float).sqrt().clamp_min(1e-12);
+        tfidf / norm
     }
 }

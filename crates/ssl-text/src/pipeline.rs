@@ -292,7 +292,9 @@ pub fn evaluate_downstream(
     let max_len = model.max_position as usize;
     let train = to_labeled_set(&labeled.train, &labeled.classes, tokenizer, max_len)?;
     let test = to_labeled_set(&labeled.test, &labeled.classes, tokenizer, max_len)?;
-    let factory = TextEncoderFactory::new(model.clone(), Some(weights.to_path_buf())).with_special(tokenizer.special());
+    let factory = TextEncoderFactory::new(model.clone(), Some(weights.to_path_buf()))
+        .with_special(tokenizer.special())
+        .with_idf_from(&train.inputs);
     let corruptions = text_corruptions(tokenizer.clone(), protocol.seed);
     Ok(ssl_core::eval::evaluate(&factory, &train, &test, &corruptions, protocol, device)?)
 }
