@@ -40,6 +40,9 @@ pub struct CommonArgs {
     /// Peak learning rate.
     #[arg(long)]
     pub lr: Option<f64>,
+    /// Write a (resumable) checkpoint every N steps, besides the last one (0: only the last).
+    #[arg(long)]
+    pub checkpoint_every: Option<u64>,
     /// Intra-op threads for LibTorch (default: all cores).
     #[arg(long)]
     pub threads: Option<i32>,

@@ -112,6 +112,9 @@ pub fn run(args: SpeechArgs) -> Result<()> {
     if let Some(b) = args.common.batch_size {
         cfg.train.batch_size = b;
     }
+    if let Some(n) = args.common.checkpoint_every {
+        cfg.train.checkpoint_every = n;
+    }
     if let Some(lr) = args.common.lr {
         cfg.train.lr = lr;
     }

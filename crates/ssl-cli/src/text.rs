@@ -5,7 +5,7 @@
 use crate::common::{self, CommonArgs, RunInfo};
 use anyhow::{bail, Context, Result};
 use ssl_text::labeled::load_labeled;
-use ssl_text::model::BertConfig;
+use ssl_text::model::{BertConfig, Pooling};
 use ssl_text::objective::MlmObjective;
 use ssl_text::pipeline::{self, TextConfig};
 use ssl_text::tokenizer::TextTokenizer;
@@ -63,6 +63,10 @@ pub struct TextArgs {
     /// Warmup steps (default: 10% of the steps).
     #[arg(long)]
     pub warmup: Option<u64>,
+    /// Sentence features for evaluation: the mean of the last layer's hidden states (`last`) or
+    /// of every layer's, embedding output included (`layers`).
+    #[arg(long, default_value = "last")]
+    pub pool: Pooling,
     /// Also write a HuggingFace BertForMaskedLM directory here.
     #[arg(long)]
     pub export: Option<PathBuf>,
@@ -87,6 +91,9 @@ fn text_config(args: &TextArgs) -> Result<TextConfig> {
         cfg.train.steps = s;
     }
     cfg.train.warmup_steps = args.warmup.unwrap_or(cfg.train.steps / 10);
+    if let Some(n) = c.checkpoint_every {
+        cfg.train.checkpoint_every = n;
+    }
     if let Some(b) = c.batch_size {
         cfg.train.batch_size = b;
     }
@@ -122,6 +129,7 @@ pub fn run(args: TextArgs) -> Result<()> {
             "text_column": args.text_column,
             "label_column": args.label_column,
             "tokenizer_file": args.tokenizer,
+            "pool": args.pool,
             "text": cfg,
             "protocol": protocol,
             "device": args.common.device,
@@ -170,10 +178,10 @@ pub fn run(args: TextArgs) -> Result<()> {
         labeled.train.len(),
         labeled.test.len()
     );
-    let evaluation = pipeline::evaluate_downstream(&data.tokenizer, &pre.model, &labeled, &run_dir, &protocol, device)?;
+    let evaluation = pipeline::evaluate_downstream(&data.tokenizer, &pre.model, &labeled, &run_dir, &protocol, args.pool, device)?;
 
     let mut notes = vec![
-        "features: mean of the last hidden states over non-padding tokens".to_owned(),
+        format!("features: mean over non-padding tokens of the hidden states ({:?} pooling)", args.pool),
         "raw-input baseline: TF-IDF logistic regression over WordPiece tokens (IDF fitted on the train split texts)".to_owned(),
         "corruptions: decoded text, corrupted per word (typos / dropped / swapped neighbours at 5%, 15%, 30%), re-tokenized".to_owned(),
         format!("tokens seen in pretraining: {}", pre.tokens_seen),
@@ -250,7 +258,7 @@ fn eval_only(
     if let Some(dir) = &args.export {
         export(dir, src, &model, &tok, device)?;
     }
-    let evaluation = pipeline::evaluate_downstream(&tok, &model, labeled, src, protocol, device)?;
+    let evaluation = pipeline::evaluate_downstream(&tok, &model, labeled, src, protocol, args.pool, device)?;
     let info = RunInfo {
         modality: "text",
         method: "mlm",

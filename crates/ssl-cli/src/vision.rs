@@ -171,6 +171,9 @@ fn apply_overrides(cfg: &mut VisionConfig, a: &VisionArgs, n_images: usize) {
         cfg.train.steps = s;
     }
     cfg.train.warmup_steps = cfg.train.warmup_steps.min(cfg.train.steps / 5);
+    if let Some(n) = c.checkpoint_every {
+        cfg.train.checkpoint_every = n;
+    }
     if let Some(lr) = c.lr {
         cfg.train.lr = lr;
     }

@@ -129,3 +129,32 @@ fn an_empty_test_set_is_a_clear_error() {
     let err = evaluate(&factory, &train, &empty, &[], &config(vec![EvalKind::Linear]), Device::Cpu).err().unwrap();
     assert!(err.to_string().contains("must not be empty"));
 }
+
+/// Cross-validated L2: with one informative feature among 300 noise features and only 40 labeled
+/// rows, an almost unregularised head fits the noise; the penalty chosen by 5-fold CV on the 40
+/// rows alone must generalise better than the weakest penalty on fresh data.
+#[test]
+fn cross_validated_probe_picks_a_decay_from_the_grid_and_generalises() {
+    use ssl_core::eval::classifier::{cv_l2, LinearClassifier, ProbeConfig, CV_L2};
+    let make = |n: i64, seed: i64| {
+        tch::manual_seed(seed);
+        let y = Tensor::arange(n, (Kind::Int64, Device::Cpu)).remainder(2);
+        let noise = Tensor::randn([n, 300], (Kind::Float, Device::Cpu));
+        let signal = (y.to_kind(Kind::Float) * 2.0 - 1.0).unsqueeze(1) * 1.5
+            + Tensor::randn([n, 1], (Kind::Float, Device::Cpu)) * 0.5;
+        (Tensor::cat(&[signal, noise], 1), y)
+    };
+    let (x, y) = make(40, 1);
+    let (xt, yt) = make(2000, 2);
+    let cv = ProbeConfig { cv_folds: 5, ..ProbeConfig::default() };
+    let wd = cv_l2(&x, &y, 2, &cv, 0).unwrap();
+    assert!(CV_L2.contains(&wd), "{wd}");
+    let acc = |cfg: &ProbeConfig| {
+        let clf = LinearClassifier::fit(&x, &y, 2, cfg, 0).unwrap();
+        clf.predict(&xt).eq_tensor(&yt).to_kind(Kind::Float).mean(Kind::Float).double_value(&[])
+    };
+    let weakest = acc(&ProbeConfig { l2: CV_L2[0], weight_decay: 0.0, ..ProbeConfig::default() });
+    let chosen = acc(&cv);
+    // Measured: weakest 0.52 (the noise is fitted), cross-validated 0.60 (l2 0.1).
+    assert!(chosen >= weakest + 0.05, "cv {chosen} (l2 {wd}) vs the weakest l2 {weakest}");
+}

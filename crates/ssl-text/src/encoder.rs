@@ -24,7 +24,7 @@
 //! // One non-special token (id 9, twice): the unit-norm row is 1 there.
 //! assert!((tfidf.double_value(&[0, 9]) - 1.0).abs() < 1e-6);
 //! ```
-use crate::model::BertConfig;
+use crate::model::{BertConfig, Pooling};
 use crate::objective::MlmObjective;
 use crate::tokenizer::SpecialIds;
 use ssl_core::checkpoint;
@@ -35,14 +35,21 @@ use std::path::PathBuf;
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
-/// A BERT whose features are mean-pooled last hidden states.
+/// A BERT whose features are mean-pooled hidden states ([`Pooling`]).
 pub struct TextEncoder {
     model: MlmObjective,
+    pooling: Pooling,
 }
 
 impl TextEncoder {
     pub fn new(model: MlmObjective) -> Self {
-        Self { model }
+        Self { model, pooling: Pooling::Last }
+    }
+
+    /// Pool these hidden states into features.
+    pub fn with_pooling(mut self, pooling: Pooling) -> Self {
+        self.pooling = pooling;
+        self
     }
 }
 
@@ -51,7 +58,7 @@ impl Encoder for TextEncoder {
         // Padding is trailing: drop the columns that are padding in every row (same result, less work).
         let used = xs.ne(0).any_dim(0, false).nonzero();
         let len = if used.numel() == 0 { 1 } else { used.max().int64_value(&[]) + 1 };
-        self.model.bert.mean_pooled(&xs.narrow(1, 0, len), train)
+        self.model.bert.pooled(&xs.narrow(1, 0, len), train, self.pooling)
     }
 
     fn feature_dim(&self) -> i64 {
@@ -67,16 +74,23 @@ impl Encoder for TextEncoder {
 pub struct TextEncoderFactory {
     cfg: BertConfig,
     weights: Option<PathBuf>,
-    /// Special-token ids, excluded from the bag of words.
+    /// Special-token ids, excluded from the TF-IDF baseline.
     special: SpecialIds,
     /// Inverse document frequency per vocabulary entry (empty: all 1).
     idf: Vec<f32>,
+    pooling: Pooling,
 }
 
 impl TextEncoderFactory {
     /// `weights`: a run directory or checkpoint; `None` makes `pretrained` an error.
     pub fn new(cfg: BertConfig, weights: Option<PathBuf>) -> Self {
-        Self { cfg, weights, special: SpecialIds { pad: 0, unk: 1, cls: 2, sep: 3, mask: 4 }, idf: Vec::new() }
+        Self { cfg, weights, special: SpecialIds { pad: 0, unk: 1, cls: 2, sep: 3, mask: 4 }, idf: Vec::new(), pooling: Pooling::Last }
+    }
+
+    /// The hidden states the features average (default: the last layer's).
+    pub fn with_pooling(mut self, pooling: Pooling) -> Self {
+        self.pooling = pooling;
+        self
     }
 
     /// Fit the TF-IDF baseline's inverse document frequencies on these `[N, L]` token ids (one
@@ -115,13 +129,13 @@ impl EncoderFactory for TextEncoderFactory {
             .ok_or_else(|| CoreError::InvalidArgument("no pretrained weights were given".into()))?;
         let model = MlmObjective::new(&self.cfg, device).map_err(core_err)?;
         checkpoint::load_weights(path, &model.vs)?;
-        Ok(Box::new(TextEncoder::new(model)))
+        Ok(Box::new(TextEncoder::new(model).with_pooling(self.pooling)))
     }
 
     fn scratch(&self, device: Device, seed: u64) -> ssl_core::Result<Box<dyn Encoder>> {
         tch::manual_seed(mix_seed(&[seed, 0x5C4A]) as i64 & i64::MAX);
         let model = MlmObjective::new(&self.cfg, device).map_err(core_err)?;
-        Ok(Box::new(TextEncoder::new(model)))
+        Ok(Box::new(TextEncoder::new(model).with_pooling(self.pooling)))
     }
 
     fn raw_features(&self, xs: &Tensor) -> Tensor {

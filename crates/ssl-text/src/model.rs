@@ -28,6 +28,30 @@ use tch::nn::{self, Module};
 use tch::{Kind, Tensor};
 
 /// The shape of a BERT encoder.
+/// Which hidden states the sentence features average (see [`BertMlm::pooled`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum Pooling {
+    /// The last layer's hidden states (what a fine-tuning head on top of BERT sees).
+    #[default]
+    Last,
+    /// The mean of every layer's hidden states, embedding output included: small MLM models
+    /// keep much of their lexical knowledge in the lower layers.
+    Layers,
+}
+
+impl std::str::FromStr for Pooling {
+    type Err = TextError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "last" => Ok(Self::Last),
+            "layers" => Ok(Self::Layers),
+            other => Err(TextError::InvalidArgument(format!("unknown pooling {other:?} (last or layers)"))),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct BertConfig {
@@ -215,6 +239,13 @@ impl BertMlm {
 
     /// Last hidden states `[B, L, H]` of token ids `[B, L]` (int64, `[PAD]` = 0).
     pub fn encode(&self, ids: &Tensor, train: bool) -> Tensor {
+        let mut states = self.encode_all(ids, train);
+        states.pop().expect("the embedding output is always there")
+    }
+
+    /// Every hidden state `[B, L, H]`: the embedding output, then each block's output (the last
+    /// one after the final LayerNorm of pre-LN models), `layers + 1` in all.
+    pub fn encode_all(&self, ids: &Tensor, train: bool) -> Vec<Tensor> {
         let len = ids.size()[1];
         let p = if train { self.cfg.dropout } else { 0.0 };
         let positions = Tensor::arange(len, (Kind::Int64, ids.device()));
@@ -222,6 +253,7 @@ impl BertMlm {
             + Tensor::embedding(&self.position, &positions, -1, false, false).unsqueeze(0)
             + self.token_type.get(0);
         let mut x = self.emb_ln.forward(&x).dropout(p, train);
+        let mut states = vec![x.shallow_clone()];
         // [B, 1, 1, L]: true where a key may be attended to.
         let mask = ids.ne(0).unsqueeze(1).unsqueeze(1);
         for b in &self.blocks {
@@ -238,11 +270,12 @@ impl BertMlm {
                 let f = b.out.forward(&b.inter.forward(&x).gelu("none")).dropout(p, train);
                 x = b.out_ln.forward(&(x + f));
             }
+            states.push(x.shallow_clone());
         }
-        match &self.final_ln {
-            Some(ln) => ln.forward(&x),
-            None => x,
+        if let (Some(ln), Some(last)) = (&self.final_ln, states.last_mut()) {
+            *last = ln.forward(&x);
         }
+        states
     }
 
     fn head(&self, hidden: &Tensor) -> Tensor {
@@ -266,7 +299,19 @@ impl BertMlm {
 
     /// Mean of the last hidden states over the non-`[PAD]` tokens: `[B, H]`.
     pub fn mean_pooled(&self, ids: &Tensor, train: bool) -> Tensor {
-        let hidden = self.encode(ids, train);
+        self.pooled(ids, train, Pooling::Last)
+    }
+
+    /// Features of `ids` `[B, L]` -> `[B, H]`: hidden states averaged over the non-padding
+    /// tokens, from the last layer or from every layer ([`Pooling`]).
+    pub fn pooled(&self, ids: &Tensor, train: bool, pooling: Pooling) -> Tensor {
+        let hidden = match pooling {
+            Pooling::Last => self.encode(ids, train),
+            Pooling::Layers => {
+                let states = self.encode_all(ids, train);
+                Tensor::stack(&states, 0).mean_dim(0, false, states[0].kind())
+            }
+        };
         let kind = hidden.kind();
         let keep = ids.ne(0).to_kind(kind).unsqueeze(-1);
         (hidden * &keep).sum_dim_intlist(1, false, kind) / keep.sum_dim_intlist(1, false, kind).clamp_min(1.0)

@@ -3,6 +3,7 @@
 use ssl_core::eval::report::{Machine, Report};
 use ssl_core::eval::EvalKind;
 use ssl_text::labeled::load_labeled;
+use ssl_text::model::Pooling;
 use ssl_text::pipeline::{self, TextConfig};
 use std::path::PathBuf;
 use tch::Device;
@@ -61,7 +62,7 @@ fn tiny_pretrain_then_evaluate() {
     protocol.probe.steps = 50;
     protocol.robustness_max_test = 64;
     let evaluation =
-        pipeline::evaluate_downstream(&data.tokenizer, &pre.model, &labeled, run.path(), &protocol, Device::Cpu)
+        pipeline::evaluate_downstream(&data.tokenizer, &pre.model, &labeled, run.path(), &protocol, Pooling::Last, Device::Cpu)
             .unwrap();
     assert_eq!(evaluation.evaluations.len(), 2);
     for row in &evaluation.evaluations {

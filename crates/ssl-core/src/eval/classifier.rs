@@ -14,12 +14,54 @@ pub struct ProbeConfig {
     pub steps: usize,
     pub lr: f64,
     pub weight_decay: f64,
+    /// An L2 penalty `l2 / 2 * |W|^2` added to the loss (the bias is not penalised). Unlike
+    /// AdamW's decoupled `weight_decay`, which shrinks every weight towards the same size
+    /// whatever its gradient, this is classic regularised logistic regression: uninformative
+    /// features end up with small weights.
+    #[serde(default)]
+    pub l2: f64,
+    /// With 2 or more, `l2` and `weight_decay` are ignored: `l2` is chosen from [`CV_L2`] by this
+    /// many-fold cross-validation on the labeled subset itself (no test data; `weight_decay` 0),
+    /// then the head is refitted on the whole subset with it. 0: use `l2` and `weight_decay`.
+    #[serde(default)]
+    pub cv_folds: usize,
 }
 
 impl Default for ProbeConfig {
     fn default() -> Self {
-        Self { steps: 300, lr: 1e-2, weight_decay: 1e-3 }
+        Self { steps: 300, lr: 1e-2, weight_decay: 1e-3, l2: 0.0, cv_folds: 0 }
     }
+}
+
+/// The L2 penalties that cross-validation ([`ProbeConfig::cv_folds`]) chooses from.
+pub const CV_L2: [f64; 5] = [1e-4, 1e-3, 1e-2, 1e-1, 1.0];
+
+/// The L2 penalty with the best validation accuracy over `folds` folds (row `i` is in fold
+/// `i % folds`); the first of equals (the weakest penalty) wins.
+pub fn cv_l2(x: &Tensor, y: &Tensor, num_classes: i64, cfg: &ProbeConfig, seed: u64) -> Result<f64> {
+    let n = x.size()[0];
+    let folds = cfg.cv_folds as i64;
+    let fold_of = Tensor::arange(n, (Kind::Int64, Device::Cpu)).remainder(folds);
+    let mut best = (f64::NEG_INFINITY, cfg.l2);
+    for &l2 in &CV_L2 {
+        let one = ProbeConfig { l2, weight_decay: 0.0, cv_folds: 0, ..*cfg };
+        let mut correct = 0i64;
+        for f in 0..folds {
+            let val = fold_of.eq(f).nonzero().squeeze_dim(1);
+            let fit = fold_of.ne(f).nonzero().squeeze_dim(1);
+            if val.numel() == 0 || fit.numel() == 0 {
+                continue;
+            }
+            let clf = LinearClassifier::fit(&x.index_select(0, &fit), &y.index_select(0, &fit), num_classes, &one, seed)?;
+            let pred = clf.predict(&x.index_select(0, &val));
+            correct += pred.eq_tensor(&y.index_select(0, &val)).sum(Kind::Int64).int64_value(&[]);
+        }
+        let acc = correct as f64 / n.max(1) as f64;
+        if acc > best.0 {
+            best = (acc, l2);
+        }
+    }
+    Ok(best.1)
 }
 
 /// Settings of fine-tuning (mini-batches drawn with replacement from the labeled subset).
@@ -48,6 +90,10 @@ pub struct LinearClassifier {
 impl LinearClassifier {
     /// Fit on features `x` `[N, D]` (CPU) and labels `y` `[N]`.
     pub fn fit(x: &Tensor, y: &Tensor, num_classes: i64, cfg: &ProbeConfig, seed: u64) -> Result<Self> {
+        if cfg.cv_folds >= 2 && x.size()[0] >= 2 * cfg.cv_folds as i64 {
+            let l2 = cv_l2(x, y, num_classes, cfg, seed)?;
+            return Self::fit(x, y, num_classes, &ProbeConfig { l2, weight_decay: 0.0, cv_folds: 0, ..*cfg }, seed);
+        }
         tch::manual_seed(mix_seed(&[seed, 0x9AB]) as i64 & i64::MAX);
         let x = x.to_kind(Kind::Float).flatten(1, -1);
         let mean = x.mean_dim(0, true, Kind::Float);
@@ -59,7 +105,9 @@ impl LinearClassifier {
         let mut opt = Optimizer::new(&vs, OptimizerConfig::adamw(cfg.lr, cfg.weight_decay));
         for _ in 0..cfg.steps {
             opt.zero_grad();
-            head.forward(&z).cross_entropy_for_logits(y).backward();
+            let loss = head.forward(&z).cross_entropy_for_logits(y);
+            let loss = if cfg.l2 > 0.0 { loss + head.ws.square().sum(Kind::Float) * (cfg.l2 / 2.0) } else { loss };
+            loss.backward();
             opt.step(cfg.lr)?;
         }
         Ok(Self { mean, std, _vs: vs, head })
