@@ -178,7 +178,8 @@ pub fn run(args: TextArgs) -> Result<()> {
         labeled.train.len(),
         labeled.test.len()
     );
-    let evaluation = pipeline::evaluate_downstream(&data.tokenizer, &pre.model, &labeled, &run_dir, &protocol, args.pool, device)?;
+    let evaluation =
+        pipeline::evaluate_downstream(&data.tokenizer, &pre.model, &labeled, &run_dir, &protocol, args.pool, device)?;
 
     let mut notes = vec![
         format!("features: mean over non-padding tokens of the hidden states ({:?} pooling)", args.pool),

@@ -84,7 +84,13 @@ pub struct TextEncoderFactory {
 impl TextEncoderFactory {
     /// `weights`: a run directory or checkpoint; `None` makes `pretrained` an error.
     pub fn new(cfg: BertConfig, weights: Option<PathBuf>) -> Self {
-        Self { cfg, weights, special: SpecialIds { pad: 0, unk: 1, cls: 2, sep: 3, mask: 4 }, idf: Vec::new(), pooling: Pooling::Last }
+        Self {
+            cfg,
+            weights,
+            special: SpecialIds { pad: 0, unk: 1, cls: 2, sep: 3, mask: 4 },
+            idf: Vec::new(),
+            pooling: Pooling::Last,
+        }
     }
 
     /// The hidden states the features average (default: the last layer's).
@@ -157,5 +163,32 @@ impl EncoderFactory for TextEncoderFactory {
         let tfidf = counts * Tensor::from_slice(&weight).to_device(xs.device()).unsqueeze(0);
         let norm = tfidf.square().sum_dim_intlist(1, true, Kind::Float).sqrt().clamp_min(1e-12);
         tfidf / norm
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// scikit-learn's smoothed IDF, checked by hand:
+    /// ```python
+    /// from sklearn.feature_extraction.text import TfidfVectorizer
+    /// v = TfidfVectorizer(token_pattern=r"\S+").fit(["a b", "a"])
+    /// v.idf_  # a: 1.0, b: ln(3/2) + 1 = 1.405465
+    /// ```
+    #[test]
+    fn idf_matches_the_smoothed_formula_and_rows_have_unit_norm() {
+        let cfg = BertConfig { vocab_size: 10, max_position: 4, ..BertConfig::preset("tiny").unwrap() };
+        // Rows: [CLS] a b [SEP] and [CLS] a [SEP] [PAD], with a = 5, b = 6.
+        let ids = Tensor::from_slice(&[2i64, 5, 6, 3, 2, 5, 3, 0]).view([2, 4]);
+        let f = TextEncoderFactory::new(cfg, None).with_idf_from(&ids);
+        assert!((f.idf()[5] - 1.0).abs() < 1e-6);
+        assert!((f.idf()[6] - (1.5f32.ln() + 1.0)).abs() < 1e-6);
+        let x = f.raw_features(&ids);
+        let norms = Vec::<f64>::try_from(x.square().sum_dim_intlist(1, false, Kind::Double).sqrt()).unwrap();
+        assert!(norms.iter().all(|n| (n - 1.0).abs() < 1e-6), "{norms:?}");
+        // Special tokens carry no weight; b outweighs a in the first row.
+        assert_eq!(x.double_value(&[0, 2]), 0.0);
+        assert!(x.double_value(&[0, 6]) > x.double_value(&[0, 5]));
     }
 }

@@ -61,9 +61,16 @@ fn tiny_pretrain_then_evaluate() {
     protocol.finetune.steps = 10;
     protocol.probe.steps = 50;
     protocol.robustness_max_test = 64;
-    let evaluation =
-        pipeline::evaluate_downstream(&data.tokenizer, &pre.model, &labeled, run.path(), &protocol, Pooling::Last, Device::Cpu)
-            .unwrap();
+    let evaluation = pipeline::evaluate_downstream(
+        &data.tokenizer,
+        &pre.model,
+        &labeled,
+        run.path(),
+        &protocol,
+        Pooling::Last,
+        Device::Cpu,
+    )
+    .unwrap();
     assert_eq!(evaluation.evaluations.len(), 2);
     for row in &evaluation.evaluations {
         assert!([EvalKind::Linear, EvalKind::Finetune].contains(&row.eval));

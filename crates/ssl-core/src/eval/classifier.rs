@@ -52,7 +52,8 @@ pub fn cv_l2(x: &Tensor, y: &Tensor, num_classes: i64, cfg: &ProbeConfig, seed: 
             if val.numel() == 0 || fit.numel() == 0 {
                 continue;
             }
-            let clf = LinearClassifier::fit(&x.index_select(0, &fit), &y.index_select(0, &fit), num_classes, &one, seed)?;
+            let clf =
+                LinearClassifier::fit(&x.index_select(0, &fit), &y.index_select(0, &fit), num_classes, &one, seed)?;
             let pred = clf.predict(&x.index_select(0, &val));
             correct += pred.eq_tensor(&y.index_select(0, &val)).sum(Kind::Int64).int64_value(&[]);
         }
