@@ -8,3 +8,10 @@ pub mod datasets;
 pub mod libtorch;
 pub mod spoken_words;
 pub mod text_corpus;
+
+use std::process::{Command, Stdio};
+
+/// Whether `program args...` starts and exits successfully (e.g. `npm --version`), output hidden.
+pub(crate) fn tool_works(program: &str, args: &[&str]) -> bool {
+    Command::new(program).args(args).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+}

@@ -3,7 +3,7 @@
 //! The generator itself is `datasets/speech/make_spoken_words.sh`.
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 /// Flags of `cargo xtask data spoken-words`.
 #[derive(clap::Args, Debug, Clone)]
@@ -16,17 +16,13 @@ pub struct SpokenWordsArgs {
     pub size: String,
 }
 
-fn has(tool: &str) -> bool {
-    Command::new(tool).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
-}
-
 /// Generate the dataset.
 pub fn generate(root: &Path, args: &SpokenWordsArgs) -> Result<()> {
     if !["small", "full"].contains(&args.size.as_str()) {
         bail!("--size must be small or full, not {}", args.size);
     }
     for tool in ["espeak-ng", "sox"] {
-        if !has(tool) {
+        if !crate::tool_works(tool, &["--version"]) {
             bail!("{tool} is not installed. Install it (Debian/Ubuntu: `apt-get install espeak-ng sox`) and retry.");
         }
     }

@@ -18,15 +18,16 @@
 //! The output is byte-identical to the project's reference recipe: every text operation below
 //! mirrors the Python one it replaces (`str.split()` whitespace, `re.split(r"\n\s*\n", ...)`,
 //! universal newlines when reading text files, the `csv` module's minimal quoting).
+use crate::datasets::checksum::hash_file;
+use crate::tool_works;
 use anyhow::{anyhow, bail, Context, Result};
-use sha2::{Digest, Sha256};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsString;
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 /// Flags of `cargo xtask data text-corpus`.
 #[derive(clap::Args, Debug, Clone)]
@@ -335,23 +336,14 @@ fn lines(docs: &[String]) -> String {
 // Packages: download, verification, archive members.
 // ---------------------------------------------------------------------------------------------
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// Check the SHA-256 of the file at `path`: a mismatch is an error naming the file, the expected
 /// and the actual hash.
 fn verify_sha256(path: &Path, expected: &str) -> Result<()> {
-    let bytes = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let actual = sha256_hex(&bytes);
+    let actual = hash_file(path).with_context(|| format!("reading {}", path.display()))?.sha256;
     if actual != expected {
         bail!("SHA-256 mismatch for {}: expected {expected}, got {actual}", path.display());
     }
     Ok(())
-}
-
-fn tool_works(program: &str, args: &[&str]) -> bool {
-    Command::new(program).args(args).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
 }
 
 fn run_tool(mut command: Command) -> Result<()> {

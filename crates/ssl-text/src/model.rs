@@ -27,7 +27,6 @@ use serde::{Deserialize, Serialize};
 use tch::nn::{self, Module};
 use tch::{Kind, Tensor};
 
-/// The shape of a BERT encoder.
 /// Which hidden states the sentence features average (see [`BertMlm::pooled`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -52,6 +51,7 @@ impl std::str::FromStr for Pooling {
     }
 }
 
+/// The shape of a BERT encoder.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct BertConfig {

@@ -87,8 +87,8 @@ impl TextConfig {
     }
 
     /// The protocol defaults for text: 10 and 50 labels per class, 3 seeds, linear probe (its
-    /// weight decay chosen by 5-fold cross-validation on the labeled subset: with ~100 labels
-    /// and sparse TF-IDF or 128-d features an unregularised head fits the subset perfectly) and
+    /// L2 penalty chosen by 5-fold cross-validation on the labeled subset: with ~100 labels and
+    /// sparse TF-IDF or 128-d features an unregularised head fits the subset perfectly) and
     /// fine-tuning (short, with a small LR, as for BERT).
     pub fn protocol() -> ProtocolConfig {
         ProtocolConfig {

@@ -8,7 +8,7 @@
 //! Manifests (`datasets/manifests/*.json`) are embedded into the binary; see
 //! `datasets/manifests/README.md` for the schema and `docs/src/datasets.md` for the user guide.
 
-mod checksum;
+pub(crate) mod checksum;
 mod download;
 mod extract;
 mod install;

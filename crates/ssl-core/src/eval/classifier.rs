@@ -42,20 +42,23 @@ pub fn cv_l2(x: &Tensor, y: &Tensor, num_classes: i64, cfg: &ProbeConfig, seed: 
     let n = x.size()[0];
     let folds = cfg.cv_folds as i64;
     let fold_of = Tensor::arange(n, (Kind::Int64, Device::Cpu)).remainder(folds);
+    // (fit x, fit y, validation x, validation y) per fold, split once for every penalty.
+    let splits: Vec<_> = (0..folds)
+        .filter_map(|f| {
+            let val = fold_of.eq(f).nonzero().squeeze_dim(1);
+            let fit = fold_of.ne(f).nonzero().squeeze_dim(1);
+            (val.numel() > 0 && fit.numel() > 0).then(|| {
+                (x.index_select(0, &fit), y.index_select(0, &fit), x.index_select(0, &val), y.index_select(0, &val))
+            })
+        })
+        .collect();
     let mut best = (f64::NEG_INFINITY, cfg.l2);
     for &l2 in &CV_L2 {
         let one = ProbeConfig { l2, weight_decay: 0.0, cv_folds: 0, ..*cfg };
         let mut correct = 0i64;
-        for f in 0..folds {
-            let val = fold_of.eq(f).nonzero().squeeze_dim(1);
-            let fit = fold_of.ne(f).nonzero().squeeze_dim(1);
-            if val.numel() == 0 || fit.numel() == 0 {
-                continue;
-            }
-            let clf =
-                LinearClassifier::fit(&x.index_select(0, &fit), &y.index_select(0, &fit), num_classes, &one, seed)?;
-            let pred = clf.predict(&x.index_select(0, &val));
-            correct += pred.eq_tensor(&y.index_select(0, &val)).sum(Kind::Int64).int64_value(&[]);
+        for (xf, yf, xv, yv) in &splits {
+            let pred = LinearClassifier::fit(xf, yf, num_classes, &one, seed)?.predict(xv);
+            correct += pred.eq_tensor(yv).sum(Kind::Int64).int64_value(&[]);
         }
         let acc = correct as f64 / n.max(1) as f64;
         if acc > best.0 {
