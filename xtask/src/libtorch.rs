@@ -165,10 +165,16 @@ fn install(venv: &Path) -> Result<()> {
 /// The `transformers` release the HF interoperability test is run against.
 pub const TRANSFORMERS_VERSION: &str = "5.24.0";
 
-/// A Python with torch, safetensors and transformers for the tests and benchmarks that compare
-/// against PyTorch/HuggingFace: `SSL_PYTHON` if set, else our cached virtual environment (when the
-/// user's own LibTorch is used, that is the cache if it exists, then `python3`). transformers is
-/// installed on first use.
+/// The `tensorboard` release that reads our event files back in the TensorBoard interoperability
+/// test (`crates/ssl-records/tests/tensorboard_python.rs`). 2.21.0 needs Python 3.9+ (torch needs
+/// 3.10+ anyway); pip brings its dependencies (protobuf, numpy, setuptools, ...), and reading event
+/// files needs no TensorFlow.
+pub const TENSORBOARD_VERSION: &str = "2.21.0";
+
+/// A Python with torch, safetensors, transformers and tensorboard for the tests and benchmarks
+/// that compare against PyTorch/HuggingFace/TensorBoard: `SSL_PYTHON` if set, else our cached
+/// virtual environment (when the user's own LibTorch is used, that is the cache if it exists, then
+/// `python3`). transformers and tensorboard are installed on first use.
 pub fn test_python(source: &Source) -> Result<PathBuf> {
     let cached = cache_root().join(format!("torch-{TORCH_VERSION}"));
     let py = match (std::env::var_os("SSL_PYTHON"), source.python()) {
@@ -191,21 +197,21 @@ pub fn test_python(source: &Source) -> Result<PathBuf> {
             py.display()
         );
     }
-    if !has("transformers") {
-        eprintln!("==> installing transformers=={TRANSFORMERS_VERSION} for the HuggingFace interoperability test");
-        let ok = Command::new(&py)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--disable-pip-version-check",
-                &format!("transformers=={TRANSFORMERS_VERSION}"),
-            ])
-            .status()
-            .context("running pip install transformers")?;
-        if !ok.success() || !has("transformers") {
-            bail!("could not install transformers into {}", py.display());
+    let install = |module: &str, version: &str, why: &str| -> Result<()> {
+        if has(module) {
+            return Ok(());
         }
-    }
+        eprintln!("==> installing {module}=={version} for {why}");
+        let ok = Command::new(&py)
+            .args(["-m", "pip", "install", "--disable-pip-version-check", &format!("{module}=={version}")])
+            .status()
+            .with_context(|| format!("running pip install {module}"))?;
+        if !ok.success() || !has(module) {
+            bail!("could not install {module} into {}", py.display());
+        }
+        Ok(())
+    };
+    install("transformers", TRANSFORMERS_VERSION, "the HuggingFace interoperability test")?;
+    install("tensorboard", TENSORBOARD_VERSION, "the TensorBoard interoperability test")?;
     Ok(py)
 }

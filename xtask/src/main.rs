@@ -131,9 +131,8 @@ fn test(extra: &[String]) -> Result<()> {
     args.extend(extra.iter().map(String::as_str));
     let mut c = cargo(&source, &args);
     c.env("SSL_PYTHON", python);
-    // LibTorch's random generator is global to the process: tests that seed it and draw from it
-    // must not interleave with each other, so each test binary runs its tests one at a time.
-    c.env("RUST_TEST_THREADS", "1");
+    // Tests run in parallel: every LibTorch draw happens under ssl_core::rng's exclusive, seeded
+    // guard, so concurrent tests never draw from each other's stream.
     run(c)
 }
 

@@ -213,34 +213,35 @@ pub fn run(a: BenchArgs) -> Result<()> {
         other => bail!("`ssl bench {other}`: expected vision, text or speech"),
     };
     let peak = matmul_peak(device, if ctx.args.quick { 512 } else { 2048 }, 5);
-    let out = serde_json::json!({
-        "name": m.name,
-        "modality": m.modality,
-        "preset": m.preset,
-        "model": m.model,
-        "details": m.details,
-        "batch_size": m.batch_size,
-        "samples_per_step": m.samples_per_step,
-        "sample_unit": m.sample_unit,
-        "per_sample": m.per_sample.map(|(unit, n)| serde_json::json!({"unit": unit, "count": n})),
-        "parameters": m.parameters,
-        "first_step_loss": m.first_step_loss,
-        "flops_per_sample": m.flops_per_sample,
-        "peak_flops": peak,
-        "device": format!("{device:?}"),
-        "threads": tch::get_num_threads(),
-        "ours_loader_samples_per_s": m.loader,
-        "ours_preloaded_samples_per_s": m.preloaded,
-        "peak_rss_bytes": peak_rss_bytes(),
-        "windows": ctx.timing.windows,
-        "window_steps": ctx.timing.steps,
-        "reference": {
-            "script": m.script,
-            "args": m.script_args,
-            "init": ctx.artefact(&m.name, "init"),
-            "batch": ctx.artefact(&m.name, "batch"),
+    let spread = |s: &Spread| ssl_records::bench::Spread { median: s.median, min: s.min, max: s.max, n: s.n };
+    let out = ssl_records::bench::OursRun {
+        name: m.name.clone(),
+        modality: m.modality.to_owned(),
+        preset: m.preset.clone(),
+        model: m.model.clone(),
+        details: m.details.clone(),
+        batch_size: m.batch_size,
+        samples_per_step: m.samples_per_step,
+        sample_unit: m.sample_unit.to_owned(),
+        per_sample: m.per_sample.map(|(unit, count)| ssl_records::bench::PerSample { unit: unit.to_owned(), count }),
+        parameters: m.parameters,
+        first_step_loss: m.first_step_loss,
+        flops_per_sample: m.flops_per_sample,
+        peak_flops: peak,
+        device: format!("{device:?}"),
+        threads: tch::get_num_threads(),
+        ours_loader_samples_per_s: spread(&m.loader),
+        ours_preloaded_samples_per_s: spread(&m.preloaded),
+        peak_rss_bytes: peak_rss_bytes(),
+        windows: ctx.timing.windows,
+        window_steps: ctx.timing.steps,
+        reference: ssl_records::bench::ReferenceCall {
+            script: m.script.to_owned(),
+            args: m.script_args.clone(),
+            init: ctx.artefact(&m.name, "init"),
+            batch: ctx.artefact(&m.name, "batch"),
         },
-    });
+    };
     std::fs::write(ctx.args.out.join(format!("{}_ours.json", m.name)), serde_json::to_vec_pretty(&out)?)?;
     println!("{}", serde_json::to_string(&out)?);
     Ok(())

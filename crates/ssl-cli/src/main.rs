@@ -1,14 +1,18 @@
 //! `ssl`: the binary behind `cargo xtask pretrain-{vision,text,speech}`.
 //!
-//! Each modality lives in its own module; the flags every modality shares and the end of every
-//! run (report, plots, summary) live in [`common`].
+//! Each `pretrain-*` command is its modality's flags plus one call into ssl-core's run pipeline
+//! with the modality's [`Recipe`]; no training or evaluation logic lives here. Exit codes: 0
+//! success, 2 a bad flag, path or config file (found before any work starts), 1 a failure
+//! during the run.
 mod bench;
-mod common;
-mod speech;
-mod text;
-mod vision;
 
-use clap::{Parser, Subcommand};
+use anyhow::Result;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
+use serde::{de::DeserializeOwned, Serialize};
+use ssl_core::run::{Recipe, RunOptions};
+use ssl_speech::run::{SpeechFlags, SpeechRecipe};
+use ssl_text::run::{TextFlags, TextRecipe};
+use ssl_vision::run::{VisionFlags, VisionRecipe};
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -21,32 +25,85 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Rotation prediction, inpainting or MAE pretraining of an image encoder.
-    PretrainVision(vision::VisionArgs),
+    PretrainVision(VisionFlags),
     /// Masked-language-model pretraining of a BERT-style encoder.
-    PretrainText(text::TextArgs),
+    PretrainText(TextFlags),
     /// Masked raw-audio-frame pretraining of a wav2vec2-shaped encoder.
-    PretrainSpeech(speech::SpeechArgs),
+    PretrainSpeech(SpeechFlags),
     /// Throughput measurements behind `cargo xtask bench`.
     Bench(bench::BenchArgs),
 }
 
+/// Why a command failed: a usage error (exit 2) or a failure while running (exit 1).
+enum Failure {
+    Usage(anyhow::Error),
+    Run(anyhow::Error),
+}
+
+fn usage<E: Into<anyhow::Error>>(e: E) -> Failure {
+    Failure::Usage(e.into())
+}
+
+fn running<E: Into<anyhow::Error>>(e: E) -> Failure {
+    Failure::Run(e.into())
+}
+
+/// The flags merged over `--config FILE` (flags given on the command line win), the recipe made
+/// from them, the plan resolved and checked, then the run.
+fn pretrain<F, R>(
+    flags: F,
+    matches: &ArgMatches,
+    run: impl Fn(&F) -> &RunOptions,
+    recipe: impl FnOnce(F) -> Result<R, R::Error>,
+) -> Result<(), Failure>
+where
+    F: Serialize + DeserializeOwned,
+    R: Recipe,
+{
+    let flags = match run(&flags).config.clone() {
+        Some(file) => {
+            let given = |id: &str| matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
+            ssl_core::run::options::merge_config_file(&flags, given, &file).map_err(usage)?
+        }
+        None => flags,
+    };
+    let options = run(&flags).clone();
+    let mut recipe = recipe(flags).map_err(usage)?;
+    let plan = options.resolve(recipe.modality(), &recipe.method()).map_err(usage)?;
+    recipe.validate(&plan).map_err(usage)?;
+    ssl_core::run::execute(&mut recipe, &plan).map_err(running)?;
+    Ok(())
+}
+
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(c) => c,
+    let matches = match Cli::command().try_get_matches() {
+        Ok(m) => m,
         Err(e) => {
             let _ = e.print();
             return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
         }
     };
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(2);
+        }
+    };
+    let sub = matches.subcommand().map(|(_, m)| m.clone()).unwrap_or_default();
     let result = match cli.command {
-        Cmd::PretrainVision(a) => vision::run(a),
-        Cmd::PretrainText(a) => text::run(a),
-        Cmd::PretrainSpeech(a) => speech::run(a),
-        Cmd::Bench(a) => bench::run(a),
+        Cmd::PretrainVision(f) => pretrain(f, &sub, |f| &f.run, |f| Ok(VisionRecipe::new(f))),
+        Cmd::PretrainText(f) => pretrain(f, &sub, |f| &f.run, TextRecipe::new),
+        Cmd::PretrainSpeech(f) => pretrain(f, &sub, |f| &f.run, SpeechRecipe::new),
+        Cmd::Bench(a) => bench::run(a).map_err(running),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+        Err(Failure::Usage(e)) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Run(e)) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }

@@ -72,3 +72,15 @@ pub fn peak_rss_bytes() -> u64 {
 pub fn conv2d_flops(cin: i64, cout: i64, k: i64, out_h: i64, out_w: i64) -> f64 {
     2.0 * (cin * cout * k * k * out_h * out_w) as f64
 }
+
+/// Forward FLOPs of one transformer block over `tokens` positions of width `dim` with a
+/// feed-forward of width `ffn`: the Q, K, V and output projections, the scores Q K^T and the
+/// weighted sum of V, and the feed-forward pair (multiply-adds counted as 2; norms and softmax
+/// left out).
+///
+/// ```
+/// assert_eq!(ssl_core::bench::transformer_layer_flops(4.0, 2.0, 3.0), 128.0 + 128.0);
+/// ```
+pub fn transformer_layer_flops(tokens: f64, dim: f64, ffn: f64) -> f64 {
+    2.0 * tokens * (4.0 * dim * dim + 2.0 * dim * ffn) + 2.0 * 2.0 * tokens * tokens * dim
+}

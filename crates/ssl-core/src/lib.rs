@@ -11,7 +11,12 @@
 //! - [`optim`]: AdamW and SGD whose state is ours (checkpointable), with fused LibTorch kernels
 //!   reached through the C++ layer in [`kernels`] and a composed-ops fallback.
 //! - [`losses`]: masked cross-entropy, masked reconstruction, InfoNCE, codebook diversity.
+//! - [`rng`]: every random choice derived by name from the run seed; exclusive, seeded use of
+//!   LibTorch's global generator.
+//! - [`sinks`]: `metrics.jsonl` and TensorBoard event files.
 //! - [`checkpoint`]: atomic safetensors checkpoints with exact resume.
+//! - [`run`]: the one run pipeline every modality plugs into through [`run::Recipe`]: options
+//!   resolved once into a validated plan, `config.json`, pretraining, evaluation, report.
 //! - [`eval`]: the evaluation protocol (linear probe, kNN, fine-tuning, scratch and raw baselines,
 //!   robustness, overfitting gap) and the report.
 //!
@@ -37,7 +42,11 @@ pub mod loader;
 pub mod losses;
 pub mod optim;
 pub mod plots;
+pub mod progress;
+pub mod rng;
+pub mod run;
 pub mod schedule;
+pub mod sinks;
 pub mod toy;
 pub mod trainer;
 

@@ -9,7 +9,7 @@
 //! use tch::{nn, nn::Module, Device, Kind, Tensor};
 //! let vs = nn::VarStore::new(Device::Cpu);
 //! let lin = nn::linear(vs.root() / "lin", 3, 1, Default::default());
-//! let mut opt = Optimizer::new(&vs, OptimizerConfig::adamw(1e-2, 0.01));
+//! let mut opt = Optimizer::new(&vs, OptimizerConfig::adamw(0.01));
 //! let x = Tensor::ones([4, 3], (Kind::Float, Device::Cpu));
 //! for _ in 0..5 {
 //!     opt.zero_grad();
@@ -44,7 +44,7 @@ pub struct OptimizerConfig {
 
 impl OptimizerConfig {
     /// AdamW with PyTorch's default betas and eps.
-    pub fn adamw(_lr_hint: f64, weight_decay: f64) -> Self {
+    pub fn adamw(weight_decay: f64) -> Self {
         Self { kind: OptimizerKind::AdamW { beta1: 0.9, beta2: 0.999, eps: 1e-8 }, weight_decay, fused: true }
     }
     /// SGD with Nesterov momentum 0.9.
@@ -55,7 +55,7 @@ impl OptimizerConfig {
 
 impl Default for OptimizerConfig {
     fn default() -> Self {
-        Self::adamw(1e-3, 0.05)
+        Self::adamw(0.05)
     }
 }
 

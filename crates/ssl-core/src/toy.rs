@@ -66,7 +66,7 @@ pub struct ToyObjective {
 
 impl ToyObjective {
     pub fn new(device: Device, dim: i64, seed: i64) -> Self {
-        tch::manual_seed(seed);
+        let _rng = crate::rng::torch_rng(seed as u64);
         let vs = VarStore::new(device);
         let root = vs.root();
         let net = nn::seq()
@@ -109,7 +109,7 @@ pub struct ToyEncoder {
 
 impl ToyEncoder {
     pub fn new(device: Device, dim_in: i64, dim_out: i64, seed: i64) -> Self {
-        tch::manual_seed(seed);
+        let _rng = crate::rng::torch_rng(seed as u64);
         let vs = VarStore::new(device);
         let lin = nn::linear(vs.root() / "enc", dim_in, dim_out, Default::default());
         Self { vs, lin, dim_out }

@@ -10,9 +10,9 @@ use crate::kernels::Bf16Autocast;
 use crate::loader::{mix_seed, DataSource, Loader, LoaderPosition};
 use crate::optim::{Optimizer, OptimizerConfig};
 use crate::schedule::{Decay, LrSchedule};
+use crate::sinks::MetricSinks;
 use serde::{Deserialize, Serialize};
 use std::fs;
-use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -38,6 +38,23 @@ pub trait Objective {
     fn on_step_end(&mut self, _step: u64, _total: u64) {}
     /// The number of samples in a batch (for samples/s).
     fn batch_samples(&self, batch: &Self::Batch) -> usize;
+}
+
+/// A boxed objective is an objective (a recipe with several methods picks one at run time).
+impl<O: Objective + ?Sized> Objective for Box<O> {
+    type Batch = O::Batch;
+    fn var_store(&self) -> &VarStore {
+        (**self).var_store()
+    }
+    fn forward(&mut self, batch: &Self::Batch, device: Device) -> Result<StepOutput> {
+        (**self).forward(batch, device)
+    }
+    fn on_step_end(&mut self, step: u64, total: u64) {
+        (**self).on_step_end(step, total)
+    }
+    fn batch_samples(&self, batch: &Self::Batch) -> usize {
+        (**self).batch_samples(batch)
+    }
 }
 
 /// Trainer settings. Defaults are conservative; modalities override them from their papers.
@@ -69,7 +86,7 @@ pub struct TrainConfig {
     pub prefetch: usize,
     /// Decode/augment threads of the loader; 0 picks them (see [`loader_threads`]).
     pub loader_threads: usize,
-    /// Show a progress bar when stdout is a terminal.
+    /// Show progress: a bar on a terminal, a line per logging step otherwise.
     pub progress: bool,
 }
 
@@ -145,6 +162,22 @@ pub struct TrainSummary {
     pub checkpoint: Option<PathBuf>,
 }
 
+impl TrainSummary {
+    /// The summary as `report.json` shows it.
+    pub fn report(&self) -> ssl_records::summary::PretrainingSummary {
+        ssl_records::summary::PretrainingSummary {
+            steps: self.steps,
+            resumed_from: self.resumed_from,
+            final_loss: self.final_loss,
+            wall_secs: self.wall_secs,
+            cpu_secs: self.cpu_secs,
+            samples_per_s: self.samples_per_s,
+            nonfinite_steps: self.nonfinite_steps,
+            skipped_inputs: self.skipped_inputs,
+        }
+    }
+}
+
 /// One line of `metrics.jsonl`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MetricsLine {
@@ -180,7 +213,9 @@ impl Trainer {
         let mut c = serde_json::to_value(&self.config).unwrap_or_default();
         if let Some(obj) = c.as_object_mut() {
             // Fields that may change between a run and its resumption.
-            for k in ["steps", "log_every", "checkpoint_every", "keep_checkpoints", "progress", "prefetch"] {
+            for k in
+                ["steps", "warmup_steps", "log_every", "checkpoint_every", "keep_checkpoints", "progress", "prefetch"]
+            {
                 obj.remove(k);
             }
         }
@@ -191,7 +226,7 @@ impl Trainer {
     /// run directory (a missing checkpoint starts from scratch).
     pub fn fit<O, S>(&self, objective: &mut O, source: Arc<S>, resume: bool) -> Result<TrainSummary>
     where
-        O: Objective,
+        O: Objective + ?Sized,
         S: DataSource<Batch = O::Batch>,
     {
         let cfg = &self.config;
@@ -227,36 +262,13 @@ impl Trainer {
                 resumed_from = Some(state.step);
             }
         }
-        // metrics.jsonl keeps only lines up to the resumed step (a killed run may have logged past
-        // its last checkpoint).
-        let metrics_path = self.run_dir.join("metrics.jsonl");
-        let kept: Vec<String> = read_metric_lines(&metrics_path)
-            .into_iter()
-            .filter(|l| serde_json::from_str::<MetricsLine>(l).map(|m| m.step <= state.step).unwrap_or(false))
-            .collect();
-        let mut metrics_file = {
-            let mut f = fs::File::create(&metrics_path).map_err(|e| CoreError::io(&metrics_path, e))?;
-            for l in &kept {
-                writeln!(f, "{l}").map_err(|e| CoreError::io(&metrics_path, e))?;
-            }
-            f
-        };
+        let mut sinks = MetricSinks::open(&self.run_dir, state.step)?;
 
         let schedule = cfg.schedule();
         let threads = loader_threads(cfg.loader_threads, self.device);
         let mut loader = Loader::new(source, cfg.batch_size, cfg.seed, state.loader, cfg.prefetch, threads);
-        let show = cfg.progress && std::io::stdout().is_terminal();
-        let bar = if show {
-            let b = indicatif::ProgressBar::new(cfg.steps);
-            b.set_style(
-                indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}")
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-            );
-            b.set_position(state.step);
-            b
-        } else {
-            indicatif::ProgressBar::hidden()
-        };
+        let bar = crate::progress::Progress::new("pretraining", cfg.steps, !cfg.progress);
+        bar.tick(state.step);
 
         let start = Instant::now();
         let cpu_start = process_cpu_secs();
@@ -266,9 +278,11 @@ impl Trainer {
         let mut last_loss = f64::NAN;
         let mut last_ckpt = None;
         let skipped_before = state.skipped_inputs;
+        // LibTorch draws inside the steps (dropout, random masks) come from the step's own seed.
+        let torch_rng = crate::rng::torch_rng(crate::rng::derive(cfg.seed, "step"));
         while state.step < cfg.steps {
             let step = state.step;
-            tch::manual_seed(mix_seed(&[cfg.seed, step, 0x70C4]) as i64 & i64::MAX);
+            torch_rng.reseed(mix_seed(&[crate::rng::derive(cfg.seed, "step"), step]));
             let lr = schedule.lr_at(step);
             optimizer.zero_grad();
             let mut loss_sum = Tensor::zeros([], (Kind::Float, self.device));
@@ -333,11 +347,10 @@ impl Trainer {
                     wall_time: state.elapsed_secs + start.elapsed().as_secs_f64(),
                     extra: map,
                 };
-                let text = serde_json::to_string(&line).map_err(|e| CoreError::json(&metrics_path, e))?;
-                writeln!(metrics_file, "{text}").map_err(|e| CoreError::io(&metrics_path, e))?;
-                bar.set_message(format!("loss {loss_v:.4} lr {lr:.2e} {sps:.0} samples/s"));
+                sinks.log(&line)?;
+                bar.update(state.step, &format!("loss {loss_v:.4} lr {lr:.2e} {sps:.0} samples/s"));
             }
-            bar.set_position(state.step);
+            bar.tick(state.step);
             if (cfg.checkpoint_every > 0 && state.step.is_multiple_of(cfg.checkpoint_every)) || is_last {
                 let mut s = state.clone();
                 s.elapsed_secs += start.elapsed().as_secs_f64();
@@ -345,7 +358,7 @@ impl Trainer {
                     Some(checkpoint::save(&self.run_dir, objective.var_store(), &optimizer, &s, cfg.keep_checkpoints)?);
             }
         }
-        bar.finish_and_clear();
+        bar.finish();
         let wall = start.elapsed().as_secs_f64();
         let ran = losses.len() as f64 * (cfg.batch_size * cfg.grad_accum) as f64;
         Ok(TrainSummary {

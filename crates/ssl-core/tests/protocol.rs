@@ -1,13 +1,13 @@
 //! The evaluation protocol on a toy problem: two Gaussian blobs that a good encoder separates.
 use ssl_core::eval::protocol::{evaluate, Corruption, EncoderFactory, EvalKind, ProtocolConfig};
-use ssl_core::eval::report::{Machine, Report};
+use ssl_core::eval::report::{detect_machine, Report};
 use ssl_core::eval::{Encoder, LabeledSet};
 use ssl_core::toy::ToyEncoder;
 use ssl_core::Result;
 use tch::{nn::VarStore, Device, Kind, Tensor};
 
 fn blobs(n: i64, seed: i64) -> LabeledSet {
-    tch::manual_seed(seed);
+    let _rng = ssl_core::rng::torch_rng(seed as u64);
     let labels = Tensor::arange(n, (Kind::Int64, Device::Cpu)).remainder(2);
     let centers = labels.to_kind(Kind::Float).unsqueeze(1) * 2.0 - 1.0; // -1 or +1
     let x = Tensor::randn([n, 6], (Kind::Float, Device::Cpu)) * 0.7 + centers;
@@ -92,12 +92,13 @@ fn the_protocol_produces_a_complete_report() {
     assert!(ev.robustness.iter().all(|r| r.labels_per_class == 5));
 
     let report = Report {
-        schema_version: 1,
+        schema_version: ssl_core::run::REPORT_SCHEMA_VERSION,
         modality: "toy".into(),
         method: "none".into(),
-        machine: Machine::detect(Device::Cpu),
-        pretraining: serde_json::json!({}),
+        machine: detect_machine(Device::Cpu),
+        pretraining: None,
         data: serde_json::json!({}),
+        skipped: Default::default(),
         notes: vec![],
         evaluation: ev,
     };
@@ -137,7 +138,7 @@ fn an_empty_test_set_is_a_clear_error() {
 fn cross_validated_probe_picks_a_decay_from_the_grid_and_generalises() {
     use ssl_core::eval::classifier::{cv_l2, LinearClassifier, ProbeConfig, CV_L2};
     let make = |n: i64, seed: i64| {
-        tch::manual_seed(seed);
+        let _rng = ssl_core::rng::torch_rng(seed as u64);
         let y = Tensor::arange(n, (Kind::Int64, Device::Cpu)).remainder(2);
         let noise = Tensor::randn([n, 300], (Kind::Float, Device::Cpu));
         let signal = (y.to_kind(Kind::Float) * 2.0 - 1.0).unsqueeze(1) * 1.5

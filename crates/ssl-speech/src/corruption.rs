@@ -14,7 +14,6 @@
 use crate::encoder::valid_lengths;
 use crate::resample::change_speed;
 use ssl_core::eval::Corruption;
-use ssl_core::loader::mix_seed;
 use tch::{Device, Kind, Tensor};
 
 /// Mean power of each row over its valid samples `[N, 1]`.
@@ -52,7 +51,7 @@ pub fn add_at_snr(xs: &Tensor, noise: &Tensor, snr_db: f64) -> Tensor {
 
 /// White Gaussian noise at `snr_db`.
 pub fn white_noise(xs: &Tensor, snr_db: f64, seed: u64) -> Tensor {
-    tch::manual_seed(mix_seed(&[seed, 0x417E]) as i64 & i64::MAX);
+    let _rng = ssl_core::rng::torch_rng(ssl_core::rng::derive(seed, "corruption"));
     let noise = Tensor::randn(xs.size(), (Kind::Float, Device::Cpu)).to_device(xs.device());
     add_at_snr(xs, &noise, snr_db)
 }
@@ -115,7 +114,7 @@ mod tests {
 
     #[test]
     fn noise_is_added_at_the_requested_snr() {
-        tch::manual_seed(0);
+        let _rng = ssl_core::rng::torch_rng(0);
         let xs = Tensor::randn([3, 8000], (Kind::Float, Device::Cpu)) * 2.0;
         for snr in [20.0, 10.0, 0.0] {
             for y in [white_noise(&xs, snr, 1), babble_noise(&xs, snr, 4)] {

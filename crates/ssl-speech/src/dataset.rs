@@ -16,12 +16,7 @@ use ssl_core::loader::DataSource;
 use std::path::{Path, PathBuf};
 use tch::Tensor;
 
-/// A file that could not be used, and why.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct SkippedFile {
-    pub path: String,
-    pub reason: String,
-}
+pub use ssl_records::skipped::Skipped;
 
 /// Every `.wav` file below `dir`, sorted.
 pub fn wav_files(dir: &Path) -> Result<Vec<PathBuf>> {
@@ -50,7 +45,7 @@ pub fn audio_files(dir: &Path, flac: bool) -> Result<Vec<PathBuf>> {
 
 /// Decode files in parallel at 16 kHz, normalised; bad ones are skipped with a warning.
 /// Clips shorter than one frame of `model` count as bad.
-fn load_all(files: &[PathBuf], min_samples: usize) -> (Vec<(usize, Vec<f32>)>, Vec<SkippedFile>) {
+fn load_all(files: &[PathBuf], min_samples: usize) -> (Vec<(usize, Vec<f32>)>, Vec<Skipped>) {
     let results: Vec<_> = files
         .par_iter()
         .map(|p| {
@@ -70,7 +65,7 @@ fn load_all(files: &[PathBuf], min_samples: usize) -> (Vec<(usize, Vec<f32>)>, V
             Ok(x) => ok.push((i, x)),
             Err(e) => {
                 eprintln!("warning: skipping {e}");
-                skipped.push(SkippedFile { path: files[i].display().to_string(), reason: e.to_string() });
+                skipped.push(Skipped::file(files[i].display().to_string(), e.to_string()));
             }
         }
     }
@@ -80,7 +75,7 @@ fn load_all(files: &[PathBuf], min_samples: usize) -> (Vec<(usize, Vec<f32>)>, V
 /// Unlabeled utterances, decoded once, at 16 kHz and normalised.
 pub struct AudioCorpus {
     pub clips: Vec<Vec<f32>>,
-    pub skipped: Vec<SkippedFile>,
+    pub skipped: Vec<Skipped>,
 }
 
 impl AudioCorpus {
@@ -129,7 +124,7 @@ pub struct LabeledSplit {
     pub train: LabeledSet,
     pub test: LabeledSet,
     pub classes: Vec<String>,
-    pub skipped: Vec<SkippedFile>,
+    pub skipped: Vec<Skipped>,
 }
 
 /// Centre-crop or zero-pad (at the end) a normalised clip to `len` samples. Trailing exact zeros
@@ -164,7 +159,7 @@ fn load_class_folder(
     classes: &[String],
     samples: usize,
     min: usize,
-    skipped: &mut Vec<SkippedFile>,
+    skipped: &mut Vec<Skipped>,
 ) -> Result<LabeledSet> {
     let layout = |m: String| SpeechError::Layout { path: dir.display().to_string(), message: m };
     let dirs = class_dirs(dir).map_err(|_| layout("expected one subfolder per class".into()))?;

@@ -10,7 +10,6 @@ use crate::model::{frame_validity, masked_mean, ModelConfig, SpeechModel};
 use crate::objective::ENCODER_PREFIX;
 use serde::{Deserialize, Serialize};
 use ssl_core::eval::{Encoder, EncoderFactory};
-use ssl_core::loader::mix_seed;
 use std::path::Path;
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
@@ -57,7 +56,7 @@ pub struct SpeechEncoder {
 }
 
 impl SpeechEncoder {
-    /// A randomly initialised encoder (initialisation follows `tch::manual_seed`).
+    /// A randomly initialised encoder (initialisation draws from LibTorch's generator: hold a `ssl_core::rng::torch_rng` guard).
     pub fn new(cfg: &ModelConfig, pooling: Pooling, device: Device) -> Self {
         let vs = VarStore::new(device);
         let model = SpeechModel::new(&vs.root() / ENCODER_PREFIX, cfg);
@@ -165,7 +164,7 @@ impl EncoderFactory for SpeechEncoderFactory {
     }
 
     fn scratch(&self, device: Device, seed: u64) -> ssl_core::Result<Box<dyn Encoder>> {
-        tch::manual_seed(mix_seed(&[seed, 0x5C2A]) as i64 & i64::MAX);
+        let _rng = ssl_core::rng::torch_rng(ssl_core::rng::derive(seed, "scratch-init"));
         Ok(Box::new(SpeechEncoder::new(&self.model, self.pooling, device)))
     }
 

@@ -30,7 +30,7 @@ pub fn forward_flops(cfg: &ModelConfig, samples: i64, head_out: i64) -> f64 {
     let pos_out = (len + 2 * (k / 2) - k + 1) as f64;
     flops += 2.0 * (d / cfg.pos_conv_groups as f64) * d * k as f64 * pos_out;
     let f = cfg.ffn_dim as f64;
-    let layer = 2.0 * t * d * (3.0 * d + d + 2.0 * f) + 2.0 * 2.0 * t * t * d;
+    let layer = ssl_core::bench::transformer_layer_flops(t, d, f);
     flops + cfg.layers as f64 * layer + 2.0 * t * d * head_out as f64
 }
 

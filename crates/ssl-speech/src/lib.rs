@@ -12,12 +12,13 @@
 //! 3. encoder: [`model`] is wav2vec 2.0-shaped (conv feature encoder with kernels
 //!    10,3,3,3,3,2,2 and strides 5,2,2,2,2,2,2; projection; convolutional positional embedding;
 //!    Transformer), with presets `tiny` and `small`;
-//! 4. objective: [`objective`] implements `best-rq` (frozen [`quantizer`] targets from
-//!    [`features`] log-mel frames), `contrastive` (Gumbel product quantizer, InfoNCE, diversity)
-//!    and `reconstruct` (L1 on masked log-mel frames) for ssl-core's trainer;
+//! 4. objective: [`objective`] is the shared [`ssl_core::trainer::Objective`], with one file per
+//!    method: [`best_rq`] (frozen [`quantizer`] targets from [`features`] log-mel frames),
+//!    [`contrastive`] (Gumbel product quantizer, InfoNCE, diversity) and [`reconstruct`] (L1 on
+//!    masked log-mel frames);
 //! 5. evaluation: [`encoder`] adapts the model to ssl-core's protocol (pretrained vs scratch vs a
 //!    log-mel baseline) and [`corruption`] supplies noise, gain and speed corruptions;
-//!    [`pretrain`] ties it all together.
+//!    [`pretrain`] holds the configuration and [`run`] the `Recipe` the `ssl` binary runs.
 //!
 //! ```
 //! use ssl_speech::masking::SpanMasker;
@@ -39,6 +40,8 @@
 //! // Cross-entropy over 512 random codes starts near ln(512).
 //! assert!((out.loss.double_value(&[]) - 512f64.ln()).abs() < 1.5);
 //! ```
+pub mod best_rq;
+pub mod contrastive;
 pub mod corruption;
 pub mod dataset;
 pub mod encoder;
@@ -51,7 +54,9 @@ pub mod model;
 pub mod objective;
 pub mod pretrain;
 pub mod quantizer;
+pub mod reconstruct;
 pub mod resample;
+pub mod run;
 pub mod wav;
 
 pub use error::{Result, SpeechError};

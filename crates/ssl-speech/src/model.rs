@@ -294,7 +294,7 @@ mod tests {
 
     #[test]
     fn padding_does_not_change_valid_outputs() {
-        tch::manual_seed(0);
+        let _rng = ssl_core::rng::torch_rng(0);
         let cfg = ModelConfig::tiny();
         let vs = VarStore::new(Device::Cpu);
         let model = SpeechModel::new(vs.root(), &cfg);

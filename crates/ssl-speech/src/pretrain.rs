@@ -10,7 +10,6 @@ use crate::objective::{ObjectiveConfig, SpeechObjective};
 use serde::{Deserialize, Serialize};
 use ssl_core::eval::protocol::Evaluation;
 use ssl_core::eval::{evaluate, EvalKind, ProtocolConfig};
-use ssl_core::loader::mix_seed;
 use ssl_core::optim::OptimizerConfig;
 use ssl_core::trainer::{TrainConfig, TrainSummary, Trainer};
 use std::path::Path;
@@ -44,7 +43,7 @@ impl SpeechConfig {
             lr: 1e-3,
             warmup_steps: 60,
             clip_norm: 1.0,
-            optimizer: OptimizerConfig::adamw(1e-3, 0.01),
+            optimizer: OptimizerConfig::adamw(0.01),
             log_every: 10,
             ..TrainConfig::default()
         };
@@ -123,8 +122,10 @@ pub fn pretrain(
             train.batch_size
         );
     }
-    tch::manual_seed(mix_seed(&[train.seed, 0x5EED]) as i64 & i64::MAX);
-    let mut objective = SpeechObjective::new(&cfg.model, cfg.objective.clone(), device);
+    let mut objective = {
+        let _rng = ssl_core::rng::torch_rng(ssl_core::rng::derive(train.seed, "init"));
+        SpeechObjective::new(&cfg.model, cfg.objective.clone(), device)
+    };
     let mut trainer = Trainer::new(train, run_dir, device);
     trainer.model_config = cfg.model_json();
     let summary = trainer.fit(&mut objective, Arc::new(source), resume)?;

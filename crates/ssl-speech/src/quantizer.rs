@@ -182,7 +182,7 @@ mod tests {
 
     #[test]
     fn straight_through_gumbel_is_one_hot_forward_with_soft_gradients() {
-        tch::manual_seed(0);
+        let _rng = ssl_core::rng::torch_rng(0);
         let logits = Tensor::randn([4, 3, 2, 8], (Kind::Float, Device::Cpu)).set_requires_grad(true);
         let (oh, _) = gumbel_select(&logits, 2.0, true);
         let sums = oh.sum_dim_intlist(-1, false, Kind::Float);

@@ -1,6 +1,6 @@
 //! A tiny pretrain + evaluation through the library on the committed clips, checked through the
 //! report it produces. Kept small so it runs in seconds on 2 CPU cores.
-use ssl_core::eval::report::{Machine, Report};
+use ssl_core::eval::report::{detect_machine, Report};
 use ssl_core::eval::EvalKind;
 use ssl_speech::dataset::{load_labeled, AudioCorpus};
 use ssl_speech::model::ModelConfig;
@@ -75,12 +75,13 @@ fn tiny_pretrain_and_evaluation_write_a_complete_report() {
     let evaluation = evaluate_split(&cfg, &out.encoder, &split, Device::Cpu).unwrap();
     eprintln!("evaluated in {:?}", t0.elapsed());
     let report = Report {
-        schema_version: 1,
+        schema_version: ssl_core::run::REPORT_SCHEMA_VERSION,
         modality: "speech".into(),
         method: "best-rq".into(),
-        machine: Machine::detect(Device::Cpu),
-        pretraining: serde_json::json!({ "steps": out.summary.steps }),
+        machine: detect_machine(Device::Cpu),
+        pretraining: Some(out.summary.report()),
         data: serde_json::json!({}),
+        skipped: Default::default(),
         notes: vec![],
         evaluation,
     };

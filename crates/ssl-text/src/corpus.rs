@@ -44,14 +44,7 @@ pub struct CorpusFile {
     pub format: DocFormat,
 }
 
-/// A line that was skipped.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct SkippedLine {
-    pub path: String,
-    /// 1-based.
-    pub line: u64,
-    pub reason: String,
-}
+pub use ssl_records::skipped::Skipped;
 
 /// What reading the corpus found.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -61,7 +54,7 @@ pub struct ReadStats {
     /// Lines skipped (invalid UTF-8, unparsable JSON, no `text` field).
     pub skipped_lines: u64,
     /// The first skipped lines, with file and line (at most [`ReadStats::MAX_LISTED`]).
-    pub skipped: Vec<SkippedLine>,
+    pub skipped: Vec<Skipped>,
 }
 
 impl ReadStats {
@@ -71,7 +64,7 @@ impl ReadStats {
     fn skip(&mut self, path: &Path, line: u64, reason: &str) {
         self.skipped_lines += 1;
         if self.skipped.len() < Self::MAX_LISTED {
-            self.skipped.push(SkippedLine { path: path.display().to_string(), line, reason: reason.into() });
+            self.skipped.push(Skipped::line(path.display().to_string(), line, reason));
         }
     }
 }
@@ -372,8 +365,8 @@ mod tests {
         assert_eq!(docs, ["good", "also good", "ok"]);
         assert_eq!(stats.skipped_lines, 3);
         assert!(stats.skipped[0].path.ends_with("a.txt"));
-        assert_eq!(stats.skipped[0].line, 2);
-        assert_eq!((stats.skipped[1].line, stats.skipped[2].line), (2, 3));
+        assert_eq!(stats.skipped[0].line, Some(2));
+        assert_eq!((stats.skipped[1].line, stats.skipped[2].line), (Some(2), Some(3)));
     }
 
     #[test]

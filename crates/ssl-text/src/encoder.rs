@@ -30,7 +30,6 @@ use crate::tokenizer::SpecialIds;
 use ssl_core::checkpoint;
 use ssl_core::error::CoreError;
 use ssl_core::eval::{Encoder, EncoderFactory};
-use ssl_core::loader::mix_seed;
 use std::path::PathBuf;
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
@@ -139,7 +138,7 @@ impl EncoderFactory for TextEncoderFactory {
     }
 
     fn scratch(&self, device: Device, seed: u64) -> ssl_core::Result<Box<dyn Encoder>> {
-        tch::manual_seed(mix_seed(&[seed, 0x5C4A]) as i64 & i64::MAX);
+        let _rng = ssl_core::rng::torch_rng(ssl_core::rng::derive(seed, "scratch-init"));
         let model = MlmObjective::new(&self.cfg, device).map_err(core_err)?;
         Ok(Box::new(TextEncoder::new(model).with_pooling(self.pooling)))
     }

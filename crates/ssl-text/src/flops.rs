@@ -16,8 +16,7 @@ use crate::model::BertConfig;
 /// Forward FLOPs for one sequence of `len` tokens with `slots` MLM output slots.
 pub fn mlm_forward_flops(cfg: &BertConfig, len: i64, slots: i64) -> f64 {
     let (h, i, l) = (cfg.hidden as f64, cfg.intermediate as f64, len as f64);
-    // Q, K, V and output projections; scores Q K^T and the weighted sum of V; the feed-forward pair.
-    let layer = 2.0 * l * (4.0 * h * h + 2.0 * h * i) + 2.0 * 2.0 * l * l * h;
+    let layer = ssl_core::bench::transformer_layer_flops(l, h, i);
     // Head: dense H x H, then the tied H x V decoder, on the gathered slots.
     let head = 2.0 * slots as f64 * (h * h + h * cfg.vocab_size as f64);
     cfg.layers as f64 * layer + head

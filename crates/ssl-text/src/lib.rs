@@ -52,6 +52,7 @@ pub mod model;
 pub mod objective;
 pub mod packing;
 pub mod pipeline;
+pub mod run;
 pub mod tokenizer;
 
 pub use error::{Result, TextError};

@@ -155,7 +155,7 @@ mod tests {
         w.finish().unwrap();
         let corpus = PackedCorpus::open(&path).unwrap();
         let masker = Masker::new(MaskingConfig { rate: 0.25, ..Default::default() }, special, v, 16).unwrap();
-        tch::manual_seed(0);
+        let _rng = ssl_core::rng::torch_rng(0);
         let cfg = BertConfig { vocab_size: v as i64, max_position: 16, ..BertConfig::preset("tiny").unwrap() };
         let obj = MlmObjective::new(&cfg, Device::Cpu).unwrap();
         let idx: Vec<usize> = (0..8).collect();

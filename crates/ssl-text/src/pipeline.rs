@@ -20,6 +20,7 @@ use ssl_core::eval::classifier::{FinetuneConfig, ProbeConfig};
 use ssl_core::eval::protocol::Evaluation;
 use ssl_core::eval::{EvalKind, ProtocolConfig};
 use ssl_core::optim::{OptimizerConfig, OptimizerKind};
+use ssl_core::run::EvalInputs;
 use ssl_core::schedule::Decay;
 use ssl_core::trainer::{TrainConfig, TrainSummary, Trainer};
 use std::path::{Path, PathBuf};
@@ -260,8 +261,10 @@ pub fn pretrain(
             cfg.train.batch_size
         )));
     }
-    tch::manual_seed(ssl_core::loader::mix_seed(&[cfg.train.seed, 0xB3E7]) as i64 & i64::MAX);
-    let mut objective = MlmObjective::new(&model_cfg, device)?;
+    let mut objective = {
+        let _rng = ssl_core::rng::torch_rng(ssl_core::rng::derive(cfg.train.seed, "init"));
+        MlmObjective::new(&model_cfg, device)?
+    };
     let source = Arc::new(MlmDataset::new(data.packed.clone(), data.train_indices.clone(), masker.clone()));
     let mut trainer = Trainer::new(cfg.train.clone(), run_dir, device);
     trainer.model_config = serde_json::json!({
@@ -295,6 +298,21 @@ pub fn evaluate_downstream(
     pooling: Pooling,
     device: Device,
 ) -> Result<Evaluation> {
+    let i = eval_inputs(tokenizer, model, labeled, weights, protocol, pooling)?;
+    Ok(ssl_core::eval::evaluate(i.factory.as_ref(), &i.train, &i.test, &i.corruptions, protocol, device)?)
+}
+
+/// What [`evaluate_downstream`] hands ssl-core's protocol: the tokenized labeled split, encoders
+/// from `weights` (with the TF-IDF raw baseline fitted on the train split) and the text
+/// corruptions.
+pub fn eval_inputs(
+    tokenizer: &Arc<TextTokenizer>,
+    model: &BertConfig,
+    labeled: &LabeledSplit,
+    weights: &Path,
+    protocol: &ProtocolConfig,
+    pooling: Pooling,
+) -> Result<EvalInputs<'static>> {
     let max_len = model.max_position as usize;
     let train = to_labeled_set(&labeled.train, &labeled.classes, tokenizer, max_len)?;
     let test = to_labeled_set(&labeled.test, &labeled.classes, tokenizer, max_len)?;
@@ -303,5 +321,5 @@ pub fn evaluate_downstream(
         .with_idf_from(&train.inputs)
         .with_pooling(pooling);
     let corruptions = text_corruptions(tokenizer.clone(), protocol.seed);
-    Ok(ssl_core::eval::evaluate(&factory, &train, &test, &corruptions, protocol, device)?)
+    Ok(EvalInputs { factory: Box::new(factory), train, test, corruptions })
 }

@@ -1,6 +1,6 @@
 //! A tiny pretraining run plus the evaluation protocol, through the library, on the committed
 //! default data (a few dozen steps: this checks the plumbing, not the accuracy).
-use ssl_core::eval::report::{Machine, Report};
+use ssl_core::eval::report::{detect_machine, Report};
 use ssl_core::eval::EvalKind;
 use ssl_text::labeled::load_labeled;
 use ssl_text::model::Pooling;
@@ -82,12 +82,13 @@ fn tiny_pretrain_then_evaluate() {
     assert_eq!(evaluation.robustness.len(), 18);
 
     let report = Report {
-        schema_version: 1,
+        schema_version: ssl_core::run::REPORT_SCHEMA_VERSION,
         modality: "text".into(),
         method: "mlm".into(),
-        machine: Machine::detect(Device::Cpu),
-        pretraining: serde_json::json!({ "steps": pre.summary.steps }),
+        machine: detect_machine(Device::Cpu),
+        pretraining: Some(pre.summary.report()),
         data: serde_json::json!({ "mlm_heldout": heldout }),
+        skipped: Default::default(),
         notes: vec![],
         evaluation,
     };

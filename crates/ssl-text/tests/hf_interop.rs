@@ -47,7 +47,7 @@ fn exported_model_matches_transformers() {
     let corpus: Vec<String> = (0..10).flat_map(|_| docs.iter().map(|s| s.to_string())).collect();
     let tok = TextTokenizer::train(corpus.iter(), &TokenizerConfig { vocab_size: 120, min_frequency: 1 }).unwrap();
 
-    tch::manual_seed(3);
+    let _rng = ssl_core::rng::torch_rng(3);
     let cfg =
         BertConfig { vocab_size: tok.vocab_size() as i64, max_position: 24, ..BertConfig::preset("tiny").unwrap() };
     let model = MlmObjective::new(&cfg, Device::Cpu).unwrap();

@@ -4,7 +4,8 @@ use ssl_core::eval::Corruption;
 use tch::{Kind, Tensor};
 
 fn gaussian_noise(x: &Tensor, sigma: f64) -> Tensor {
-    tch::manual_seed(1234);
+    // The same noise for every run and encoder: a fixed corrupted test set.
+    let _rng = ssl_core::rng::torch_rng(1234);
     (x + x.randn_like() * sigma).clamp(0.0, 1.0)
 }
 

@@ -66,8 +66,8 @@ pub struct VisionEncoder {
 
 impl VisionEncoder {
     /// A randomly initialised encoder (the `scratch` baseline).
-    pub fn new(config: &EncoderConfig, device: Device, seed: i64) -> Self {
-        tch::manual_seed(seed);
+    pub fn new(config: &EncoderConfig, device: Device, seed: u64) -> Self {
+        let _rng = ssl_core::rng::torch_rng(seed);
         let vs = VarStore::new(device);
         let net = Net::new(&(vs.root() / "encoder"), config);
         Self { vs, net, config: config.clone() }

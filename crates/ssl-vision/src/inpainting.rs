@@ -62,8 +62,8 @@ pub struct InpaintingTask {
 }
 
 impl InpaintingTask {
-    pub fn new(encoder: &EncoderConfig, config: InpaintingConfig, channels: i64, device: Device, seed: i64) -> Self {
-        tch::manual_seed(seed);
+    pub fn new(encoder: &EncoderConfig, config: InpaintingConfig, channels: i64, device: Device, seed: u64) -> Self {
+        let _rng = ssl_core::rng::torch_rng(seed);
         let vs = VarStore::new(device);
         let net = Net::new(&(vs.root() / "encoder"), encoder);
         let (cin, _) = match &net {

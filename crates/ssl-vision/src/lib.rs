@@ -3,8 +3,9 @@
 //! Self-supervised pretraining of image encoders, as a recipe:
 //! data ([`data`]: IDX, CIFAR, image folders) -> augment ([`augment`]) -> encoder ([`resnet`],
 //! [`vit`], [`encoder`]) -> pretext task ([`rotation`], [`inpainting`], [`mae`]) -> ssl-core's
-//! trainer -> ssl-core's evaluation protocol with image [`corruptions`]. [`recipe`] strings it
-//! together; `cargo xtask pretrain-vision` is a thin command line over it.
+//! trainer -> ssl-core's evaluation protocol with image [`corruptions`]. [`recipe`] holds the
+//! configuration and library calls; [`run`] plugs them into ssl-core's run pipeline as a
+//! [`ssl_core::run::Recipe`], which `ssl pretrain-vision` calls.
 //!
 //! ```
 //! use ssl_vision::encoder::{EncoderConfig, VisionEncoder};
@@ -28,6 +29,7 @@ pub mod mae;
 pub mod recipe;
 pub mod resnet;
 pub mod rotation;
+pub mod run;
 pub mod source;
 pub mod vit;
 

@@ -49,8 +49,8 @@ pub struct MaeTask {
 }
 
 impl MaeTask {
-    pub fn new(vit: &VitConfig, config: MaeConfig, device: Device, seed: i64) -> Self {
-        tch::manual_seed(seed);
+    pub fn new(vit: &VitConfig, config: MaeConfig, device: Device, seed: u64) -> Self {
+        let _rng = ssl_core::rng::torch_rng(seed);
         let vs = VarStore::new(device);
         let v = Vit::new(&(vs.root() / "encoder"), vit.clone());
         let p = vs.root() / "decoder";

@@ -151,7 +151,7 @@ pub fn pretrain(
     trainer.model_config =
         serde_json::json!({ "method": config.method, "encoder": config.encoder, "image_size": config.image_size });
     let source = Arc::new(ImageSource { images: images.clone(), augment: config.augment });
-    let seed = config.train.seed as i64;
+    let seed = ssl_core::rng::derive(config.train.seed, "init");
     let preview = preview_batch(&images, 8);
     match config.method {
         Method::Rotation => {
@@ -236,7 +236,7 @@ impl EncoderFactory for VisionFactory {
         Ok(Box::new(enc))
     }
     fn scratch(&self, device: Device, seed: u64) -> ssl_core::Result<Box<dyn Encoder + '_>> {
-        Ok(Box::new(VisionEncoder::new(&self.encoder, device, 10_000 + seed as i64)))
+        Ok(Box::new(VisionEncoder::new(&self.encoder, device, ssl_core::rng::derive(seed, "scratch-init"))))
     }
     fn augment(&self, xs: &Tensor, seed: u64) -> Tensor {
         augment_batch(xs, &self.finetune_augment, seed)

@@ -30,8 +30,8 @@ pub struct RotationTask {
 }
 
 impl RotationTask {
-    pub fn new(config: &EncoderConfig, device: Device, seed: i64) -> Self {
-        tch::manual_seed(seed);
+    pub fn new(config: &EncoderConfig, device: Device, seed: u64) -> Self {
+        let _rng = ssl_core::rng::torch_rng(seed);
         let vs = VarStore::new(device);
         let net = Net::new(&(vs.root() / "encoder"), config);
         let dim = match &net {

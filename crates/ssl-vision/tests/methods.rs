@@ -18,16 +18,16 @@ fn tiny_vit() -> VitConfig {
 }
 
 fn batch(n: i64, size: i64) -> Tensor {
-    tch::manual_seed(0);
+    let _rng = ssl_core::rng::torch_rng(0);
     Tensor::rand([n, 1, size, size], (Kind::Float, Device::Cpu))
 }
 
 /// Train `obj` on one fixed batch and return (first loss, last loss).
 fn fit_fixed<O: Objective<Batch = Tensor>>(obj: &mut O, x: &Tensor, steps: usize, lr: f64) -> (f64, f64) {
-    let mut opt = ssl_core::optim::Optimizer::new(obj.var_store(), ssl_core::optim::OptimizerConfig::adamw(lr, 0.0));
+    let mut opt = ssl_core::optim::Optimizer::new(obj.var_store(), ssl_core::optim::OptimizerConfig::adamw(0.0));
     let mut losses = vec![];
     for i in 0..steps {
-        tch::manual_seed(i as i64 % 2);
+        let _rng = ssl_core::rng::torch_rng(i as u64 % 2);
         opt.zero_grad();
         let out = obj.forward(x, Device::Cpu).unwrap();
         losses.push(out.loss.double_value(&[]));

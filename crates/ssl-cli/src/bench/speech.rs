@@ -48,7 +48,7 @@ pub(crate) fn measure(ctx: &Context) -> Result<Measured> {
     let crop = (cfg.crop_seconds * SAMPLE_RATE as f64).round() as usize;
     let mut clips = Vec::new();
     for rel in ["datasets/speech/unlabeled", "datasets/speech/digits/train"] {
-        let dir = crate::common::workspace_path(rel);
+        let dir = ssl_core::run::workspace_path(rel);
         let corpus = AudioCorpus::load_dir(&dir, &cfg.model).with_context(|| format!("reading {}", dir.display()))?;
         clips.extend(corpus.clips);
     }
@@ -60,7 +60,7 @@ pub(crate) fn measure(ctx: &Context) -> Result<Measured> {
     // and the targets they give, our first-step loss on it.
     let name = format!("speech_{}", a.preset);
     let objective_of = || {
-        tch::manual_seed(0);
+        let _rng = ssl_core::rng::torch_rng(0);
         SpeechObjective::new(&cfg.model, cfg.objective.clone(), device)
     };
     let mut objective = objective_of();

@@ -32,7 +32,7 @@ pub(crate) fn measure(ctx: &Context) -> Result<Measured> {
     ctx.timing.apply(&mut cfg.train, batch_size);
     let work = tempfile::tempdir()?;
     let data =
-        pipeline::prepare(&[crate::common::workspace_path("datasets/text/corpus")], None, &cfg, work.path(), false)
+        pipeline::prepare(&[ssl_core::run::workspace_path("datasets/text/corpus")], None, &cfg, work.path(), false)
             .context("tokenizing and packing the embedded corpus")?;
     anyhow::ensure!(data.train_indices.len() >= batch_size, "the embedded corpus packs into fewer than one batch");
     let model = data.model_config(&cfg);
@@ -41,7 +41,7 @@ pub(crate) fn measure(ctx: &Context) -> Result<Measured> {
     // Reference artefacts: initial weights, one masked batch, our first-step loss on it.
     let name = format!("text_{}", a.preset);
     let objective_of = || -> Result<MlmObjective> {
-        tch::manual_seed(0);
+        let _rng = ssl_core::rng::torch_rng(0);
         Ok(MlmObjective::new(&model, device)?)
     };
     let mut objective = objective_of()?;

@@ -12,7 +12,8 @@ use tch::{Kind, Tensor};
 pub(crate) fn measure(ctx: &Context) -> Result<Measured> {
     let (a, device) = (&ctx.args, ctx.device);
     let batch_size = a.batch_size.unwrap_or(64);
-    let data = ssl_vision::data::open(&crate::vision::default_data(), 28).context("opening the embedded images")?;
+    let data = ssl_vision::data::open(&ssl_core::run::workspace_path("datasets/fashion-mnist-slice"), 28)
+        .context("opening the embedded images")?;
     let mut cfg = VisionConfig::defaults(Method::Rotation, 1, 28);
     if let (Some(w), EncoderConfig::Resnet(r)) = (a.width, &mut cfg.encoder) {
         r.width = w;

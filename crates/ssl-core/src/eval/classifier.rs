@@ -98,7 +98,7 @@ impl LinearClassifier {
             let l2 = cv_l2(x, y, num_classes, cfg, seed)?;
             return Self::fit(x, y, num_classes, &ProbeConfig { l2, weight_decay: 0.0, cv_folds: 0, ..*cfg }, seed);
         }
-        tch::manual_seed(mix_seed(&[seed, 0x9AB]) as i64 & i64::MAX);
+        let _rng = crate::rng::torch_rng(crate::rng::derive(seed, "probe-init"));
         let x = x.to_kind(Kind::Float).flatten(1, -1);
         let mean = x.mean_dim(0, true, Kind::Float);
         let std = if x.size()[0] > 1 { x.std_dim(0, false, true) + 1e-5 } else { x.ones_like() };
@@ -106,7 +106,7 @@ impl LinearClassifier {
         let vs = VarStore::new(Device::Cpu);
         let cfg_lin = nn::LinearConfig { ws_init: nn::Init::Const(0.0), ..Default::default() };
         let head = nn::linear(vs.root() / "probe", z.size()[1], num_classes, cfg_lin);
-        let mut opt = Optimizer::new(&vs, OptimizerConfig::adamw(cfg.lr, cfg.weight_decay));
+        let mut opt = Optimizer::new(&vs, OptimizerConfig::adamw(cfg.weight_decay));
         for _ in 0..cfg.steps {
             opt.zero_grad();
             let loss = head.forward(&z).cross_entropy_for_logits(y);
@@ -154,12 +154,12 @@ impl<'a> Finetuned<'a> {
         device: Device,
         seed: u64,
     ) -> Result<Self> {
-        tch::manual_seed(mix_seed(&[seed, 0xF17E]) as i64 & i64::MAX);
+        let _rng = crate::rng::torch_rng(crate::rng::derive(seed, "finetune-init"));
         let head_vs = VarStore::new(device);
         let head = nn::linear(head_vs.root() / "head", encoder.feature_dim(), train.num_classes, Default::default());
         let mut opt = Optimizer::over(
             &[("encoder.", encoder.var_store()), ("head.", &head_vs)],
-            OptimizerConfig::adamw(cfg.lr, cfg.weight_decay),
+            OptimizerConfig::adamw(cfg.weight_decay),
         );
         let n = train.len() as i64;
         let bs = (cfg.batch_size as i64).min(n).max(1);

@@ -34,6 +34,14 @@ impl LabeledSet {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// The same tensors, shared (no copy).
+    pub fn shallow_clone(&self) -> LabeledSet {
+        LabeledSet {
+            inputs: self.inputs.shallow_clone(),
+            labels: self.labels.shallow_clone(),
+            num_classes: self.num_classes,
+        }
+    }
     /// The rows at `idx`.
     pub fn select(&self, idx: &[i64]) -> LabeledSet {
         let i = Tensor::from_slice(idx);

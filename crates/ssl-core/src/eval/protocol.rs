@@ -160,6 +160,9 @@ pub fn evaluate(
     cfg: &ProtocolConfig,
     device: Device,
 ) -> Result<Evaluation> {
+    // Every LibTorch draw of the evaluation (scratch initialisation, heads, corruptions) happens
+    // under one exclusive guard; each draw site seeds its own component.
+    let _rng = crate::rng::torch_rng(crate::rng::derive(cfg.seed, "evaluation"));
     if train.is_empty() || test.is_empty() {
         return Err(CoreError::InvalidArgument("the labeled train and test sets must not be empty".into()));
     }
@@ -187,7 +190,9 @@ pub fn evaluate(
     let corrupted: Vec<Tensor> = corruptions.iter().map(|c| (c.apply)(&robust_test.inputs)).collect();
     let frozen = cfg.evals.iter().any(|e| matches!(e, EvalKind::Linear | EvalKind::Knn));
 
-    let started = std::time::Instant::now();
+    let bar =
+        crate::progress::Progress::new("evaluating", (seeds.len() * cfg.labels_per_class.len()) as u64, !cfg.progress);
+    let mut done = 0u64;
     let mut col = Collected::default();
     let pre_bank = if frozen {
         let enc = factory.pretrained(device)?;
@@ -206,9 +211,8 @@ pub fn evaluate(
             None
         };
         for &k in &cfg.labels_per_class {
-            if cfg.progress {
-                eprintln!("  evaluating: {k} labels/class, seed {seed} ({:.0} s)", started.elapsed().as_secs_f64());
-            }
+            done += 1;
+            bar.update(done, &format!("{k} labels/class, seed {seed}"));
             let idx = &subsets_of[&(k, seed)];
             let rows = pos_in_union(idx);
             let sub = union_set.select(&Vec::<i64>::try_from(&rows).unwrap_or_default());
@@ -303,5 +307,6 @@ pub fn evaluate(
             }
         }
     }
+    bar.finish();
     Ok(out)
 }

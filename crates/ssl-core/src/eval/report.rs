@@ -57,39 +57,46 @@ pub struct RobustRow {
     pub scratch: Stat,
 }
 
-/// The machine and versions a run used.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Machine {
-    pub cpu: String,
-    pub cores: usize,
-    pub os: String,
-    pub device: String,
-    pub cuda_available: bool,
-    pub threads: i32,
-    pub toolkit_version: String,
+pub use ssl_records::run::Machine;
+use ssl_records::skipped::SkippedInputs;
+use ssl_records::summary::PretrainingSummary;
+
+/// The machine this process runs on, for `device`.
+pub fn detect_machine(device: tch::Device) -> Machine {
+    Machine {
+        cpu: ssl_records::run::cpu_model(),
+        cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        os: std::env::consts::OS.to_owned(),
+        device: format!("{device:?}"),
+        cuda_available: tch::Cuda::is_available(),
+        threads: tch::get_num_threads(),
+        toolkit_version: env!("CARGO_PKG_VERSION").to_owned(),
+    }
 }
 
-impl Machine {
-    /// Describe this machine for `device`.
-    pub fn detect(device: tch::Device) -> Self {
-        let cpu = std::fs::read_to_string("/proc/cpuinfo")
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("model name"))
-                    .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
-            })
-            .unwrap_or_else(|| "unknown".into());
-        Self {
-            cpu,
-            cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-            os: std::env::consts::OS.to_owned(),
-            device: format!("{device:?}"),
-            cuda_available: tch::Cuda::is_available(),
-            threads: tch::get_num_threads(),
-            toolkit_version: env!("CARGO_PKG_VERSION").to_owned(),
+/// `(key, value)` rows of a JSON object, nested keys joined with `.`; long lists are counted.
+fn flat_rows(v: &serde_json::Value, prefix: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, x) in m {
+                let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                out.extend(flat_rows(x, &key));
+            }
         }
+        serde_json::Value::Array(a) if a.len() > 8 => out.push((prefix.into(), format!("{} items", a.len()))),
+        serde_json::Value::Array(a) => out.push((
+            prefix.into(),
+            a.iter()
+                .map(|x| x.as_str().map(str::to_owned).unwrap_or_else(|| x.to_string()))
+                .collect::<Vec<_>>()
+                .join(", "),
+        )),
+        serde_json::Value::String(x) => out.push((prefix.into(), x.clone())),
+        serde_json::Value::Null => out.push((prefix.into(), "-".into())),
+        x => out.push((prefix.into(), x.to_string())),
     }
+    out
 }
 
 /// The whole report of a run.
@@ -99,10 +106,13 @@ pub struct Report {
     pub modality: String,
     pub method: String,
     pub machine: Machine,
-    /// The pretraining summary (steps, wall time, final loss, ...).
-    pub pretraining: serde_json::Value,
-    /// Data counts, including inputs skipped as unreadable.
+    /// The pretraining summary; `None` for an `--eval-only` report.
+    pub pretraining: Option<PretrainingSummary>,
+    /// Data paths and counts, in the modality's words.
     pub data: serde_json::Value,
+    /// Every input skipped as unreadable (the first ones in full, all of them counted).
+    #[serde(default)]
+    pub skipped: SkippedInputs,
     /// Free-form notes (e.g. which encoder block was probed).
     pub notes: Vec<String>,
     #[serde(flatten)]
@@ -148,6 +158,48 @@ impl Report {
         s
     }
 
+    /// One sentence: the best pretrained result against the best trained-from-scratch one at the
+    /// fewest labels evaluated with more than one class example, with the spread over seeds.
+    pub fn headline(&self) -> String {
+        let Some(k) = self
+            .evaluation
+            .evaluations
+            .iter()
+            .map(|r| r.labels_per_class)
+            .filter(|&k| k > 1)
+            .min()
+            .or_else(|| self.evaluation.evaluations.iter().map(|r| r.labels_per_class).min())
+        else {
+            return "No evaluation was run.".into();
+        };
+        let rows: Vec<&EvalRow> = self.evaluation.evaluations.iter().filter(|r| r.labels_per_class == k).collect();
+        let best = |f: &dyn Fn(&EvalRow) -> &Stat| {
+            rows.iter().max_by(|a, b| f(a).mean.total_cmp(&f(b).mean)).map(|r| (r.eval, f(r).clone()))
+        };
+        let (Some((pe, p)), Some((se, sc))) = (best(&|r| &r.pretrained), best(&|r| &r.scratch)) else {
+            return "No evaluation was run.".into();
+        };
+        let gain = p.mean - sc.mean;
+        let noise = (p.std.powi(2) + sc.std.powi(2)).sqrt();
+        let verdict = if gain > noise {
+            format!("pretraining beats the same network from scratch by {:+.1} points", 100.0 * gain)
+        } else if gain < -noise {
+            format!("pretraining loses to the same network from scratch by {:.1} points", -100.0 * gain)
+        } else {
+            format!("pretraining and scratch are within the seeds' spread ({:+.1} points)", 100.0 * gain)
+        };
+        format!(
+            "**Headline:** at {k} labels per class, {verdict}: {:.3} ± {:.3} ({}) against {:.3} ± {:.3} ({}), over {} seeds.",
+            p.mean,
+            p.std,
+            pe.name(),
+            sc.mean,
+            sc.std,
+            se.name(),
+            p.n_seeds
+        )
+    }
+
     /// A human summary.
     pub fn to_markdown(&self) -> String {
         let mut s = format!("# Pretraining report: {} / {}\n\n", self.modality, self.method);
@@ -156,7 +208,29 @@ impl Report {
             "Machine: {} ({} cores), device {}.\n",
             self.machine.cpu, self.machine.cores, self.machine.device
         );
-        let _ = writeln!(s, "Pretraining: `{}`\n\nData: `{}`\n", self.pretraining, self.data);
+        s.push_str(&self.headline());
+        s.push_str("\n\n## Pretraining\n\n");
+        match &self.pretraining {
+            Some(p) => {
+                s.push_str("| | |\n|---|---|\n");
+                for (k, v) in p.rows() {
+                    let _ = writeln!(s, "| {k} | {v} |");
+                }
+            }
+            None => s.push_str("None in this report: `--eval-only` evaluated an existing run's encoder.\n"),
+        }
+        s.push_str("\n## Data\n\n| | |\n|---|---|\n");
+        for (k, v) in flat_rows(&self.data, "") {
+            let _ = writeln!(s, "| {k} | {v} |");
+        }
+        let _ = writeln!(s, "| inputs skipped as unreadable | {} |", self.skipped.count);
+        if !self.skipped.is_empty() {
+            s.push_str("\nSkipped inputs (the first ones):\n\n");
+            for x in self.skipped.items.iter().take(20) {
+                let _ = writeln!(s, "- `{x}`");
+            }
+        }
+        s.push_str("\n## Notes\n\n");
         for n in &self.notes {
             let _ = writeln!(s, "- {n}");
         }

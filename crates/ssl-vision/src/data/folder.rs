@@ -3,6 +3,7 @@
 use super::ImageSet;
 use crate::error::{Result, VisionError};
 use rayon::prelude::*;
+use ssl_records::skipped::Skipped;
 use std::path::{Path, PathBuf};
 
 const EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp"];
@@ -35,11 +36,11 @@ fn class_dirs(dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 /// Pixels of one file, or why it could not be decoded.
-type Decoded = std::result::Result<Vec<u8>, String>;
+type Decoded = std::result::Result<Vec<u8>, Skipped>;
 
 /// Decode one file to `size x size`, grey if `channels == 1`, else RGB.
 fn decode(path: &Path, size: usize, channels: usize) -> Decoded {
-    let img = image::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let img = image::open(path).map_err(|e| Skipped::file(path.display().to_string(), e.to_string()))?;
     let img = img.resize_exact(size as u32, size as u32, image::imageops::FilterType::Triangle);
     if channels == 1 {
         Ok(img.to_luma8().into_raw())

@@ -20,7 +20,7 @@ pub struct ImageSet {
     pub labels: Option<Vec<i64>>,
     pub class_names: Vec<String>,
     /// Files (or records) skipped because they could not be decoded, with the reason.
-    pub skipped: Vec<String>,
+    pub skipped: Vec<ssl_records::skipped::Skipped>,
 }
 
 impl ImageSet {

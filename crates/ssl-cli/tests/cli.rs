@@ -1,0 +1,159 @@
+//! The `ssl` binary itself: help, bad flags (exit 2, before any work), a config-file round trip
+//! that reproduces a run's losses bit for bit on the CPU, and `--eval-only` on a finished run, for
+//! every modality.
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn ssl(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ssl"))
+        .args(args)
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+        .env("OMP_NUM_THREADS", "1")
+        .output()
+        .expect("the ssl binary runs")
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+const COMMANDS: [&str; 3] = ["pretrain-vision", "pretrain-text", "pretrain-speech"];
+
+#[test]
+fn every_command_has_help_with_the_shared_flags() {
+    for cmd in COMMANDS {
+        let o = ssl(&[cmd, "--help"]);
+        assert_eq!(o.status.code(), Some(0), "{cmd} --help: {}", text(&o));
+        for flag in
+            ["--config", "--out", "--seed", "--steps", "--epochs", "--warmup", "--labels-per-class", "--eval-only"]
+        {
+            assert!(text(&o).contains(flag), "{cmd} --help lacks {flag}");
+        }
+    }
+    assert_eq!(ssl(&["--help"]).status.code(), Some(0));
+}
+
+#[test]
+fn bad_flags_and_paths_exit_2_with_a_message_before_any_work() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("run");
+    let out = out.to_str().unwrap();
+    let no_split = d.path().join("flat");
+    std::fs::create_dir_all(&no_split).unwrap();
+    let unknown_key = d.path().join("bad.toml");
+    std::fs::write(&unknown_key, "widht = 3\n").unwrap();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["pretrain-vision", "--no-such-flag"], "unexpected argument"),
+        (vec!["pretrain-vision", "--labels-per-class", "0"], "--labels-per-class"),
+        (vec!["pretrain-vision", "--batch-size", "0"], "--batch-size"),
+        (vec!["pretrain-vision", "--steps", "0"], "--steps 0"),
+        (vec!["pretrain-vision", "--method", "jigsaw"], "unknown method"),
+        (vec!["pretrain-vision", "--data", "/nonexistent/images"], "no such file"),
+        (vec!["pretrain-vision", "--eval-only"], "--checkpoint"),
+        (vec!["pretrain-vision", "--config", "/nonexistent/c.toml"], "c.toml"),
+        (vec!["pretrain-vision", "--config", unknown_key.to_str().unwrap()], "unknown option `widht`"),
+        (vec!["pretrain-text", "--labeled", "/nonexistent/l.csv"], "no such file"),
+        (vec!["pretrain-text", "--mask-rate", "1.5"], "--mask-rate"),
+        (vec!["pretrain-speech", "--labeled", no_split.to_str().unwrap()], "train/<class>/"),
+        (vec!["pretrain-speech", "--objective", "nope"], "nope"),
+    ];
+    let without_out: Vec<(Vec<&str>, &str)> = vec![(vec!["pretrain-speech", "--resume"], "--resume needs --out")];
+    let cases = cases.into_iter().map(|(a, n)| (a, n, true)).chain(without_out.into_iter().map(|(a, n)| (a, n, false)));
+    for (args, needle, with_out) in cases {
+        let mut a = args.clone();
+        if with_out {
+            a.extend(["--out", out]);
+        }
+        let o = ssl(&a);
+        let t = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?} should exit 2: {t}");
+        assert!(t.contains(needle), "{args:?}: the message should mention {needle}: {t}");
+        assert!(!Path::new(out).join("checkpoints").exists(), "{args:?} started training");
+    }
+}
+
+fn losses(run: &Path) -> Vec<(u64, String)> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            // The loss as written (shortest round-trip float text): equal text is equal bits.
+            (v["step"].as_u64().unwrap(), v["loss"].to_string())
+        })
+        .collect()
+}
+
+fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
+}
+
+/// Run `args`, re-run the run's own config.json into a second directory, compare the losses, then
+/// evaluate the first run with --eval-only.
+fn round_trip(modality: &str, args: &[&str]) {
+    let d = tempfile::tempdir().unwrap();
+    let (a, b) = (d.path().join("a"), d.path().join("b"));
+    let cmd = format!("pretrain-{modality}");
+    let mut first = vec![cmd.as_str(), "--out", a.to_str().unwrap()];
+    first.extend(args);
+    let o = ssl(&first);
+    assert_eq!(o.status.code(), Some(0), "{first:?}: {}", text(&o));
+    let record = json(&a.join("config.json"));
+    assert_eq!(record["schema_version"], 2);
+    assert_eq!(record["modality"], modality);
+    for key in ["method", "config", "data", "machine", "versions", "git_revision"] {
+        assert!(record.get(key).is_some(), "config.json lacks {key}");
+    }
+    let report = json(&a.join("report.json"));
+    assert!(report["pretraining"]["steps"].as_u64().unwrap() > 0);
+    assert!(report["skipped"]["count"].is_u64(), "report.json lists skipped inputs the same way everywhere");
+    let md = std::fs::read_to_string(a.join("report.md")).unwrap();
+    assert!(md.contains("**Headline:**") && md.contains("| final loss |"), "report.md renders tables: {md}");
+    assert!(!md.contains("Pretraining: `{"), "no raw JSON in report.md");
+
+    let config = a.join("config.json");
+    let o = ssl(&[&cmd, "--config", config.to_str().unwrap(), "--out", b.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "re-run from config.json: {}", text(&o));
+    assert_eq!(losses(&a), losses(&b), "{modality}: the re-run reproduces the losses bit for bit");
+    assert!(!losses(&a).is_empty());
+
+    let o = ssl(&[&cmd, "--eval-only", "--checkpoint", a.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "--eval-only: {}", text(&o));
+    let eval = json(&a.join("eval/report.json"));
+    assert!(eval["pretraining"].is_null(), "an --eval-only report has no pretraining");
+    assert_eq!(eval["evaluations"].as_array().map(Vec::len), report["evaluations"].as_array().map(Vec::len));
+    let other = if modality == "vision" { "pretrain-text" } else { "pretrain-vision" };
+    let o = ssl(&[
+        other,
+        "--eval-only",
+        "--checkpoint",
+        a.to_str().unwrap(),
+        "--out",
+        d.path().join("x").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "a run of another modality is refused: {}", text(&o));
+    assert!(text(&o).contains(&format!("is a {modality} run")), "{}", text(&o));
+}
+
+const EVAL: [&str; 6] = ["--labels-per-class", "2", "--seeds", "1", "--eval", "linear"];
+
+#[test]
+fn vision_config_round_trip_and_eval_only() {
+    let mut args = vec!["--steps", "4", "--batch-size", "8", "--width", "4", "--max-images", "64", "--max-test", "40"];
+    args.extend(EVAL);
+    round_trip("vision", &args);
+}
+
+#[test]
+fn text_config_round_trip_and_eval_only() {
+    let mut args = vec!["--steps", "3", "--batch-size", "4", "--max-len", "32", "--vocab-size", "500"];
+    args.extend(EVAL);
+    round_trip("text", &args);
+}
+
+#[test]
+fn speech_config_round_trip_and_eval_only() {
+    let mut args = vec!["--steps", "3", "--batch-size", "2", "--max-files", "12", "--crop-seconds", "0.5"];
+    args.extend(EVAL);
+    round_trip("speech", &args);
+}

@@ -1,0 +1,161 @@
+//! One run pipeline for every modality.
+//!
+//! A command's flags ([`options::RunOptions`] plus the method's own) are resolved once into a
+//! validated [`plan::RunPlan`]; a [`recipe::Recipe`] supplies what differs between methods; and
+//! [`execute`] runs the same life cycle for all of them:
+//!
+//! 1. validate the plan and the recipe's own flags and paths (before anything is read);
+//! 2. open the data and apply the plan to the typed configuration;
+//! 3. write `config.json` (one schema: [`ssl_records::run::RunRecord`]);
+//! 4. pretrain with the shared trainer (skipped by `--eval-only`);
+//! 5. run the evaluation protocol against scratch and the raw baseline, under corruptions;
+//! 6. write `report.json`, `report.md` and the plots, and print the summary.
+//!
+//! A run directory always holds `config.json`, `metrics.jsonl`, `checkpoints/`, `report.json`,
+//! `report.md`, `accuracy.png` and `loss.png`; an `--eval-only` run writes the same files except
+//! the pretraining ones, into `--out` or `<evaluated run>/eval`.
+//!
+//! ```no_run
+//! # fn demo<R: ssl_core::run::Recipe>(mut recipe: R, options: ssl_core::run::RunOptions) -> Result<(), R::Error> {
+//! let plan = options.resolve(recipe.modality(), &recipe.method())?;
+//! let report = ssl_core::run::execute(&mut recipe, &plan)?;
+//! println!("{}", report.headline());
+//! # Ok(()) }
+//! ```
+
+pub mod options;
+pub mod plan;
+pub mod recipe;
+
+pub use options::RunOptions;
+pub use plan::{Mode, RunPlan};
+pub use recipe::{DataReport, EvalInputs, Recipe, RunContext};
+
+use crate::error::{CoreError, Result};
+use crate::eval::report::{detect_machine, Report};
+use ssl_records::run::{RunRecord, Versions, SCHEMA_VERSION};
+use std::path::Path;
+
+/// The `report.json` schema version this toolkit writes.
+pub const REPORT_SCHEMA_VERSION: u32 = 2;
+
+/// Run `recipe` as `plan` says: validate, open the data, pretrain (unless `--eval-only`),
+/// evaluate, report. Returns the report it wrote.
+pub fn execute<R: Recipe>(recipe: &mut R, plan: &RunPlan) -> std::result::Result<Report, R::Error> {
+    recipe.validate(plan)?;
+    plan.apply_threads();
+    let data = recipe.open(plan)?;
+    let run_dir = plan.run_dir.clone();
+    std::fs::create_dir_all(&run_dir).map_err(|e| CoreError::io(&run_dir, e))?;
+    let record = RunRecord {
+        schema_version: SCHEMA_VERSION,
+        modality: recipe.modality().into(),
+        method: recipe.method(),
+        config: serde_json::json!({ "flags": recipe.flags(), "resolved": recipe.resolved() }),
+        data: serde_json::json!({ "summary": data.summary, "skipped": data.skipped }),
+        machine: detect_machine(plan.device),
+        versions: Versions { toolkit: env!("CARGO_PKG_VERSION").into(), libtorch: tch_version() },
+        git_revision: option_env!("SSL_GIT_REVISION").map(str::to_owned),
+    };
+    record.write(&run_dir).map_err(|e| CoreError::InvalidArgument(e.to_string()))?;
+    for s in data.skipped.items.iter().take(5) {
+        eprintln!("warning: skipped {s}");
+    }
+    if data.skipped.count > 5 {
+        eprintln!("warning: ... {} inputs skipped in all (listed in report.json)", data.skipped.count);
+    }
+    let ctx = RunContext { plan, run_dir: run_dir.clone(), device: plan.device };
+    let (summary, weights) = match &plan.mode {
+        Mode::Pretrain { .. } => {
+            eprintln!("==> {} (run directory {})", recipe.describe(), run_dir.display());
+            let s = recipe.pretrain(&ctx)?;
+            (Some(s), run_dir.clone())
+        }
+        Mode::EvalOnly { weights, .. } => (None, weights.clone()),
+    };
+    let protocol = recipe.protocol();
+    eprintln!(
+        "==> evaluating against scratch ({} labels/class, {} seeds, {})",
+        protocol.labels_per_class.iter().map(|k| k.to_string()).collect::<Vec<_>>().join(","),
+        protocol.seeds,
+        RunPlan::evals(&protocol)
+    );
+    let evaluation = {
+        let inputs = recipe.evaluation(&weights, &ctx)?;
+        crate::eval::evaluate(
+            inputs.factory.as_ref(),
+            &inputs.train,
+            &inputs.test,
+            &inputs.corruptions,
+            &protocol,
+            plan.device,
+        )?
+    };
+    let mut notes = recipe.notes();
+    notes.extend(recipe.extra_evaluations(&weights, &ctx)?);
+    let report = Report {
+        schema_version: REPORT_SCHEMA_VERSION,
+        modality: recipe.modality().into(),
+        method: recipe.method(),
+        machine: record.machine,
+        pretraining: summary.as_ref().map(|s| s.report()),
+        data: data.summary,
+        skipped: data.skipped,
+        notes,
+        evaluation,
+    };
+    finish(&run_dir, &report)?;
+    Ok(report)
+}
+
+/// The LibTorch version tch was built for.
+fn tch_version() -> String {
+    "2.13.0".into()
+}
+
+/// Write `report.json`, `report.md` and the plots into `run_dir`, and print the summary.
+pub fn finish(run_dir: &Path, report: &Report) -> Result<()> {
+    report.write(run_dir)?;
+    crate::sinks::log_evaluation(run_dir, report)?;
+    let mut plots = Vec::new();
+    match crate::plots::accuracy_plot(report, &run_dir.join("accuracy.png")) {
+        Ok(()) => plots.push("accuracy.png"),
+        Err(e) => eprintln!("warning: {e}"),
+    }
+    if report.pretraining.is_some() {
+        match crate::plots::loss_plot(run_dir, &run_dir.join("loss.png")) {
+            Ok(()) => plots.push("loss.png"),
+            Err(e) => eprintln!("warning: {e}"),
+        }
+    }
+    println!("\n{}", report.summary_table());
+    println!("{}", report.headline().replace("**", ""));
+    if let Some(s) = &report.pretraining {
+        println!(
+            "pretraining: {} steps in {:.0} s wall, {:.0} CPU-s ({:.0} samples/s), final loss {:.4}",
+            s.steps, s.wall_secs, s.cpu_secs, s.samples_per_s, s.final_loss
+        );
+    }
+    println!(
+        "run directory: {} (config.json, metrics.jsonl, checkpoints/, report.json, report.md, {})",
+        run_dir.display(),
+        plots.join(", ")
+    );
+    Ok(())
+}
+
+/// A path to the data committed under the workspace (the defaults every command runs on):
+/// relative to the working directory if it exists there, else relative to the source tree this
+/// toolkit was built from; the relative path if neither exists (so errors name it).
+pub fn workspace_path(rel: impl AsRef<Path>) -> std::path::PathBuf {
+    let here = rel.as_ref().to_path_buf();
+    if here.exists() {
+        return here;
+    }
+    let ws = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(&here);
+    if ws.exists() {
+        ws
+    } else {
+        here
+    }
+}

@@ -1,0 +1,189 @@
+//! The run options every `pretrain-*` command shares, as parsed (the "low-level" arguments), and
+//! config files.
+//!
+//! A command's flags are one serde + clap struct: the modality's own flags with [`RunOptions`]
+//! flattened into it. The same struct is what a config file holds (TOML or JSON, the keys are the
+//! flag names with `_` for `-`), and what a run writes into its `config.json` under
+//! `config.flags`, so `--config runs/x/config.json` runs the same configuration again. Flags given
+//! on the command line override the file. Nothing here derives a value: [`super::plan`] does
+//! that, once.
+use crate::error::{CoreError, Result};
+use crate::eval::EvalKind;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Flags accepted by every pretraining command, with the same meaning in each.
+#[derive(clap::Args, Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RunOptions {
+    /// Read the options from this TOML or JSON file (a run's config.json works too); flags given
+    /// on the command line override it.
+    #[arg(long)]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// The run directory (default: runs/<modality>-<method>-<unix time>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// The run seed: every random choice (initialisation, data order, masking, augmentation,
+    /// few-label subsets) derives from it.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// cpu, cuda or cuda:N. Asking for CUDA without a GPU is an error, never a silent fallback.
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Intra-op threads for LibTorch (default: all cores).
+    #[arg(long)]
+    pub threads: Option<i32>,
+    /// Pretraining steps (optimizer updates). Wins over --epochs.
+    #[arg(long)]
+    pub steps: Option<u64>,
+    /// Pretraining epochs over the unlabeled data, converted to steps once the data is counted.
+    #[arg(long)]
+    pub epochs: Option<f64>,
+    /// Pretraining batch size.
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Peak learning rate.
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Warm-up steps (default: the method's warm-up fraction of the steps).
+    #[arg(long)]
+    pub warmup: Option<u64>,
+    /// Write a resumable checkpoint every N steps, besides the last one (0: only the last).
+    #[arg(long)]
+    pub checkpoint_every: Option<u64>,
+    /// Continue the run in --out from its newest checkpoint.
+    #[arg(long)]
+    pub resume: bool,
+    /// Skip pretraining and evaluate the encoder of an existing run (`--checkpoint RUN_DIR`);
+    /// the report goes to --out, or to RUN_DIR/eval.
+    #[arg(long)]
+    pub eval_only: bool,
+    /// With --eval-only: the run directory (or one of its checkpoints) to evaluate.
+    #[arg(long)]
+    pub checkpoint: Option<PathBuf>,
+    /// Labels per class for the evaluation, comma-separated (e.g. 1,5,10,50).
+    #[arg(long, value_delimiter = ',')]
+    pub labels_per_class: Option<Vec<usize>>,
+    /// Few-label subsets (seeds) per evaluation.
+    #[arg(long)]
+    pub seeds: Option<usize>,
+    /// Evaluations to run: linear, knn, finetune (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub eval: Option<Vec<EvalKind>>,
+}
+
+/// Merge a config file under the flags a command was given.
+///
+/// `parsed` is the command's flags as clap parsed them (defaults included); `given` says whether
+/// the flag with that id was on the command line. The file's values are taken for every flag
+/// that was not given. Keys the command does not know are an error that names them.
+pub fn merge_config_file<A>(parsed: &A, given: impl Fn(&str) -> bool, file: &Path) -> Result<A>
+where
+    A: Serialize + DeserializeOwned,
+{
+    let from_file = read_config_file(file)?;
+    let serde_json::Value::Object(cli) =
+        serde_json::to_value(parsed).map_err(|e| CoreError::InvalidArgument(e.to_string()))?
+    else {
+        return Err(CoreError::InvalidArgument("command flags are not a map".into()));
+    };
+    let mut merged = serde_json::Map::new();
+    for (k, v) in from_file {
+        if !cli.contains_key(&k) {
+            let mut known: Vec<&String> = cli.keys().collect();
+            known.sort();
+            return Err(CoreError::InvalidArgument(format!(
+                "{}: unknown option `{k}` (known: {})",
+                file.display(),
+                known.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+            )));
+        }
+        merged.insert(k, v);
+    }
+    for (k, v) in cli {
+        if given(&k) || !merged.contains_key(&k) {
+            merged.insert(k, v);
+        }
+    }
+    serde_json::from_value(serde_json::Value::Object(merged))
+        .map_err(|e| CoreError::InvalidArgument(format!("{}: {e}", file.display())))
+}
+
+/// The flags in a config file: a TOML or JSON map of flags, or a run's `config.json` (its
+/// `config.flags`).
+fn read_config_file(file: &Path) -> Result<serde_json::Map<String, serde_json::Value>> {
+    let text = std::fs::read_to_string(file).map_err(|e| CoreError::io(file, e))?;
+    let is_toml = file.extension().is_some_and(|e| e == "toml");
+    let value: serde_json::Value = if is_toml {
+        let t: toml::Table =
+            toml::from_str(&text).map_err(|e| CoreError::InvalidArgument(format!("{}: {e}", file.display())))?;
+        serde_json::to_value(t).map_err(|e| CoreError::json(file, e))?
+    } else {
+        serde_json::from_str(&text).map_err(|e| CoreError::json(file, e))?
+    };
+    // A run's own config.json holds the flags under config.flags.
+    let flags = match value.get("schema_version").is_some() {
+        true => value.pointer("/config/flags").cloned().ok_or_else(|| {
+            CoreError::InvalidArgument(format!("{} is a run record without config.flags", file.display()))
+        })?,
+        false => value,
+    };
+    match flags {
+        serde_json::Value::Object(m) => Ok(m),
+        _ => Err(CoreError::InvalidArgument(format!("{} does not hold a map of options", file.display()))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(clap::Parser, Debug, Clone, Serialize, Deserialize, PartialEq)]
+    struct Flags {
+        #[command(flatten)]
+        #[serde(flatten)]
+        run: RunOptions,
+        #[arg(long, default_value = "rotation")]
+        method: String,
+        #[arg(long)]
+        width: Option<i64>,
+    }
+
+    fn parse(args: &[&str]) -> (Flags, clap::ArgMatches) {
+        use clap::{CommandFactory, FromArgMatches};
+        let m = Flags::command().get_matches_from(std::iter::once("t").chain(args.iter().copied()));
+        (Flags::from_arg_matches(&m).unwrap(), m)
+    }
+
+    fn given(m: &clap::ArgMatches) -> impl Fn(&str) -> bool + '_ {
+        |id| m.value_source(id) == Some(clap::parser::ValueSource::CommandLine)
+    }
+
+    #[test]
+    fn flags_override_the_file_and_the_file_overrides_defaults() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("c.toml");
+        std::fs::write(&f, "method = \"mae\"\nwidth = 8\nsteps = 7\nlabels_per_class = [1, 5]\n").unwrap();
+        let (parsed, m) = parse(&["--steps", "3", "--config", f.to_str().unwrap()]);
+        let merged = merge_config_file(&parsed, given(&m), &f).unwrap();
+        assert_eq!(merged.run.steps, Some(3), "the flag wins");
+        assert_eq!(merged.method, "mae", "the file wins over a default");
+        assert_eq!(merged.width, Some(8));
+        assert_eq!(merged.run.labels_per_class, Some(vec![1, 5]));
+    }
+
+    #[test]
+    fn a_run_record_is_a_config_file_and_unknown_keys_are_named() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("config.json");
+        std::fs::write(&f, r#"{"schema_version": 2, "config": {"flags": {"width": 4, "seed": 9}}}"#).unwrap();
+        let (parsed, m) = parse(&[]);
+        let merged = merge_config_file(&parsed, given(&m), &f).unwrap();
+        assert_eq!((merged.width, merged.run.seed), (Some(4), Some(9)));
+        std::fs::write(&f, r#"{"widht": 4}"#).unwrap();
+        let e = merge_config_file(&parsed, given(&m), &f).unwrap_err().to_string();
+        assert!(e.contains("unknown option `widht`"), "{e}");
+    }
+}

@@ -1,0 +1,301 @@
+//! The run options resolved once into a validated plan (the "high-level" arguments).
+//!
+//! Every flag and path is checked here, before any data is read or any step runs, and every
+//! derived value has its one rule here:
+//!
+//! | value | rule |
+//! |---|---|
+//! | steps | `--steps`; else `--epochs` × pretraining items / batch size, rounded up; else the method's default |
+//! | warm-up | `--warmup`; else the method's default warm-up scaled with the steps (its ratio to the default steps is kept) |
+//! | seed | `--seed` (default 0) seeds the trainer and the evaluation protocol alike |
+//! | run directory | `--out`; else `runs/<modality>-<method>-<unix time>`; with `--eval-only`, `--out` or `<evaluated run>/eval` |
+//! | evaluated run | `--checkpoint` is a run directory, or a checkpoint inside `<run>/checkpoints/` |
+use super::options::RunOptions;
+use crate::error::{CoreError, Result};
+use crate::eval::{EvalKind, ProtocolConfig};
+use crate::trainer::TrainConfig;
+use std::path::{Path, PathBuf};
+use tch::Device;
+
+/// What the run does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Mode {
+    /// Pretrain (continuing from the newest checkpoint with `resume`), then evaluate.
+    Pretrain { resume: bool },
+    /// Evaluate the encoder of an existing run.
+    EvalOnly {
+        /// The evaluated run's directory (its `config.json` describes the model).
+        run: PathBuf,
+        /// The run directory or the checkpoint whose weights are evaluated.
+        weights: PathBuf,
+    },
+}
+
+/// The validated, fully derived run options.
+#[derive(Debug, Clone)]
+pub struct RunPlan {
+    pub modality: String,
+    pub method: String,
+    pub run_dir: PathBuf,
+    pub device: Device,
+    pub threads: Option<i32>,
+    pub mode: Mode,
+    pub seed: u64,
+    options: RunOptions,
+}
+
+fn invalid(msg: impl Into<String>) -> CoreError {
+    CoreError::InvalidArgument(msg.into())
+}
+
+/// The run directory of `--checkpoint`: the path itself if it holds a `config.json`, else the
+/// run two levels above a checkpoint (`<run>/checkpoints/step-N`).
+pub fn run_of_checkpoint(path: &Path) -> Result<PathBuf> {
+    if path.join("config.json").is_file() {
+        return Ok(path.to_path_buf());
+    }
+    match path.parent().and_then(Path::parent) {
+        Some(run) if run.join("config.json").is_file() => Ok(run.to_path_buf()),
+        _ => Err(invalid(format!(
+            "--checkpoint {}: not a run directory (no config.json in it or two levels above it)",
+            path.display()
+        ))),
+    }
+}
+
+impl RunOptions {
+    /// Check every option and derive the plan. Nothing is read but the file system's metadata
+    /// (and CUDA's availability for `--device cuda`).
+    pub fn resolve(&self, modality: &str, method: &str) -> Result<RunPlan> {
+        if self.steps == Some(0) {
+            return Err(invalid(
+                "--steps 0 would train nothing; to evaluate an existing run use --eval-only --checkpoint RUN_DIR",
+            ));
+        }
+        if let Some(e) = self.epochs {
+            if !(e.is_finite() && e > 0.0) {
+                return Err(invalid(format!("--epochs must be positive, got {e}")));
+            }
+        }
+        if self.batch_size == Some(0) {
+            return Err(invalid("--batch-size must be at least 1"));
+        }
+        if let Some(lr) = self.lr {
+            if !(lr.is_finite() && lr > 0.0) {
+                return Err(invalid(format!("--lr must be a positive number, got {lr}")));
+            }
+        }
+        if let (Some(w), Some(s)) = (self.warmup, self.steps) {
+            if w > s {
+                return Err(invalid(format!("--warmup {w} is longer than --steps {s}")));
+            }
+        }
+        if let Some(t) = self.threads {
+            if t < 1 {
+                return Err(invalid(format!("--threads must be at least 1, got {t}")));
+            }
+        }
+        if let Some(k) = &self.labels_per_class {
+            if k.is_empty() || k.contains(&0) {
+                return Err(invalid("--labels-per-class needs one or more positive counts, e.g. 1,5,10,50"));
+            }
+        }
+        if self.seeds == Some(0) {
+            return Err(invalid("--seeds must be at least 1"));
+        }
+        if self.eval.as_ref().is_some_and(Vec::is_empty) {
+            return Err(invalid("--eval needs at least one of linear, knn, finetune"));
+        }
+        let device = crate::device::parse(self.device.as_deref().unwrap_or("cpu"))?;
+        let mode =
+            match (self.eval_only, &self.checkpoint, self.resume) {
+                (true, _, true) => return Err(invalid("--resume and --eval-only exclude each other")),
+                (true, None, _) => return Err(invalid("--eval-only needs --checkpoint RUN_DIR (the run to evaluate)")),
+                (false, Some(_), _) => return Err(invalid(
+                    "--checkpoint is the run that --eval-only evaluates; to continue a run use --out RUN_DIR --resume",
+                )),
+                (true, Some(c), false) => {
+                    if !c.exists() {
+                        return Err(invalid(format!("--checkpoint {}: no such file or directory", c.display())));
+                    }
+                    Mode::EvalOnly { run: run_of_checkpoint(c)?, weights: c.clone() }
+                }
+                (false, None, resume) => Mode::Pretrain { resume },
+            };
+        let run_dir = match (&mode, &self.out) {
+            (_, Some(out)) => out.clone(),
+            (Mode::EvalOnly { run, .. }, None) => run.join("eval"),
+            (Mode::Pretrain { resume: true }, None) => {
+                return Err(invalid("--resume needs --out RUN_DIR (the run to continue)"))
+            }
+            (Mode::Pretrain { .. }, None) => {
+                let t = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
+                PathBuf::from("runs").join(format!("{modality}-{method}-{t}"))
+            }
+        };
+        if run_dir.exists() && !run_dir.is_dir() {
+            return Err(invalid(format!("--out {}: exists and is not a directory", run_dir.display())));
+        }
+        if mode == (Mode::Pretrain { resume: false }) && crate::checkpoint::latest(&run_dir).is_some() {
+            return Err(invalid(format!(
+                "{} already holds a run with checkpoints: add --resume to continue it, or choose another --out",
+                run_dir.display()
+            )));
+        }
+        Ok(RunPlan {
+            modality: modality.into(),
+            method: method.into(),
+            run_dir,
+            device,
+            threads: self.threads,
+            mode,
+            seed: self.seed.unwrap_or(0),
+            options: self.clone(),
+        })
+    }
+}
+
+impl RunPlan {
+    /// The options as given (before derivation).
+    pub fn options(&self) -> &RunOptions {
+        &self.options
+    }
+
+    pub fn is_eval_only(&self) -> bool {
+        matches!(self.mode, Mode::EvalOnly { .. })
+    }
+
+    pub fn resume(&self) -> bool {
+        matches!(self.mode, Mode::Pretrain { resume: true })
+    }
+
+    /// Set LibTorch's intra-op threads (`--threads`).
+    pub fn apply_threads(&self) {
+        if let Some(t) = self.threads {
+            tch::set_num_threads(t);
+        }
+    }
+
+    /// Apply the options to a method's trainer defaults, for `items` pretraining examples.
+    pub fn apply_train(&self, train: &mut TrainConfig, items: usize) {
+        let o = &self.options;
+        let (default_steps, default_warmup) = (train.steps.max(1), train.warmup_steps);
+        if let Some(b) = o.batch_size {
+            train.batch_size = b;
+        }
+        if let Some(e) = o.epochs {
+            train.steps = ((e * items as f64) / train.batch_size.max(1) as f64).ceil().max(1.0) as u64;
+        }
+        if let Some(s) = o.steps {
+            train.steps = s;
+        }
+        train.warmup_steps = o
+            .warmup
+            .unwrap_or_else(|| ((default_warmup as f64) * train.steps as f64 / default_steps as f64).round() as u64);
+        if let Some(lr) = o.lr {
+            train.lr = lr;
+        }
+        if let Some(n) = o.checkpoint_every {
+            train.checkpoint_every = n;
+        }
+        train.seed = self.seed;
+    }
+
+    /// Apply the options to a method's protocol defaults.
+    pub fn apply_protocol(&self, protocol: &mut ProtocolConfig) {
+        let o = &self.options;
+        if let Some(k) = &o.labels_per_class {
+            protocol.labels_per_class = k.clone();
+        }
+        if let Some(s) = o.seeds {
+            protocol.seeds = s;
+        }
+        if let Some(e) = &o.eval {
+            protocol.evals = e.clone();
+        }
+        protocol.seed = self.seed;
+    }
+
+    /// The evaluations the protocol will run (for messages).
+    pub fn evals(protocol: &ProtocolConfig) -> String {
+        protocol.evals.iter().map(|e: &EvalKind| e.name()).collect::<Vec<_>>().join(",")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts() -> RunOptions {
+        RunOptions { out: Some(tempfile::tempdir().unwrap().keep()), ..Default::default() }
+    }
+
+    #[test]
+    fn bad_options_are_refused_before_any_work() {
+        let cases: Vec<(RunOptions, &str)> = vec![
+            (RunOptions { steps: Some(0), ..opts() }, "--steps 0"),
+            (RunOptions { batch_size: Some(0), ..opts() }, "--batch-size"),
+            (RunOptions { labels_per_class: Some(vec![0]), ..opts() }, "--labels-per-class"),
+            (RunOptions { labels_per_class: Some(vec![]), ..opts() }, "--labels-per-class"),
+            (RunOptions { seeds: Some(0), ..opts() }, "--seeds"),
+            (RunOptions { lr: Some(f64::NAN), ..opts() }, "--lr"),
+            (RunOptions { lr: Some(-1.0), ..opts() }, "--lr"),
+            (RunOptions { epochs: Some(0.0), ..opts() }, "--epochs"),
+            (RunOptions { threads: Some(0), ..opts() }, "--threads"),
+            (RunOptions { warmup: Some(10), steps: Some(5), ..opts() }, "--warmup"),
+            (RunOptions { eval: Some(vec![]), ..opts() }, "--eval"),
+            (RunOptions { eval_only: true, ..opts() }, "--checkpoint"),
+            (RunOptions { checkpoint: Some("x".into()), ..opts() }, "--eval-only"),
+            (RunOptions { resume: true, out: None, ..opts() }, "--resume needs --out"),
+            (RunOptions { device: Some("tpu".into()), ..opts() }, "unknown device"),
+            (RunOptions { eval_only: true, checkpoint: Some("/nonexistent/run".into()), ..opts() }, "no such file"),
+        ];
+        for (o, needle) in cases {
+            let e = o.resolve("vision", "rotation").unwrap_err().to_string();
+            assert!(e.contains(needle), "{o:?}: `{e}` should mention {needle}");
+        }
+    }
+
+    #[test]
+    fn derived_values_follow_one_rule() {
+        let base = TrainConfig { steps: 300, warmup_steps: 50, batch_size: 64, ..Default::default() };
+        let plan = |o: RunOptions| o.resolve("vision", "rotation").unwrap();
+        let derive = |o: RunOptions, items| {
+            let mut t = base.clone();
+            plan(o).apply_train(&mut t, items);
+            (t.steps, t.warmup_steps, t.batch_size)
+        };
+        assert_eq!(derive(opts(), 1000), (300, 50, 64), "defaults stay");
+        assert_eq!(derive(RunOptions { steps: Some(600), ..opts() }, 1000), (600, 100, 64), "warm-up keeps its ratio");
+        assert_eq!(derive(RunOptions { steps: Some(600), warmup: Some(7), ..opts() }, 1000), (600, 7, 64));
+        assert_eq!(
+            derive(RunOptions { epochs: Some(2.0), batch_size: Some(100), ..opts() }, 1000),
+            (20, 3, 100),
+            "epochs are converted with the final batch size"
+        );
+        assert_eq!(derive(RunOptions { epochs: Some(2.0), steps: Some(9), ..opts() }, 1000).0, 9, "--steps wins");
+        let mut t = base.clone();
+        plan(RunOptions { seed: Some(4), lr: Some(0.5), ..opts() }).apply_train(&mut t, 10);
+        assert_eq!((t.seed, t.lr), (4, 0.5));
+    }
+
+    #[test]
+    fn eval_only_writes_beside_the_evaluated_run_and_fresh_runs_are_not_overwritten() {
+        let d = tempfile::tempdir().unwrap();
+        let run = d.path().join("r");
+        std::fs::create_dir_all(run.join("checkpoints/step-3")).unwrap();
+        std::fs::write(run.join("config.json"), "{}").unwrap();
+        let o = RunOptions { eval_only: true, checkpoint: Some(run.join("checkpoints/step-3")), ..Default::default() };
+        let p = o.resolve("vision", "rotation").unwrap();
+        assert_eq!(p.run_dir, run.join("eval"));
+        assert!(matches!(&p.mode, Mode::EvalOnly { run: r, .. } if r == &run));
+        std::fs::write(run.join("checkpoints/step-3/state.json"), "{}").unwrap();
+        std::fs::write(run.join("checkpoints/step-3/model.safetensors"), "").unwrap();
+        let e = RunOptions { out: Some(run.clone()), ..Default::default() }.resolve("vision", "rotation");
+        assert!(e.unwrap_err().to_string().contains("--resume"));
+        assert!(RunOptions { out: Some(run), resume: true, ..Default::default() }.resolve("vision", "r").is_ok());
+    }
+}

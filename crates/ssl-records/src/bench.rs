@@ -1,0 +1,317 @@
+//! The JSON of `cargo xtask bench`, typed: what `ssl bench` measured on our side
+//! ([`OursRun`], `<name>_ours.json`), what a PyTorch reference under `bench/` printed
+//! ([`ReferenceRun`], its last stdout line), and the report xtask writes ([`BenchReport`],
+//! `bench.json`).
+//!
+//! JSON has no NaN or infinity: serde_json writes a non-finite `f64` as `null`. The fields a
+//! diverging or degenerate measurement can make non-finite (first-step losses, their difference,
+//! the matmul peak) read `null` back as NaN, so such a run is reported as not equivalent instead
+//! of failing to parse.
+use serde::{Deserialize, Deserializer, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// `null` (a non-finite number, as serde_json writes it) as NaN.
+fn nan_if_null<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+}
+
+/// Median, min and max of samples/s over the timed windows, and how many windows.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Spread {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+    pub n: usize,
+}
+
+/// A second throughput unit and how many of it one sample holds (`tokens`, 128.0).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PerSample {
+    pub unit: String,
+    pub count: f64,
+}
+
+/// How xtask runs the reference for one model: the script and its model and optimizer flags, and
+/// the artefacts `ssl bench` wrote for it (initial weights and the fixed batch, safetensors).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReferenceCall {
+    /// Relative to the workspace root (`bench/text_mlm.py`).
+    pub script: String,
+    pub args: Vec<String>,
+    pub init: PathBuf,
+    pub batch: PathBuf,
+}
+
+/// `<name>_ours.json`: what `ssl bench <modality>` measured on our side, and how to run the
+/// reference against it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OursRun {
+    /// File prefix and key in bench.json (`text_mini`).
+    pub name: String,
+    pub modality: String,
+    pub preset: String,
+    /// A one-line description of the model and its input.
+    pub model: String,
+    /// Modality-specific details (model and masking configuration, ...).
+    #[serde(default)]
+    pub details: serde_json::Value,
+    pub batch_size: usize,
+    /// Samples per optimizer step (what samples/s counts).
+    pub samples_per_step: usize,
+    pub sample_unit: String,
+    /// `null` where a sample has no second unit (vision).
+    #[serde(default)]
+    pub per_sample: Option<PerSample>,
+    /// Trainable parameters.
+    pub parameters: i64,
+    #[serde(deserialize_with = "nan_if_null")]
+    pub first_step_loss: f64,
+    /// Analytic training FLOPs per sample (3x forward).
+    pub flops_per_sample: f64,
+    /// The matmul peak measured in the same process (FLOP/s).
+    #[serde(deserialize_with = "nan_if_null")]
+    pub peak_flops: f64,
+    /// The LibTorch device, as `Debug` prints it (`Cpu`, `Cuda(0)`).
+    pub device: String,
+    /// LibTorch intra-op threads.
+    pub threads: i32,
+    pub ours_loader_samples_per_s: Spread,
+    pub ours_preloaded_samples_per_s: Spread,
+    pub peak_rss_bytes: u64,
+    /// Timed windows after the warm-up window, and steps per window.
+    pub windows: u64,
+    pub window_steps: u64,
+    pub reference: ReferenceCall,
+}
+
+/// The JSON line a PyTorch reference prints last (`bench/reference.py`'s `train_and_report`,
+/// `bench/vision_rotation.py`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReferenceRun {
+    pub parameters: i64,
+    #[serde(deserialize_with = "nan_if_null")]
+    pub first_step_loss: f64,
+    /// Whether `torch.optim.AdamW(fused=True)` was available.
+    pub fused_adamw: bool,
+    pub threads: i64,
+    pub torch_version: String,
+    pub samples_per_s: Spread,
+    /// Peak resident memory of the reference process (the vision reference does not report it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_rss_bytes: Option<u64>,
+    /// Peak CUDA memory allocated, on CUDA only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_cuda_bytes: Option<u64>,
+}
+
+/// Both sides of one model, as `bench.json` keeps them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelRuns {
+    pub ours: OursRun,
+    pub pytorch: ReferenceRun,
+}
+
+/// Whether the reference computes the same thing: same parameter count, first-step losses within
+/// the report's `loss_tolerance`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Equivalence {
+    pub parameters_ours: i64,
+    pub parameters_pytorch: i64,
+    #[serde(deserialize_with = "nan_if_null")]
+    pub first_step_loss_ours: f64,
+    #[serde(deserialize_with = "nan_if_null")]
+    pub first_step_loss_pytorch: f64,
+    #[serde(deserialize_with = "nan_if_null")]
+    pub abs_diff: f64,
+    pub equivalent: bool,
+}
+
+/// One row of the table: one model in one configuration (ours with the data loader, ours with
+/// pre-loaded tensors, PyTorch eager).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Row {
+    /// The model's name (`text_mini`).
+    pub model: String,
+    pub modality: String,
+    pub preset: String,
+    pub config: String,
+    pub sample_unit: String,
+    pub samples_per_s: Spread,
+    /// The second unit and its rate (`null` for vision).
+    pub unit: Option<String>,
+    pub units_per_s: Option<f64>,
+    /// Median samples/s over PyTorch's.
+    pub vs_pytorch: f64,
+    /// How much slower the data loader is than pre-loaded tensors (ours, data loader row only).
+    pub loader_overhead_pct: Option<f64>,
+    /// Model FLOPs utilization against the measured matmul peak.
+    pub mfu_pct: f64,
+    /// `null` where the configuration has no process of its own to measure.
+    pub peak_rss_bytes: Option<u64>,
+}
+
+/// The machine the benchmark ran on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BenchMachine {
+    pub cpu: String,
+    pub cores: usize,
+    /// `nvidia-smi -L`, empty without one.
+    pub gpu: String,
+}
+
+/// The versions on both sides.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BenchVersions {
+    /// `rustc --version`.
+    pub rustc: String,
+    /// The reference's `torch.__version__`.
+    pub torch: String,
+    pub toolkit: String,
+}
+
+/// `bench.json`: everything `cargo xtask bench` measured, keyed by model name (`vision`,
+/// `text_tiny`, `text_mini`, `speech_tiny`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BenchReport {
+    /// Whether this was a `--quick` smoke run (no meaningful numbers).
+    pub quick: bool,
+    pub machine: BenchMachine,
+    pub versions: BenchVersions,
+    /// `git rev-parse HEAD`, empty outside a checkout.
+    pub git_rev: String,
+    /// `cpu` or `cuda`.
+    pub device: String,
+    /// The best matmul peak of the `ssl bench` processes (FLOP/s).
+    #[serde(deserialize_with = "nan_if_null")]
+    pub peak_flops: f64,
+    /// `fp32 matmul` or `bf16 matmul`.
+    pub peak_kind: String,
+    pub loss_tolerance: f64,
+    pub equivalence: BTreeMap<String, Equivalence>,
+    /// Each model's one-line description.
+    pub models: BTreeMap<String, String>,
+    pub runs: BTreeMap<String, ModelRuns>,
+    pub rows: Vec<Row>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Written by hand from `ssl bench text` (`crates/ssl-cli/src/bench.rs`, fn `run`).
+    const OURS: &str = r#"{
+        "name": "text_tiny",
+        "modality": "text",
+        "preset": "tiny",
+        "model": "BERT tiny (2 layers x 128, vocab 8192), 128 tokens, 25% masked, 40 MLM slots",
+        "details": {"max_len": 128, "slots": 40, "train_sequences": 812, "model": {"hidden": 128}},
+        "batch_size": 8,
+        "samples_per_step": 8,
+        "sample_unit": "sequences",
+        "per_sample": {"unit": "tokens", "count": 128.0},
+        "parameters": 958592,
+        "first_step_loss": 9.123456789,
+        "flops_per_sample": 123456789.0,
+        "peak_flops": 293000000000.0,
+        "device": "Cpu",
+        "threads": 2,
+        "ours_loader_samples_per_s": {"median": 214.0, "min": 205.5, "max": 226.25, "n": 5},
+        "ours_preloaded_samples_per_s": {"median": 226.0, "min": 221.0, "max": 232.0, "n": 5},
+        "peak_rss_bytes": 847249408,
+        "windows": 5,
+        "window_steps": 10,
+        "reference": {
+            "script": "bench/text_mlm.py",
+            "args": ["--vocab", "8192", "--hidden", "128", "--lr", "0.001"],
+            "init": "runs/bench/text_tiny_init.safetensors",
+            "batch": "runs/bench/text_tiny_batch.safetensors"
+        }
+    }"#;
+
+    /// Written by hand from `bench/reference.py` (`train_and_report`) on CUDA.
+    const REFERENCE: &str = r#"{"parameters": 958592, "first_step_loss": 9.123456789, "fused_adamw": true, "threads": 2, "torch_version": "2.13.0+cu130", "samples_per_s": {"median": 246.0, "min": 235.0, "max": 276.0, "n": 5}, "peak_rss_bytes": 1065353216, "peak_cuda_bytes": 123456}"#;
+
+    /// Written by hand from `bench/vision_rotation.py`: no memory fields.
+    const VISION_REFERENCE: &str = r#"{"parameters": 77364, "first_step_loss": 1.3862943611198906, "fused_adamw": false, "threads": 2, "torch_version": "2.13.0", "samples_per_s": {"median": 1279.0, "min": 1242.0, "max": 1420.0, "n": 5}}"#;
+
+    /// Written by hand from `xtask/src/bench.rs` (fn `run`): one model, two of its rows.
+    fn report_json() -> String {
+        format!(
+            r#"{{
+            "quick": false,
+            "machine": {{"cpu": "Intel(R) Xeon(R) Processor", "cores": 2, "gpu": ""}},
+            "versions": {{"rustc": "rustc 1.95.0", "torch": "2.13.0+cu130", "toolkit": "0.1.0"}},
+            "git_rev": "4e5b2d1",
+            "device": "cpu",
+            "peak_flops": 293000000000.0,
+            "peak_kind": "fp32 matmul",
+            "loss_tolerance": 0.0001,
+            "equivalence": {{"text_tiny": {{
+                "parameters_ours": 958592, "parameters_pytorch": 958592,
+                "first_step_loss_ours": 9.123456789, "first_step_loss_pytorch": 9.123456789,
+                "abs_diff": 0.0, "equivalent": true}}}},
+            "models": {{"text_tiny": "BERT tiny (2 layers x 128, vocab 8192), 128 tokens, 25% masked, 40 MLM slots"}},
+            "runs": {{"text_tiny": {{"ours": {OURS}, "pytorch": {REFERENCE}}}}},
+            "rows": [
+                {{"model": "text_tiny", "modality": "text", "preset": "tiny", "config": "ours, data loader",
+                  "sample_unit": "sequences", "samples_per_s": {{"median": 214.0, "min": 205.5, "max": 226.25, "n": 5}},
+                  "unit": "tokens", "units_per_s": 27392.0, "vs_pytorch": 0.87, "loader_overhead_pct": 5.3,
+                  "mfu_pct": 33.3, "peak_rss_bytes": 847249408}},
+                {{"model": "vision", "modality": "vision", "preset": "resnet-w16", "config": "ours, pre-loaded tensors",
+                  "sample_unit": "rotated images", "samples_per_s": {{"median": 893.0, "min": 684.0, "max": 1039.0, "n": 5}},
+                  "unit": null, "units_per_s": null, "vs_pytorch": 0.7, "loader_overhead_pct": null,
+                  "mfu_pct": 19.9, "peak_rss_bytes": null}}
+            ]
+        }}"#
+        )
+    }
+
+    /// `json` parses as `T`, and `T` writes the same JSON value back.
+    fn round_trip<T: serde::de::DeserializeOwned + Serialize + PartialEq + std::fmt::Debug>(json: &str) -> T {
+        let typed: T = serde_json::from_str(json).unwrap();
+        let value: serde_json::Value = serde_json::from_str(json).unwrap();
+        assert_eq!(serde_json::to_value(&typed).unwrap(), value, "writing back changed the JSON");
+        assert_eq!(serde_json::from_value::<T>(value).unwrap(), typed);
+        typed
+    }
+
+    #[test]
+    fn ours_round_trips() {
+        let ours: OursRun = round_trip(OURS);
+        assert_eq!(ours.per_sample, Some(PerSample { unit: "tokens".into(), count: 128.0 }));
+        assert_eq!(ours.reference.init, PathBuf::from("runs/bench/text_tiny_init.safetensors"));
+        assert_eq!((ours.window_steps, ours.windows, ours.threads), (10, 5, 2));
+        // Vision has no second unit.
+        let vision = OURS.replace(r#"{"unit": "tokens", "count": 128.0}"#, "null");
+        assert_eq!(round_trip::<OursRun>(&vision).per_sample, None);
+    }
+
+    #[test]
+    fn references_round_trip() {
+        let r: ReferenceRun = round_trip(REFERENCE);
+        assert_eq!((r.peak_rss_bytes, r.peak_cuda_bytes), (Some(1065353216), Some(123456)));
+        let v: ReferenceRun = round_trip(VISION_REFERENCE);
+        assert_eq!((v.peak_rss_bytes, v.peak_cuda_bytes, v.samples_per_s.n), (None, None, 5));
+        // The Python prints other lines before its JSON line; xtask takes the last JSON line.
+        assert!(serde_json::from_str::<ReferenceRun>(r#"{"parameters": 1}"#).is_err());
+    }
+
+    #[test]
+    fn report_round_trips() {
+        let report: BenchReport = round_trip(&report_json());
+        assert!(report.equivalence["text_tiny"].equivalent);
+        assert_eq!(report.runs["text_tiny"].ours.name, "text_tiny");
+        assert_eq!(report.rows[1].unit, None);
+        assert_eq!(report.rows[0].peak_rss_bytes, Some(847249408));
+    }
+
+    #[test]
+    fn a_nan_loss_is_written_as_null_and_read_back_as_nan() {
+        let mut ours: OursRun = serde_json::from_str(OURS).unwrap();
+        ours.first_step_loss = f64::NAN;
+        let json = serde_json::to_value(&ours).unwrap();
+        assert!(json["first_step_loss"].is_null());
+        assert!(serde_json::from_value::<OursRun>(json).unwrap().first_step_loss.is_nan());
+    }
+}

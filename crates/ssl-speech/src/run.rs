@@ -1,0 +1,320 @@
+//! `pretrain-speech` as a [`Recipe`]: the flags, and what the run pipeline needs from speech.
+//!
+//! The pipeline itself (validation, `config.json`, training, evaluation, report) is ssl-core's
+//! [`ssl_core::run::execute`]; this file says how audio is read, which objective trains, and how
+//! encoders are built. The pretrained encoder is always read back from the run's newest
+//! checkpoint, so a fresh run and `--eval-only` evaluate the same thing.
+use crate::corruption::speech_corruptions;
+use crate::dataset::{load_labeled, load_test_folder, AudioCorpus, LabeledSplit};
+use crate::encoder::{Pooling, SpeechEncoderFactory};
+use crate::error::{Result, SpeechError};
+use crate::pretrain::{pretrain, SpeechConfig};
+use serde::{Deserialize, Serialize};
+use ssl_core::eval::{EvalKind, ProtocolConfig};
+use ssl_core::run::{DataReport, EvalInputs, Mode, Recipe, RunContext, RunOptions, RunPlan};
+use ssl_core::trainer::TrainSummary;
+use ssl_records::run::RunRecord;
+use ssl_records::skipped::SkippedInputs;
+use std::path::{Path, PathBuf};
+
+/// Flags of `pretrain-speech` (also the keys of its config files).
+#[derive(clap::Args, Debug, Clone, Serialize, Deserialize)]
+pub struct SpeechFlags {
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub run: RunOptions,
+    /// Unlabeled audio: folders of WAV (or FLAC) files, comma-separated (class subfolders are ignored).
+    /// Default: the committed clips under datasets/speech (unlabeled/ and digits/train/).
+    #[arg(long, value_delimiter = ',')]
+    pub data: Option<Vec<PathBuf>>,
+    /// Reader of --data: wav-folder (every .wav below it) or flac-folder (every .wav and .flac,
+    /// e.g. LibriSpeech).
+    #[arg(long, default_value = "wav-folder")]
+    pub data_format: String,
+    /// Labeled evaluation data: a folder with train/<class>/ and test/<class>/ (default: the
+    /// committed spoken digits, datasets/speech/digits).
+    #[arg(long)]
+    pub labeled: Option<PathBuf>,
+    /// A second test set with the same classes (e.g. real recorded digits), classified by linear
+    /// probes trained on --labeled's train/ (default: datasets/speech/real-digits with the
+    /// default --labeled).
+    #[arg(long)]
+    pub extra_test: Option<PathBuf>,
+    /// best-rq, contrastive or reconstruct.
+    #[arg(long, default_value = "best-rq")]
+    pub objective: String,
+    /// tiny or small.
+    #[arg(long, default_value = "tiny")]
+    pub preset: String,
+    /// Probability that a frame starts a masked span (wav2vec 2.0: 0.065).
+    #[arg(long)]
+    pub mask_prob: Option<f64>,
+    /// Masked span length in frames (wav2vec 2.0: 10).
+    #[arg(long)]
+    pub mask_length: Option<usize>,
+    /// Length of the random pretraining crops in seconds.
+    #[arg(long)]
+    pub crop_seconds: Option<f64>,
+    /// Length the evaluation clips are centre-cropped or padded to, in seconds.
+    #[arg(long)]
+    pub eval_seconds: Option<f64>,
+    /// Features for the evaluation: all-layers (mean-pooled, concatenated), all-layers-mean-std
+    /// (mean and std over time) or last.
+    #[arg(long)]
+    pub pooling: Option<String>,
+    /// At most this many files of --data are decoded (evenly spaced over the sorted list).
+    #[arg(long, default_value_t = 20000)]
+    pub max_files: usize,
+}
+
+/// `datasets/speech/<rel>`, the committed default data.
+fn committed(rel: &str) -> PathBuf {
+    ssl_core::run::workspace_path(Path::new("datasets/speech").join(rel))
+}
+
+fn invalid(msg: impl Into<String>) -> SpeechError {
+    SpeechError::InvalidArgument(msg.into())
+}
+
+/// The speech recipe: flags in, a pretrained and evaluated encoder out.
+pub struct SpeechRecipe {
+    pub flags: SpeechFlags,
+    cfg: SpeechConfig,
+    corpus: Option<AudioCorpus>,
+    split: Option<LabeledSplit>,
+}
+
+impl SpeechRecipe {
+    /// Check and apply the speech flags to the preset's defaults.
+    pub fn new(flags: SpeechFlags) -> Result<Self> {
+        let mut cfg = SpeechConfig::preset(&flags.preset)?;
+        cfg.objective.method = flags.objective.parse().map_err(SpeechError::InvalidArgument)?;
+        if let Some(p) = flags.mask_prob {
+            cfg.masking.prob = p;
+        }
+        if let Some(m) = flags.mask_length {
+            cfg.masking.length = m;
+        }
+        if let Some(c) = flags.crop_seconds {
+            cfg.crop_seconds = c;
+        }
+        if let Some(e) = flags.eval_seconds {
+            cfg.eval_seconds = e;
+        }
+        if let Some(p) = &flags.pooling {
+            cfg.pooling = match p.as_str() {
+                "all-layers" => Pooling::AllLayers,
+                "all-layers-mean-std" => Pooling::AllLayersMeanStd,
+                "last" => Pooling::Last,
+                o => {
+                    return Err(invalid(format!(
+                        "unknown --pooling `{o}` (expected all-layers, all-layers-mean-std or last)"
+                    )))
+                }
+            };
+        }
+        cfg.validate()?;
+        Ok(Self { flags, cfg, corpus: None, split: None })
+    }
+
+    pub fn config(&self) -> &SpeechConfig {
+        &self.cfg
+    }
+
+    fn labeled_path(&self) -> PathBuf {
+        self.flags.labeled.clone().unwrap_or_else(|| committed("digits"))
+    }
+
+    fn extra_test_path(&self) -> Option<PathBuf> {
+        self.flags
+            .extra_test
+            .clone()
+            .or_else(|| self.flags.labeled.is_none().then(|| committed("real-digits")).filter(|p| p.exists()))
+    }
+
+    fn data_paths(&self) -> Vec<PathBuf> {
+        self.flags.data.clone().unwrap_or_else(|| vec![committed("unlabeled"), committed("digits/train")])
+    }
+
+    fn flac(&self) -> Result<bool> {
+        match self.flags.data_format.as_str() {
+            "wav-folder" | "wav" => Ok(false),
+            "flac-folder" | "flac" => Ok(true),
+            o => Err(invalid(format!("unknown --data-format `{o}` (expected wav-folder or flac-folder)"))),
+        }
+    }
+
+    fn eval_samples(&self) -> usize {
+        (self.cfg.eval_seconds * 16000.0).round() as usize
+    }
+}
+
+impl Recipe for SpeechRecipe {
+    type Error = SpeechError;
+
+    fn modality(&self) -> &'static str {
+        "speech"
+    }
+
+    fn method(&self) -> String {
+        self.cfg.objective.method.name().into()
+    }
+
+    fn flags(&self) -> serde_json::Value {
+        serde_json::to_value(&self.flags).unwrap_or_default()
+    }
+
+    fn resolved(&self) -> serde_json::Value {
+        serde_json::to_value(&self.cfg).unwrap_or_default()
+    }
+
+    fn validate(&self, plan: &RunPlan) -> Result<()> {
+        self.flac()?;
+        let labeled = self.labeled_path();
+        for sub in ["train", "test"] {
+            if !labeled.join(sub).is_dir() {
+                return Err(invalid(format!(
+                    "--labeled {}: needs train/<class>/ and test/<class>/ folders of WAV files (no {sub}/ found)",
+                    labeled.display()
+                )));
+            }
+        }
+        if let Some(x) = &self.flags.extra_test {
+            if !x.is_dir() {
+                return Err(invalid(format!("--extra-test {}: not a folder", x.display())));
+            }
+        }
+        match &plan.mode {
+            Mode::EvalOnly { run, .. } => {
+                RunRecord::read_for(run, "speech").map_err(|e| invalid(e.to_string()))?;
+            }
+            Mode::Pretrain { .. } => {
+                for d in self.data_paths() {
+                    if !d.is_dir() {
+                        return Err(invalid(format!("--data {}: not a folder", d.display())));
+                    }
+                }
+                if self.flags.max_files == 0 {
+                    return Err(invalid("--max-files must be at least 1"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn open(&mut self, plan: &RunPlan) -> Result<DataReport> {
+        let mut skipped = SkippedInputs::default();
+        let mut summary = serde_json::json!({
+            "labeled": self.labeled_path().display().to_string(),
+            "extra_test": self.extra_test_path().map(|p| p.display().to_string()),
+        });
+        match &plan.mode {
+            Mode::EvalOnly { run, .. } => {
+                // The model and objective are the evaluated run's; the evaluation follows the flags.
+                let record = RunRecord::read_for(run, "speech").map_err(|e| invalid(e.to_string()))?;
+                let saved: SpeechConfig = serde_json::from_value(record.config["resolved"].clone())
+                    .map_err(|e| invalid(format!("{}: no speech configuration: {e}", run.display())))?;
+                self.cfg.model = saved.model;
+                self.cfg.preset = saved.preset;
+                self.cfg.objective = saved.objective;
+                // The evaluated run's protocol, under the flags (as for every modality).
+                self.cfg.protocol = saved.protocol;
+                summary["evaluated_run"] = run.display().to_string().into();
+            }
+            Mode::Pretrain { .. } => {
+                let flac = self.flac()?;
+                let (mut clips, mut bad) = (Vec::new(), Vec::new());
+                let data = self.data_paths();
+                for d in &data {
+                    let c = AudioCorpus::load_dir_limited(d, &self.cfg.model, self.flags.max_files, flac)?;
+                    clips.extend(c.clips);
+                    bad.extend(c.skipped);
+                }
+                let corpus = AudioCorpus { clips, skipped: bad };
+                summary["pretraining"] = serde_json::to_value(&data).unwrap_or_default();
+                summary["pretraining_clips"] = corpus.clips.len().into();
+                summary["pretraining_seconds"] = corpus.seconds().into();
+                skipped.extend(corpus.skipped.iter().cloned().collect());
+                plan.apply_train(&mut self.cfg.train, corpus.clips.len());
+                self.corpus = Some(corpus);
+            }
+        }
+        plan.apply_protocol(&mut self.cfg.protocol);
+        self.cfg.objective.quantizer_seed = plan.seed;
+        let labeled = self.labeled_path();
+        let split = load_labeled(&labeled, self.eval_samples(), &self.cfg.model)?;
+        summary["classes"] = serde_json::to_value(&split.classes).unwrap_or_default();
+        summary["labeled_train"] = split.train.len().into();
+        summary["labeled_test"] = split.test.len().into();
+        skipped.extend(split.skipped.iter().cloned().collect());
+        self.split = Some(split);
+        Ok(DataReport { summary, skipped })
+    }
+
+    fn describe(&self) -> String {
+        let (n, secs) = self.corpus.as_ref().map(|c| (c.clips.len(), c.seconds())).unwrap_or_default();
+        format!(
+            "pretraining {} ({} preset) on {n} clips, {secs:.0} s of audio, for {} steps of {}",
+            self.method(),
+            self.cfg.preset,
+            self.cfg.train.steps,
+            self.cfg.train.batch_size
+        )
+    }
+
+    fn pretrain(&mut self, ctx: &RunContext<'_>) -> Result<TrainSummary> {
+        let corpus = self.corpus.take().ok_or_else(|| invalid("no pretraining audio was opened"))?;
+        Ok(pretrain(&self.cfg, corpus, &ctx.run_dir, ctx.device, ctx.plan.resume())?.summary)
+    }
+
+    fn evaluation(&mut self, weights: &Path, _ctx: &RunContext<'_>) -> Result<EvalInputs<'_>> {
+        let split = self.split.as_ref().ok_or_else(|| invalid("no labeled data was opened"))?;
+        let factory = SpeechEncoderFactory::from_checkpoint(weights, self.cfg.model.clone(), self.cfg.pooling)?;
+        Ok(EvalInputs {
+            factory: Box::new(factory),
+            train: split.train.shallow_clone(),
+            test: split.test.shallow_clone(),
+            corruptions: speech_corruptions(self.cfg.protocol.seed),
+        })
+    }
+
+    fn protocol(&self) -> ProtocolConfig {
+        self.cfg.protocol.clone()
+    }
+
+    fn notes(&self) -> Vec<String> {
+        vec![format!(
+            "Encoder: wav2vec2-shaped ({} preset), features {:?}; raw-input baseline: log-mel mean and std logistic regression.",
+            self.cfg.preset, self.cfg.pooling
+        )]
+    }
+
+    /// The second test set (`--extra-test`): linear probes trained on the labeled train split.
+    fn extra_evaluations(&mut self, weights: &Path, ctx: &RunContext<'_>) -> Result<Vec<String>> {
+        let (Some(extra), Some(split)) = (self.extra_test_path(), self.split.as_ref()) else { return Ok(Vec::new()) };
+        let test = match load_test_folder(&extra, self.eval_samples(), &self.cfg.model, &split.classes) {
+            Ok(t) => t,
+            Err(e) => return Ok(vec![format!("extra test set {} not evaluated: {e}", extra.display())]),
+        };
+        let mut protocol = self.cfg.protocol.clone();
+        protocol.evals = vec![EvalKind::Linear];
+        protocol.raw_baseline = true;
+        let factory = SpeechEncoderFactory::from_checkpoint(weights, self.cfg.model.clone(), self.cfg.pooling)?;
+        let ev = ssl_core::eval::evaluate(&factory, &split.train, &test, &[], &protocol, ctx.device)?;
+        Ok(ev
+            .evaluations
+            .iter()
+            .map(|row| {
+                format!(
+                    "extra test set {} ({} clips), linear probe, {} labels/class: pretrained {:.3}, scratch {:.3}, log-mel baseline {}",
+                    extra.display(),
+                    test.len(),
+                    row.labels_per_class,
+                    row.pretrained.mean,
+                    row.scratch.mean,
+                    row.raw_baseline.as_ref().map(|s| format!("{:.3}", s.mean)).unwrap_or_else(|| "-".into())
+                )
+            })
+            .collect())
+    }
+}

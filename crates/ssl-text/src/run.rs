@@ -1,0 +1,312 @@
+//! `pretrain-text` as a [`Recipe`]: the flags, and what the run pipeline needs from text.
+//!
+//! The pipeline itself (validation, `config.json`, training, evaluation, report) is ssl-core's
+//! [`ssl_core::run::execute`]; this file says how the corpus is tokenized and packed, which
+//! model trains, and how the labeled texts are evaluated. A run directory also holds
+//! `tokenizer.json` and the packed corpus.
+use crate::labeled::{load_labeled, LabeledSplit};
+use crate::model::{BertConfig, Pooling};
+use crate::objective::MlmObjective;
+use crate::pipeline::{self, PreparedData, TextConfig};
+use crate::tokenizer::TextTokenizer;
+use crate::{Result, TextError};
+use serde::{Deserialize, Serialize};
+use ssl_core::eval::ProtocolConfig;
+use ssl_core::run::{DataReport, EvalInputs, Mode, Recipe, RunContext, RunOptions, RunPlan};
+use ssl_core::trainer::TrainSummary;
+use ssl_records::run::RunRecord;
+use ssl_records::skipped::{Skipped, SkippedInputs};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+const DEFAULT_CORPUS: &str = "datasets/text/corpus";
+const DEFAULT_LABELED: &str = "datasets/text/labeled/rotten_tomatoes.csv";
+
+/// Flags of `pretrain-text` (also the keys of its config files).
+#[derive(clap::Args, Debug, Clone, Serialize, Deserialize)]
+pub struct TextFlags {
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub run: RunOptions,
+    /// Unlabeled text: files or folders (.txt: a document per line, or per blank-line paragraph;
+    /// .jsonl: a `text` field). Default: the committed corpus under datasets/text/corpus.
+    #[arg(long, num_args = 1.., alias = "data")]
+    pub corpus: Vec<PathBuf>,
+    /// Accepted for `cargo xtask pretrain-text --dataset NAME`; formats are detected per file.
+    #[arg(long)]
+    pub data_format: Option<String>,
+    /// Labeled data: a folder with train.*/test.* or one CSV/TSV/JSONL file (split 70/30).
+    #[arg(long)]
+    pub labeled: Option<PathBuf>,
+    /// Column (or JSON field) holding the text of labeled rows.
+    #[arg(long, default_value = "text")]
+    pub text_column: String,
+    /// Column (or JSON field) holding the label of labeled rows.
+    #[arg(long, default_value = "label")]
+    pub label_column: String,
+    /// Model size: tiny (2x128), mini (4x256) or small (4x512).
+    #[arg(long, default_value = "tiny")]
+    pub preset: String,
+    /// Fraction of tokens masked (Cramming: 0.25; BERT: 0.15).
+    #[arg(long)]
+    pub mask_rate: Option<f64>,
+    /// Mask whole words (all their WordPiece pieces together).
+    #[arg(long)]
+    pub whole_word: bool,
+    /// SpanBERT span masking (geometric lengths, p=0.2, at most 10).
+    #[arg(long)]
+    pub spans: bool,
+    /// Packed sequence length.
+    #[arg(long)]
+    pub max_len: Option<usize>,
+    /// WordPiece vocabulary size.
+    #[arg(long)]
+    pub vocab_size: Option<usize>,
+    /// Use this tokenizer.json instead of training one.
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// Pre-LayerNorm blocks (not exportable to HuggingFace BERT).
+    #[arg(long)]
+    pub pre_ln: bool,
+    /// Sentence features for evaluation: the mean of the last layer's hidden states (`last`) or
+    /// of every layer's, embedding output included (`layers`).
+    #[arg(long, default_value = "last")]
+    pub pool: Pooling,
+    /// Also write a HuggingFace BertForMaskedLM directory here.
+    #[arg(long)]
+    pub export: Option<PathBuf>,
+}
+
+/// The text recipe: flags in, a pretrained and evaluated encoder out.
+pub struct TextRecipe {
+    pub flags: TextFlags,
+    cfg: TextConfig,
+    protocol: ProtocolConfig,
+    /// The model with the vocabulary and positions filled in (after `open`).
+    model: Option<BertConfig>,
+    tokenizer: Option<Arc<TextTokenizer>>,
+    data: Option<PreparedData>,
+    labeled: Option<LabeledSplit>,
+    notes: Vec<String>,
+}
+
+fn invalid(msg: impl Into<String>) -> TextError {
+    TextError::InvalidArgument(msg.into())
+}
+
+impl TextRecipe {
+    /// Check and apply the text flags to the preset's defaults.
+    pub fn new(flags: TextFlags) -> Result<Self> {
+        let mut cfg = TextConfig::cramming(&flags.preset)?;
+        if let Some(r) = flags.mask_rate {
+            if !(r > 0.0 && r < 1.0) {
+                return Err(invalid(format!("--mask-rate must be in (0, 1), got {r}")));
+            }
+            cfg.masking.rate = r;
+        }
+        cfg.masking.whole_word = flags.whole_word;
+        cfg.masking.spans = flags.spans;
+        if let Some(l) = flags.max_len {
+            cfg.max_len = l;
+        }
+        if let Some(v) = flags.vocab_size {
+            cfg.tokenizer.vocab_size = v;
+        }
+        cfg.model.pre_ln = flags.pre_ln;
+        let protocol = TextConfig::protocol();
+        Ok(Self { flags, cfg, protocol, model: None, tokenizer: None, data: None, labeled: None, notes: Vec::new() })
+    }
+
+    fn corpus_paths(&self) -> Vec<PathBuf> {
+        if self.flags.corpus.is_empty() {
+            vec![ssl_core::run::workspace_path(DEFAULT_CORPUS)]
+        } else {
+            self.flags.corpus.clone()
+        }
+    }
+
+    fn labeled_path(&self) -> PathBuf {
+        self.flags.labeled.clone().unwrap_or_else(|| ssl_core::run::workspace_path(DEFAULT_LABELED))
+    }
+
+    fn export(&self, dir: &Path, weights: &Path, device: tch::Device) -> Result<()> {
+        let (Some(model), Some(tok)) = (&self.model, &self.tokenizer) else { return Ok(()) };
+        let m = MlmObjective::new(model, device)?;
+        ssl_core::checkpoint::load_weights(weights, &m.vs)?;
+        crate::export::export_hf(dir, &m, tok)?;
+        eprintln!("==> exported a HuggingFace BertForMaskedLM to {}", dir.display());
+        Ok(())
+    }
+}
+
+impl Recipe for TextRecipe {
+    type Error = TextError;
+
+    fn modality(&self) -> &'static str {
+        "text"
+    }
+
+    fn method(&self) -> String {
+        "mlm".into()
+    }
+
+    fn flags(&self) -> serde_json::Value {
+        serde_json::to_value(&self.flags).unwrap_or_default()
+    }
+
+    fn resolved(&self) -> serde_json::Value {
+        serde_json::json!({ "text": self.cfg, "model": self.model, "protocol": self.protocol, "pool": self.flags.pool })
+    }
+
+    fn validate(&self, plan: &RunPlan) -> Result<()> {
+        let labeled = self.labeled_path();
+        if !labeled.exists() {
+            return Err(invalid(format!("--labeled {}: no such file or directory", labeled.display())));
+        }
+        if let Some(t) = &self.flags.tokenizer {
+            if !t.is_file() {
+                return Err(invalid(format!("--tokenizer {}: no such file", t.display())));
+            }
+        }
+        match &plan.mode {
+            Mode::EvalOnly { run, .. } => {
+                RunRecord::read_for(run, "text").map_err(|e| invalid(e.to_string()))?;
+                if !run.join("tokenizer.json").is_file() {
+                    return Err(invalid(format!("{} has no tokenizer.json", run.display())));
+                }
+            }
+            Mode::Pretrain { .. } => {
+                for p in self.corpus_paths() {
+                    if !p.exists() {
+                        return Err(invalid(format!("--corpus {}: no such file or directory", p.display())));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn open(&mut self, plan: &RunPlan) -> Result<DataReport> {
+        let mut skipped = SkippedInputs::default();
+        let labeled_path = self.labeled_path();
+        // The labeled data first: it is small, and a bad file must fail before the corpus is packed.
+        let labeled = load_labeled(&labeled_path, &self.flags.text_column, &self.flags.label_column, plan.seed)
+            .map_err(|e| invalid(format!("reading the labeled data {}: {e}", labeled_path.display())))?;
+        plan.apply_protocol(&mut self.protocol);
+        let mut summary = serde_json::json!({
+            "labeled": labeled.source,
+            "classes": labeled.classes,
+            "labeled_train": labeled.train.len(),
+            "labeled_test": labeled.test.len(),
+        });
+        match &plan.mode {
+            Mode::EvalOnly { run, .. } => {
+                let record = RunRecord::read_for(run, "text").map_err(|e| invalid(e.to_string()))?;
+                self.cfg = serde_json::from_value(record.config["resolved"]["text"].clone())
+                    .map_err(|e| invalid(format!("{}: no text configuration: {e}", run.display())))?;
+                // The evaluated run's protocol, under the flags (as for every modality).
+                if let Ok(p) = serde_json::from_value(record.config["resolved"]["protocol"].clone()) {
+                    self.protocol = p;
+                    plan.apply_protocol(&mut self.protocol);
+                }
+                let tok = Arc::new(TextTokenizer::load(&run.join("tokenizer.json"))?);
+                self.model = Some(BertConfig {
+                    vocab_size: tok.vocab_size() as i64,
+                    max_position: self.cfg.max_len as i64,
+                    ..self.cfg.model.clone()
+                });
+                self.tokenizer = Some(tok);
+                summary["evaluated_run"] = run.display().to_string().into();
+            }
+            Mode::Pretrain { resume } => {
+                let corpus = self.corpus_paths();
+                eprintln!(
+                    "==> tokenizer and packing ({})",
+                    corpus.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+                );
+                let data =
+                    pipeline::prepare(&corpus, self.flags.tokenizer.as_deref(), &self.cfg, &plan.run_dir, *resume)?;
+                let meta = &data.packed.meta;
+                plan.apply_train(&mut self.cfg.train, data.train_indices.len());
+                summary["corpus_files"] = serde_json::to_value(&data.corpus_files).unwrap_or_default();
+                summary["documents"] = meta.documents.into();
+                summary["tokens"] = meta.tokens.into();
+                summary["sequences"] = meta.sequences.into();
+                summary["max_len"] = self.cfg.max_len.into();
+                summary["vocab_size"] = data.tokenizer.vocab_size().into();
+                summary["tokenizer"] = (if data.trained_tokenizer { "trained" } else { "loaded" }).into();
+                summary["heldout_sequences"] = data.heldout_indices.len().into();
+                for s in &data.read.skipped {
+                    skipped.push(s.clone());
+                }
+                skipped.count = skipped.count.max(data.read.skipped_lines);
+                if data.trained_tokenizer {
+                    // The tokenizers crate's WordPiece trainer is not deterministic (ids of the
+                    // `##` pieces follow hash-map order, and merges tie-break on those ids:
+                    // huggingface/tokenizers issue 1794), so the recorded flags name the
+                    // tokenizer this run trained: re-running them reproduces the run.
+                    self.flags.tokenizer = Some(plan.run_dir.join("tokenizer.json"));
+                }
+                self.model = Some(data.model_config(&self.cfg));
+                self.tokenizer = Some(data.tokenizer.clone());
+                self.data = Some(data);
+            }
+        }
+        if labeled.source.skipped_rows > 0 {
+            skipped.push(Skipped::file(
+                labeled_path.display().to_string(),
+                format!("{} rows skipped (empty text or invalid UTF-8)", labeled.source.skipped_rows),
+            ));
+        }
+        self.labeled = Some(labeled);
+        Ok(DataReport { summary, skipped })
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "pretraining the {} preset with masked language modelling ({} steps of {} sequences of {} tokens)",
+            self.cfg.preset, self.cfg.train.steps, self.cfg.train.batch_size, self.cfg.max_len
+        )
+    }
+
+    fn pretrain(&mut self, ctx: &RunContext<'_>) -> Result<TrainSummary> {
+        let data = self.data.as_ref().ok_or_else(|| invalid("no corpus was prepared"))?;
+        let pre = pipeline::pretrain(data, &self.cfg, &ctx.run_dir, ctx.device, ctx.plan.resume())?;
+        self.notes.push(format!("tokens seen in pretraining: {}", pre.tokens_seen));
+        if let Some(h) = &pre.heldout {
+            eprintln!(
+                "    held-out MLM ({} masked tokens): accuracy {:.4}, perplexity {:.1}",
+                h.masked_tokens, h.accuracy, h.perplexity
+            );
+            self.notes.push(format!(
+                "held-out MLM (fixed mask, rate {}): accuracy {:.4}, perplexity {:.2}",
+                self.cfg.masking.rate, h.accuracy, h.perplexity
+            ));
+        }
+        Ok(pre.summary)
+    }
+
+    fn evaluation(&mut self, weights: &Path, ctx: &RunContext<'_>) -> Result<EvalInputs<'_>> {
+        if let Some(dir) = self.flags.export.clone() {
+            self.export(&dir, weights, ctx.device)?;
+        }
+        let (Some(model), Some(tok), Some(labeled)) = (&self.model, &self.tokenizer, &self.labeled) else {
+            return Err(invalid("the recipe has not opened its data"));
+        };
+        pipeline::eval_inputs(tok, model, labeled, weights, &self.protocol, self.flags.pool)
+    }
+
+    fn protocol(&self) -> ProtocolConfig {
+        self.protocol.clone()
+    }
+
+    fn notes(&self) -> Vec<String> {
+        let mut n = vec![
+            format!("features: mean over non-padding tokens of the hidden states ({:?} pooling)", self.flags.pool),
+            "raw-input baseline: TF-IDF logistic regression over WordPiece tokens (IDF fitted on the train split texts)".to_owned(),
+            "corruptions: decoded text, corrupted per word (typos / dropped / swapped neighbours at 5%, 15%, 30%), re-tokenized".to_owned(),
+        ];
+        n.extend(self.notes.iter().cloned());
+        n
+    }
+}

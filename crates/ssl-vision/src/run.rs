@@ -1,0 +1,302 @@
+//! `pretrain-vision` as a [`Recipe`]: the flags, and what the run pipeline needs from vision.
+//!
+//! The pipeline itself (validation, `config.json`, training, evaluation, report) is ssl-core's
+//! [`ssl_core::run::execute`]; this file only says how images are read, which pretext task
+//! trains, and how encoders are built.
+use crate::data::{self, ImageSet};
+use crate::encoder::EncoderConfig;
+use crate::error::{Result, VisionError};
+use crate::recipe::{self, Method, VisionConfig, VisionFactory};
+use serde::{Deserialize, Serialize};
+use ssl_core::eval::ProtocolConfig;
+use ssl_core::run::{DataReport, EvalInputs, Mode, Recipe, RunContext, RunOptions, RunPlan};
+use ssl_core::trainer::TrainSummary;
+use ssl_records::run::RunRecord;
+use ssl_records::skipped::SkippedInputs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The readers `--data-format` may name.
+const FORMATS: [&str; 4] = ["idx", "cifar-binary", "stl10-binary", "image-folder"];
+
+/// Flags of `pretrain-vision` (also the keys of its config files).
+#[derive(clap::Args, Debug, Clone, Serialize, Deserialize)]
+pub struct VisionFlags {
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub run: RunOptions,
+    /// rotation, inpainting or mae.
+    #[arg(long, default_value = "rotation")]
+    pub method: Method,
+    /// Unlabeled pretraining images: an IDX/CIFAR folder or an image folder (default: the committed
+    /// Fashion-MNIST slice).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// The reader a dataset manifest names (set by `cargo xtask pretrain-vision --dataset`).
+    #[arg(long)]
+    pub data_format: Option<String>,
+    /// Labeled evaluation data: a folder with train/ and test/, one subfolder per class.
+    /// Default: the pretraining dataset's own labeled splits.
+    #[arg(long)]
+    pub labeled: Option<PathBuf>,
+    /// Images are resized to this size.
+    #[arg(long)]
+    pub image_size: Option<usize>,
+    /// ResNet width (channels of the first stage).
+    #[arg(long)]
+    pub width: Option<i64>,
+    /// Use at most this many pretraining images.
+    #[arg(long)]
+    pub max_images: Option<usize>,
+    /// At most this many test images in the evaluation.
+    #[arg(long)]
+    pub max_test: Option<usize>,
+    /// Fine-tuning steps per evaluation.
+    #[arg(long)]
+    pub finetune_steps: Option<usize>,
+    /// Brightness/contrast jitter of the pretraining images (maximum relative change; 0 = off).
+    #[arg(long)]
+    pub color_jitter: Option<f32>,
+}
+
+/// The vision recipe: flags in, a pretrained and evaluated encoder out.
+pub struct VisionRecipe {
+    pub flags: VisionFlags,
+    cfg: Option<VisionConfig>,
+    pretrain_set: Option<Arc<ImageSet>>,
+    labeled: Option<(ImageSet, ImageSet)>,
+}
+
+impl VisionRecipe {
+    pub fn new(flags: VisionFlags) -> Self {
+        Self { flags, cfg: None, pretrain_set: None, labeled: None }
+    }
+
+    /// The configuration, once [`Recipe::open`] has run.
+    pub fn config(&self) -> Result<&VisionConfig> {
+        self.cfg.as_ref().ok_or_else(|| VisionError::Invalid("the recipe has not opened its data yet".into()))
+    }
+
+    /// The pretraining images, once [`Recipe::open`] has run (for recipes built on this one).
+    pub fn pretraining_images(&self) -> Option<Arc<ImageSet>> {
+        self.pretrain_set.clone()
+    }
+
+    fn data_path(&self) -> PathBuf {
+        self.flags.data.clone().unwrap_or_else(|| ssl_core::run::workspace_path("datasets/fashion-mnist-slice"))
+    }
+
+    /// Modality flags on top of the method's defaults (the shared run options come after).
+    fn apply_flags(&self, cfg: &mut VisionConfig) {
+        let f = &self.flags;
+        if let (Some(w), EncoderConfig::Resnet(r)) = (f.width, &mut cfg.encoder) {
+            r.width = w;
+        }
+        if let Some(m) = f.max_test {
+            cfg.max_test = m;
+        }
+        if let Some(s) = f.finetune_steps {
+            cfg.protocol.finetune.steps = s;
+        }
+        if let Some(j) = f.color_jitter {
+            cfg.augment.color_jitter = j.max(0.0);
+        }
+    }
+}
+
+fn open_labeled(path: &Path, size: usize) -> Result<(ImageSet, ImageSet)> {
+    let o = data::open(path, size)?;
+    match (o.labeled, o.test) {
+        (Some(pair), _) => Ok(pair),
+        (None, Some(t)) if o.train.labels.is_some() && t.labels.is_some() => Ok((o.train, t)),
+        _ => Err(VisionError::Invalid(format!(
+            "{} has no labeled train/test splits: pass --labeled DIR (a folder with train/ and test/, one subfolder per class)",
+            path.display()
+        ))),
+    }
+}
+
+fn skipped_of<'a>(sets: impl IntoIterator<Item = &'a ImageSet>) -> SkippedInputs {
+    sets.into_iter().flat_map(|s| s.skipped.iter().cloned()).collect()
+}
+
+impl Recipe for VisionRecipe {
+    type Error = VisionError;
+
+    fn modality(&self) -> &'static str {
+        "vision"
+    }
+
+    fn method(&self) -> String {
+        self.flags.method.name().into()
+    }
+
+    fn flags(&self) -> serde_json::Value {
+        serde_json::to_value(&self.flags).unwrap_or_default()
+    }
+
+    fn resolved(&self) -> serde_json::Value {
+        serde_json::to_value(&self.cfg).unwrap_or_default()
+    }
+
+    fn validate(&self, plan: &RunPlan) -> Result<()> {
+        let f = &self.flags;
+        if let Some(fmt) = &f.data_format {
+            if !FORMATS.contains(&fmt.as_str()) {
+                return Err(VisionError::Invalid(format!(
+                    "--data-format {fmt} is not an image format this command reads (expected one of {})",
+                    FORMATS.join(", ")
+                )));
+            }
+        }
+        for (flag, p) in [("--data", &f.data), ("--labeled", &f.labeled)] {
+            if let Some(p) = p {
+                if !p.exists() {
+                    return Err(VisionError::Invalid(format!("{flag} {}: no such file or directory", p.display())));
+                }
+            }
+        }
+        if f.image_size == Some(0) || f.width.is_some_and(|w| w < 1) || f.max_images == Some(0) || f.max_test == Some(0)
+        {
+            return Err(VisionError::Invalid(
+                "--image-size, --width, --max-images and --max-test must be positive".into(),
+            ));
+        }
+        if let Mode::EvalOnly { run, .. } = &plan.mode {
+            RunRecord::read_for(run, "vision").map_err(|e| VisionError::Invalid(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    fn open(&mut self, plan: &RunPlan) -> Result<DataReport> {
+        let data_path = self.data_path();
+        if let Mode::EvalOnly { run, .. } = &plan.mode {
+            let record = RunRecord::read_for(run, "vision").map_err(|e| VisionError::Invalid(e.to_string()))?;
+            let mut cfg: VisionConfig = serde_json::from_value(record.config["resolved"].clone())
+                .map_err(|e| VisionError::Invalid(format!("{}: no vision configuration: {e}", run.display())))?;
+            plan.apply_protocol(&mut cfg.protocol);
+            self.apply_flags(&mut cfg);
+            let recorded = record.config["flags"]["data"].as_str().map(PathBuf::from);
+            let labeled_path = self.flags.labeled.clone().or(self.flags.data.clone()).or(recorded).unwrap_or(data_path);
+            let (train, test) = open_labeled(&labeled_path, cfg.image_size)?;
+            let report = DataReport {
+                summary: serde_json::json!({
+                    "evaluated_run": run.display().to_string(),
+                    "labeled": labeled_path.display().to_string(),
+                    "eval_train_images": train.len,
+                    "eval_test_images": test.len.min(cfg.max_test),
+                }),
+                skipped: skipped_of([&train, &test]),
+            };
+            self.labeled = Some((train, test));
+            self.cfg = Some(cfg);
+            return Ok(report);
+        }
+        // Open the labeled data first when it is separate: a bad --labeled fails before the
+        // (larger) pretraining set is decoded.
+        let separate = match &self.flags.labeled {
+            Some(dir) => Some(open_labeled(dir, self.flags.image_size.unwrap_or(0))?),
+            None => None,
+        };
+        let opened = data::open(&data_path, self.flags.image_size.unwrap_or(0))?;
+        let size = opened.train.height;
+        let mut pretrain_set = opened.train.clone();
+        if let Some(m) = self.flags.max_images {
+            pretrain_set.truncate(m);
+        }
+        let (eval_train, eval_test) = match separate {
+            Some((tr, te)) if tr.height == size => (tr, te),
+            Some(_) => open_labeled(self.flags.labeled.as_deref().unwrap_or(&data_path), size)?,
+            None => match (opened.train.labels.is_some(), opened.test, opened.labeled) {
+                (_, _, Some(pair)) => pair,
+                (true, Some(test), None) if test.labels.is_some() => (opened.train, test),
+                _ => {
+                    return Err(VisionError::Invalid(format!(
+                        "{} has no labeled train/test splits: pass --labeled DIR for the evaluation",
+                        data_path.display()
+                    )))
+                }
+            },
+        };
+        let mut cfg = VisionConfig::defaults(self.flags.method, pretrain_set.channels, size);
+        self.apply_flags(&mut cfg);
+        plan.apply_train(&mut cfg.train, pretrain_set.len);
+        plan.apply_protocol(&mut cfg.protocol);
+        let report = DataReport {
+            summary: serde_json::json!({
+                "pretrain": { "path": data_path.display().to_string(), "format": opened.format,
+                              "images": pretrain_set.len, "channels": pretrain_set.channels, "size": size },
+                "eval_train_images": eval_train.len,
+                "eval_test_images": eval_test.len.min(cfg.max_test),
+            }),
+            skipped: skipped_of([&pretrain_set, &eval_train, &eval_test]),
+        };
+        self.pretrain_set = Some(Arc::new(pretrain_set));
+        self.labeled = Some((eval_train, eval_test));
+        self.cfg = Some(cfg);
+        Ok(report)
+    }
+
+    fn describe(&self) -> String {
+        match (&self.cfg, &self.pretrain_set) {
+            (Some(c), Some(s)) => format!(
+                "pretraining {} on {} images ({}x{}x{}) for {} steps of {}",
+                c.method.name(),
+                s.len,
+                s.channels,
+                c.image_size,
+                c.image_size,
+                c.train.steps,
+                c.train.batch_size
+            ),
+            _ => "pretraining".into(),
+        }
+    }
+
+    fn pretrain(&mut self, ctx: &RunContext<'_>) -> Result<TrainSummary> {
+        let set = self.pretrain_set.clone().ok_or_else(|| VisionError::Invalid("no pretraining images".into()))?;
+        recipe::pretrain(self.config()?, set, &ctx.run_dir, ctx.device, ctx.plan.resume())
+    }
+
+    fn evaluation(&mut self, weights: &Path, _ctx: &RunContext<'_>) -> Result<EvalInputs<'_>> {
+        let cfg = self.config()?.clone();
+        let (train, test) = self.labeled.as_ref().ok_or_else(|| VisionError::Invalid("no labeled data".into()))?;
+        Ok(EvalInputs {
+            factory: Box::new(VisionFactory {
+                checkpoint: weights.to_path_buf(),
+                encoder: cfg.encoder.clone(),
+                finetune_augment: cfg.finetune_augment,
+            }),
+            train: recipe::labeled(train, usize::MAX)?,
+            test: recipe::labeled(test, cfg.max_test)?,
+            corruptions: crate::corruptions::standard(),
+        })
+    }
+
+    fn protocol(&self) -> ProtocolConfig {
+        self.cfg.as_ref().map(|c| c.protocol.clone()).unwrap_or_default()
+    }
+
+    fn notes(&self) -> Vec<String> {
+        let Some(cfg) = &self.cfg else { return Vec::new() };
+        let mut n = vec![];
+        if let EncoderConfig::Resnet(r) = &cfg.encoder {
+            n.push(format!(
+                "Encoder: CIFAR-style ResNet, width {}, blocks {:?}; downstream features are stage {} of {} (average-pooled to {}x{}): RotNet found middle blocks probe best.",
+                r.width,
+                r.blocks_per_stage,
+                r.feature_stage,
+                r.blocks_per_stage.len(),
+                r.feature_pool,
+                r.feature_pool
+            ));
+        } else {
+            n.push("Encoder: ViT; downstream features are the mean of the encoded patch tokens.".into());
+        }
+        n.push(format!(
+            "Fine-tuning: {} steps, batch {}, lr {}, same budget for pretrained and scratch; linear probe: {} full-batch steps.",
+            cfg.protocol.finetune.steps, cfg.protocol.finetune.batch_size, cfg.protocol.finetune.lr, cfg.protocol.probe.steps
+        ));
+        n
+    }
+}

@@ -1,0 +1,3 @@
+fn main() {
+    ssl_build::link_libtorch();
+}
