@@ -1,36 +1,20 @@
-//! Measurement helpers for `cargo xtask bench`: timed windows with median/min/max, the device's
-//! measured matrix-multiply peak (for MFU), and peak memory.
-use serde::{Deserialize, Serialize};
+//! The benchmark harness behind `ssl bench` and `cargo xtask bench`: a modality's model trained
+//! through the real [`Trainer`] for timed windows, with its data loader and with one pre-loaded
+//! batch every step; the device's measured matrix-multiply peak (for MFU); peak memory; and the
+//! typed record ([`ssl_records::bench::OursRun`]) the PyTorch reference under `bench/` is checked
+//! against. Each modality's `bench` module builds its model, data and fixed batch and returns a
+//! [`Measured`].
+use crate::error::{CoreError, Result};
+use crate::loader::DataSource;
+use crate::trainer::{read_metrics, Objective, TrainConfig, Trainer};
+use ssl_records::bench::{OursRun, PerSample, ReferenceCall};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
+use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
-/// Median, min and max of repeated measurements.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Spread {
-    pub median: f64,
-    pub min: f64,
-    pub max: f64,
-    pub n: usize,
-}
-
-impl Spread {
-    /// Summarise `values` (empty gives zeros).
-    ///
-    /// ```
-    /// let s = ssl_core::bench::Spread::of(&[3.0, 1.0, 2.0]);
-    /// assert_eq!((s.median, s.min, s.max, s.n), (2.0, 1.0, 3.0, 3));
-    /// ```
-    pub fn of(values: &[f64]) -> Self {
-        if values.is_empty() {
-            return Self { median: 0.0, min: 0.0, max: 0.0, n: 0 };
-        }
-        let mut v = values.to_vec();
-        v.sort_by(f64::total_cmp);
-        let m = v.len() / 2;
-        let median = if v.len() % 2 == 1 { v[m] } else { 0.5 * (v[m - 1] + v[m]) };
-        Self { median, min: v[0], max: v[v.len() - 1], n: v.len() }
-    }
-}
+pub use ssl_records::bench::Spread;
 
 /// Wait for queued device work (CUDA); a no-op on the CPU.
 pub fn synchronize(device: Device) {
@@ -83,4 +67,214 @@ pub fn conv2d_flops(cin: i64, cout: i64, k: i64, out_h: i64, out_w: i64) -> f64 
 /// ```
 pub fn transformer_layer_flops(tokens: f64, dim: f64, ffn: f64) -> f64 {
     2.0 * tokens * (4.0 * dim * dim + 2.0 * dim * ffn) + 2.0 * 2.0 * tokens * tokens * dim
+}
+
+/// What a benchmark run is asked for.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Where the JSON results and the reference artefacts go.
+    pub out: PathBuf,
+    /// A short run for smoke tests (smaller batches too).
+    pub quick: bool,
+    /// Model preset (text: tiny or mini; speech: tiny; vision: ignored).
+    pub preset: String,
+    /// ResNet width (vision).
+    pub width: Option<i64>,
+    /// Batch size (default: the modality's).
+    pub batch_size: Option<usize>,
+    /// Steps per timed window (default 10, 2 with `quick`).
+    pub window_steps: Option<u64>,
+    /// Timed windows after the warm-up window (default 5, 2 with `quick`).
+    pub windows: Option<u64>,
+}
+
+/// The timed windows: `windows` windows of `steps` steps after one warm-up window.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    pub steps: u64,
+    pub windows: u64,
+}
+
+impl Timing {
+    /// Make `train` run exactly the timed windows with `batch_size`, logging once per window.
+    pub fn apply(&self, train: &mut TrainConfig, batch_size: usize) {
+        train.batch_size = batch_size;
+        train.steps = self.steps * (self.windows + 1);
+        train.log_every = self.steps;
+        train.checkpoint_every = 0;
+        train.progress = false;
+    }
+}
+
+/// Everything a modality's measurement shares.
+pub struct BenchContext {
+    pub options: BenchOptions,
+    pub device: Device,
+    pub timing: Timing,
+}
+
+impl BenchContext {
+    pub fn new(options: BenchOptions, device: Device) -> Self {
+        let (steps, windows) = if options.quick { (2, 2) } else { (10, 5) };
+        let timing = Timing {
+            steps: options.window_steps.unwrap_or(steps).max(1),
+            windows: options.windows.unwrap_or(windows).max(1),
+        };
+        Self { options, device, timing }
+    }
+
+    /// Where artefact `what` (`init`, `batch`) of model `name` goes.
+    pub fn artefact(&self, name: &str, what: &str) -> PathBuf {
+        self.options.out.join(format!("{name}_{what}.safetensors"))
+    }
+}
+
+/// A batch that can be handed out again every step.
+pub trait FixedBatch: Send + 'static {
+    /// A copy with its own storage, made in the loader thread as `collate` makes a batch (a
+    /// memory copy is all that is left of the loader's work). Shallow clones of one batch are
+    /// not what training sees.
+    fn fresh_copy(&self) -> Self;
+}
+
+impl FixedBatch for Tensor {
+    fn fresh_copy(&self) -> Self {
+        self.copy()
+    }
+}
+
+/// The same collated batch every step (copied from memory, not decoded, augmented or masked),
+/// isolating the loader's overhead.
+struct Preloaded<B>(Mutex<B>);
+
+impl<B: FixedBatch> DataSource for Preloaded<B> {
+    type Item = ();
+    type Batch = B;
+    fn len(&self) -> usize {
+        1 << 20
+    }
+    fn get(&self, _: usize, _: &mut rand_chacha::ChaCha8Rng) -> std::result::Result<(), String> {
+        Ok(())
+    }
+    fn collate(&self, _: Vec<()>, _: &mut rand_chacha::ChaCha8Rng) -> B {
+        self.0.lock().map(|b| b.fresh_copy()).unwrap_or_else(|e| e.into_inner().fresh_copy())
+    }
+}
+
+/// Train through the real `Trainer` and return samples/s over the timed windows.
+fn windows<O, S>(train: &TrainConfig, dir: &Path, objective: &mut O, source: Arc<S>, device: Device) -> Result<Spread>
+where
+    O: Objective,
+    S: DataSource<Batch = O::Batch>,
+{
+    Trainer::new(train.clone(), dir, device).fit(objective, source, false)?;
+    // The first logging window includes warm-up (allocator, kernels, first batches): dropped.
+    let sps: Vec<f64> = read_metrics(dir).iter().skip(1).map(|m| m.samples_per_s).collect();
+    Ok(Spread::of(&sps))
+}
+
+/// Samples/s with the data loader, then with `fixed` every step, each on a fresh objective.
+pub fn loader_and_preloaded<O, S>(
+    train: &TrainConfig,
+    mut objective: impl FnMut() -> Result<O>,
+    source: Arc<S>,
+    fixed: &O::Batch,
+    device: Device,
+) -> Result<(Spread, Spread)>
+where
+    O: Objective,
+    O::Batch: FixedBatch,
+    S: DataSource<Batch = O::Batch>,
+{
+    let tmp = tempfile::tempdir().map_err(|e| CoreError::io(std::env::temp_dir(), e))?;
+    let loader = windows(train, &tmp.path().join("loader"), &mut objective()?, source, device)?;
+    let preloaded = Arc::new(Preloaded(Mutex::new(fixed.fresh_copy())));
+    let pre = windows(train, &tmp.path().join("preloaded"), &mut objective()?, preloaded, device)?;
+    Ok((loader, pre))
+}
+
+/// Write the variables of `vs` sorted by name to `path`; returns the trainable parameter count.
+pub fn write_init(vs: &VarStore, path: &Path) -> Result<i64> {
+    let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    named.sort_by(|x, y| x.0.cmp(&y.0));
+    Tensor::write_safetensors(&named, path)?;
+    Ok(named.iter().filter(|(_, t)| t.requires_grad()).map(|(_, t)| t.numel() as i64).sum())
+}
+
+/// The reference flags that repeat our optimizer settings.
+pub fn optimizer_flags(train: &TrainConfig) -> Vec<String> {
+    let mut flags = vec![
+        "--lr".to_string(),
+        train.lr.to_string(),
+        "--weight-decay".into(),
+        train.optimizer.weight_decay.to_string(),
+        "--clip".into(),
+        train.clip_norm.to_string(),
+    ];
+    if let crate::optim::OptimizerKind::AdamW { beta1, beta2, eps } = train.optimizer.kind {
+        flags.extend(["--betas".into(), format!("{beta1},{beta2}"), "--eps".into(), eps.to_string()]);
+    }
+    flags
+}
+
+/// What one modality measured.
+pub struct Measured {
+    /// File prefix and key in bench.json (`text_mini`).
+    pub name: String,
+    pub modality: &'static str,
+    pub preset: String,
+    /// A one-line description of the model and its input.
+    pub model: String,
+    pub batch_size: usize,
+    /// Samples per optimizer step (what samples/s counts).
+    pub samples_per_step: usize,
+    pub sample_unit: &'static str,
+    /// A second throughput unit and how many of it one sample holds (tokens, audio seconds).
+    pub per_sample: Option<(&'static str, f64)>,
+    pub parameters: i64,
+    pub first_step_loss: f64,
+    /// Analytic training FLOPs per sample (3x forward).
+    pub flops_per_sample: f64,
+    pub loader: Spread,
+    pub preloaded: Spread,
+    /// The reference script (relative to the workspace root) and its model and optimizer flags.
+    pub script: &'static str,
+    pub script_args: Vec<String>,
+    /// Modality-specific details.
+    pub details: serde_json::Value,
+}
+
+impl Measured {
+    /// The record `cargo xtask bench` reads, with the machine's peak and memory measured now.
+    pub fn record(self, ctx: &BenchContext) -> OursRun {
+        let peak = matmul_peak(ctx.device, if ctx.options.quick { 512 } else { 2048 }, 5);
+        OursRun {
+            reference: ReferenceCall {
+                script: self.script.to_owned(),
+                args: self.script_args,
+                init: ctx.artefact(&self.name, "init"),
+                batch: ctx.artefact(&self.name, "batch"),
+            },
+            name: self.name,
+            modality: self.modality.to_owned(),
+            preset: self.preset,
+            model: self.model,
+            details: self.details,
+            batch_size: self.batch_size,
+            samples_per_step: self.samples_per_step,
+            sample_unit: self.sample_unit.to_owned(),
+            per_sample: self.per_sample.map(|(unit, count)| PerSample { unit: unit.to_owned(), count }),
+            parameters: self.parameters,
+            first_step_loss: self.first_step_loss,
+            flops_per_sample: self.flops_per_sample,
+            peak_flops: peak,
+            device: format!("{:?}", ctx.device),
+            threads: tch::get_num_threads(),
+            ours_loader_samples_per_s: self.loader,
+            ours_preloaded_samples_per_s: self.preloaded,
+            peak_rss_bytes: peak_rss_bytes(),
+            windows: ctx.timing.windows,
+            window_steps: ctx.timing.steps,
+        }
+    }
 }

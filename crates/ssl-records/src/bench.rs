@@ -25,6 +25,25 @@ pub struct Spread {
     pub n: usize,
 }
 
+impl Spread {
+    /// Summarise `values` (empty gives zeros).
+    ///
+    /// ```
+    /// let s = ssl_records::bench::Spread::of(&[3.0, 1.0, 2.0]);
+    /// assert_eq!((s.median, s.min, s.max, s.n), (2.0, 1.0, 3.0, 3));
+    /// ```
+    pub fn of(values: &[f64]) -> Self {
+        if values.is_empty() {
+            return Self { median: 0.0, min: 0.0, max: 0.0, n: 0 };
+        }
+        let mut v = values.to_vec();
+        v.sort_by(f64::total_cmp);
+        let m = v.len() / 2;
+        let median = if v.len() % 2 == 1 { v[m] } else { 0.5 * (v[m - 1] + v[m]) };
+        Self { median, min: v[0], max: v[v.len() - 1], n: v.len() }
+    }
+}
+
 /// A second throughput unit and how many of it one sample holds (`tokens`, 128.0).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PerSample {

@@ -40,6 +40,7 @@
 //! // Cross-entropy over 512 random codes starts near ln(512).
 //! assert!((out.loss.double_value(&[]) - 512f64.ln()).abs() < 1.5);
 //! ```
+pub mod bench;
 pub mod best_rq;
 pub mod contrastive;
 pub mod corruption;

@@ -39,6 +39,7 @@
 //! assert_eq!(logits.size(), [seqs.len() as i64, masker.slots() as i64, cfg.vocab_size]);
 //! ```
 
+pub mod bench;
 pub mod corpus;
 pub mod corruption;
 pub mod dataset;

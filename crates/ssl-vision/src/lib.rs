@@ -19,6 +19,7 @@
 //! ```
 
 pub mod augment;
+pub mod bench;
 pub mod corruptions;
 pub mod data;
 pub mod encoder;

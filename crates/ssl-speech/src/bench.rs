@@ -1,17 +1,17 @@
 //! `ssl bench speech`: the wav2vec2-shaped encoder on 2-second crops with the default `best-rq`
-//! objective, against `bench/speech_bestrq.py`.
-use super::{loader_and_preloaded, optimizer_flags, write_init, Context, FixedBatch, Measured};
-use anyhow::{Context as _, Result};
+//! objective, against `bench/speech_bestrq.py` (the harness is [`ssl_core::bench`]).
+use crate::dataset::{AudioCorpus, CropSource, SpeechBatch};
+use crate::error::{Result, SpeechError};
+use crate::features::{mel_filterbank, normalize_frames, LogMel, N_FFT, N_MELS};
+use crate::model::frame_validity;
+use crate::objective::{Method, SpeechObjective};
+use crate::pretrain::SpeechConfig;
+use crate::quantizer::RandomProjectionQuantizer;
+use crate::wav::SAMPLE_RATE;
 use rand_chacha::rand_core::SeedableRng;
+use ssl_core::bench::{loader_and_preloaded, optimizer_flags, write_init, BenchContext, FixedBatch, Measured};
 use ssl_core::loader::DataSource;
 use ssl_core::trainer::Objective;
-use ssl_speech::dataset::{AudioCorpus, CropSource, SpeechBatch};
-use ssl_speech::features::{mel_filterbank, normalize_frames, LogMel, N_FFT, N_MELS};
-use ssl_speech::model::frame_validity;
-use ssl_speech::objective::{Method, SpeechObjective};
-use ssl_speech::pretrain::SpeechConfig;
-use ssl_speech::quantizer::RandomProjectionQuantizer;
-use ssl_speech::wav::SAMPLE_RATE;
 use std::sync::Arc;
 use tch::Tensor;
 
@@ -39,21 +39,26 @@ fn csv(values: &[i64]) -> String {
     values.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(",")
 }
 
-pub(crate) fn measure(ctx: &Context) -> Result<Measured> {
-    let (a, device) = (&ctx.args, ctx.device);
+/// Measure the speech preset's training throughput and write the reference artefacts.
+pub fn measure(ctx: &BenchContext) -> Result<Measured> {
+    let (a, device) = (&ctx.options, ctx.device);
     let mut cfg = SpeechConfig::preset(&a.preset)?;
-    anyhow::ensure!(cfg.objective.method == Method::BestRq, "the speech benchmark measures best-rq");
+    if cfg.objective.method != Method::BestRq {
+        return Err(SpeechError::InvalidArgument("the speech benchmark measures best-rq".into()));
+    }
     let batch_size = a.batch_size.unwrap_or(if a.quick { 4 } else { cfg.train.batch_size });
     ctx.timing.apply(&mut cfg.train, batch_size);
     let crop = (cfg.crop_seconds * SAMPLE_RATE as f64).round() as usize;
     let mut clips = Vec::new();
     for rel in ["datasets/speech/unlabeled", "datasets/speech/digits/train"] {
         let dir = ssl_core::run::workspace_path(rel);
-        let corpus = AudioCorpus::load_dir(&dir, &cfg.model).with_context(|| format!("reading {}", dir.display()))?;
+        let corpus = AudioCorpus::load_dir(&dir, &cfg.model)?;
         clips.extend(corpus.clips);
     }
     let corpus = AudioCorpus { clips: tracks(clips, 2 * crop), skipped: Vec::new() };
-    anyhow::ensure!(corpus.clips.len() >= batch_size, "the embedded clips join into fewer tracks than one batch");
+    if corpus.clips.len() < batch_size {
+        return Err(SpeechError::InvalidArgument("the embedded clips join into fewer tracks than one batch".into()));
+    }
     let source = CropSource::new(corpus, cfg.crop_seconds, cfg.masking, cfg.model.clone())?;
 
     // Reference artefacts: initial weights, one batch (crops, span mask), the frozen target makers
@@ -66,8 +71,8 @@ pub(crate) fn measure(ctx: &Context) -> Result<Measured> {
     let mut objective = objective_of();
     let parameters = write_init(objective.var_store(), &ctx.artefact(&name, "init"))?;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
-    let items = (0..batch_size).map(|i| source.get(i, &mut rng)).collect::<Result<Vec<_>, _>>();
-    let batch = source.collate(items.map_err(anyhow::Error::msg)?, &mut rng);
+    let items = (0..batch_size).map(|i| source.get(i, &mut rng)).collect::<std::result::Result<Vec<_>, _>>();
+    let batch = source.collate(items.map_err(SpeechError::InvalidArgument)?, &mut rng);
     let o = &cfg.objective;
     let rq = RandomProjectionQuantizer::new(N_MELS, o.code_dim, o.codebook_size, o.quantizer_seed, device);
     let waves = batch.waves.to_device(device);
@@ -130,7 +135,7 @@ pub(crate) fn measure(ctx: &Context) -> Result<Measured> {
         per_sample: Some(("audio seconds", cfg.crop_seconds)),
         parameters,
         first_step_loss,
-        flops_per_sample: 3.0 * ssl_speech::flops::forward_flops(m, crop as i64, o.codebook_size),
+        flops_per_sample: 3.0 * crate::flops::forward_flops(m, crop as i64, o.codebook_size),
         loader,
         preloaded,
         script: "bench/speech_bestrq.py",

@@ -1,25 +1,28 @@
-//! `ssl bench vision`: the rotation ResNet on 28x28 grey images, against `bench/vision_rotation.py`.
-use super::{loader_and_preloaded, write_init, Context, Measured};
-use anyhow::{Context as _, Result};
+//! `ssl bench vision`: the rotation ResNet on 28x28 grey images, against `bench/vision_rotation.py`
+//! (the harness is [`ssl_core::bench`]).
+use crate::encoder::EncoderConfig;
+use crate::error::{Result, VisionError};
+use crate::recipe::{Method, VisionConfig};
+use crate::rotation::RotationTask;
+use crate::source::ImageSource;
+use ssl_core::bench::{loader_and_preloaded, write_init, BenchContext, Measured};
 use ssl_core::trainer::Objective;
-use ssl_vision::encoder::EncoderConfig;
-use ssl_vision::recipe::{Method, VisionConfig};
-use ssl_vision::rotation::RotationTask;
-use ssl_vision::source::ImageSource;
 use std::sync::Arc;
 use tch::{Kind, Tensor};
 
-pub(crate) fn measure(ctx: &Context) -> Result<Measured> {
-    let (a, device) = (&ctx.args, ctx.device);
+/// Measure the rotation ResNet's training throughput and write the reference artefacts.
+pub fn measure(ctx: &BenchContext) -> Result<Measured> {
+    let (a, device) = (&ctx.options, ctx.device);
     let batch_size = a.batch_size.unwrap_or(64);
-    let data = ssl_vision::data::open(&ssl_core::run::workspace_path("datasets/fashion-mnist-slice"), 28)
-        .context("opening the embedded images")?;
+    let data = crate::data::open(&ssl_core::run::workspace_path("datasets/fashion-mnist-slice"), 28)?;
     let mut cfg = VisionConfig::defaults(Method::Rotation, 1, 28);
     if let (Some(w), EncoderConfig::Resnet(r)) = (a.width, &mut cfg.encoder) {
         r.width = w;
     }
     ctx.timing.apply(&mut cfg.train, batch_size);
-    let EncoderConfig::Resnet(resnet) = cfg.encoder.clone() else { unreachable!("rotation defaults to a ResNet") };
+    let EncoderConfig::Resnet(resnet) = cfg.encoder.clone() else {
+        return Err(VisionError::Invalid("rotation defaults to a ResNet".into()));
+    };
 
     // Reference artefacts: initial weights, a fixed batch, our first-step loss on it.
     let name = "vision".to_string();
@@ -49,7 +52,7 @@ pub(crate) fn measure(ctx: &Context) -> Result<Measured> {
         per_sample: None,
         parameters,
         first_step_loss,
-        flops_per_sample: 3.0 * ssl_vision::flops::resnet_forward_flops(&resnet, 28, 4),
+        flops_per_sample: 3.0 * crate::flops::resnet_forward_flops(&resnet, 28, 4),
         loader,
         preloaded,
         script: "bench/vision_rotation.py",

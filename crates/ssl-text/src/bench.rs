@@ -1,12 +1,13 @@
 //! `ssl bench text`: the BERT presets at 128 tokens with the MLM objective of our recipe
-//! (Cramming: 25% masking, masked-only head, clip 0.5), against `bench/text_mlm.py`.
-use super::{loader_and_preloaded, optimizer_flags, write_init, Context, FixedBatch, Measured};
-use anyhow::{Context as _, Result};
+//! (Cramming: 25% masking, masked-only head, clip 0.5), against `bench/text_mlm.py` (the harness
+//! is [`ssl_core::bench`]).
+use crate::dataset::{collate_masked, MlmBatch, MlmDataset};
+use crate::objective::MlmObjective;
+use crate::pipeline::{self, TextConfig};
+use crate::{Result, TextError};
 use rand_chacha::rand_core::SeedableRng;
+use ssl_core::bench::{loader_and_preloaded, optimizer_flags, write_init, BenchContext, FixedBatch, Measured};
 use ssl_core::trainer::Objective;
-use ssl_text::dataset::{collate_masked, MlmBatch, MlmDataset};
-use ssl_text::objective::MlmObjective;
-use ssl_text::pipeline::{self, TextConfig};
 use std::sync::Arc;
 use tch::Tensor;
 
@@ -24,29 +25,31 @@ impl FixedBatch for MlmBatch {
     }
 }
 
-pub(crate) fn measure(ctx: &Context) -> Result<Measured> {
-    let (a, device) = (&ctx.args, ctx.device);
+/// Measure the BERT preset's training throughput and write the reference artefacts.
+pub fn measure(ctx: &BenchContext) -> Result<Measured> {
+    let (a, device) = (&ctx.options, ctx.device);
     let mut cfg = TextConfig::cramming(&a.preset)?;
     cfg.max_len = MAX_LEN;
     let batch_size = a.batch_size.unwrap_or(if a.quick { 8 } else { cfg.train.batch_size });
     ctx.timing.apply(&mut cfg.train, batch_size);
-    let work = tempfile::tempdir()?;
+    let work = tempfile::tempdir().map_err(|e| TextError::io(std::env::temp_dir(), e))?;
     let data =
-        pipeline::prepare(&[ssl_core::run::workspace_path("datasets/text/corpus")], None, &cfg, work.path(), false)
-            .context("tokenizing and packing the embedded corpus")?;
-    anyhow::ensure!(data.train_indices.len() >= batch_size, "the embedded corpus packs into fewer than one batch");
+        pipeline::prepare(&[ssl_core::run::workspace_path("datasets/text/corpus")], None, &cfg, work.path(), false)?;
+    if data.train_indices.len() < batch_size {
+        return Err(TextError::InvalidArgument("the embedded corpus packs into fewer than one batch".into()));
+    }
     let model = data.model_config(&cfg);
     let masker = data.masker(&cfg)?;
 
     // Reference artefacts: initial weights, one masked batch, our first-step loss on it.
     let name = format!("text_{}", a.preset);
-    let objective_of = || -> Result<MlmObjective> {
+    let objective_of = || -> ssl_core::Result<MlmObjective> {
         let _rng = ssl_core::rng::torch_rng(0);
-        Ok(MlmObjective::new(&model, device)?)
+        MlmObjective::new(&model, device).map_err(|e| ssl_core::CoreError::InvalidArgument(e.to_string()))
     };
     let mut objective = objective_of()?;
     let parameters = write_init(&objective.vs, &ctx.artefact(&name, "init"))?;
-    let seqs = data.train_indices[..batch_size].iter().map(|&i| data.packed.get(i)).collect::<Result<Vec<_>, _>>()?;
+    let seqs = data.train_indices[..batch_size].iter().map(|&i| data.packed.get(i)).collect::<Result<Vec<_>>>()?;
     let batch = collate_masked(&masker, &seqs, &mut rand_chacha::ChaCha8Rng::seed_from_u64(0));
     Tensor::write_safetensors(
         &[
@@ -102,7 +105,7 @@ pub(crate) fn measure(ctx: &Context) -> Result<Measured> {
         per_sample: Some(("tokens", MAX_LEN as f64)),
         parameters,
         first_step_loss,
-        flops_per_sample: 3.0 * ssl_text::flops::mlm_forward_flops(&model, MAX_LEN as i64, slots),
+        flops_per_sample: 3.0 * crate::flops::mlm_forward_flops(&model, MAX_LEN as i64, slots),
         loader,
         preloaded,
         script: "bench/text_mlm.py",
