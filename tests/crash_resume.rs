@@ -45,3 +45,50 @@ fn sigkill_during_training_then_resume_matches_an_uninterrupted_run() {
         assert_eq!(losses(dir.path()), want, "killed after the checkpoint of step {done_before:?}");
     }
 }
+
+/// Damage the newest checkpoint of a finished-at-`stop` run in `damage`'s way, resume, and compare.
+fn resume_past_damage(damage: impl Fn(&Path)) {
+    let reference = tempfile::tempdir().unwrap();
+    run(reference.path(), false);
+    let want = losses(reference.path());
+    let dir = tempfile::tempdir().unwrap();
+    let mut child =
+        Command::new(env!("CARGO_BIN_EXE_toy_train")).arg(dir.path()).arg(STEPS.to_string()).spawn().unwrap();
+    let start = Instant::now();
+    while ssl_core::checkpoint::list(dir.path()).len() < 2 && start.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    child.kill().unwrap();
+    let _ = child.wait();
+    let all = ssl_core::checkpoint::list(dir.path());
+    assert!(all.len() >= 2, "two checkpoints are kept");
+    let newest = all.last().unwrap().clone();
+    damage(&newest);
+    let out = Command::new(env!("CARGO_BIN_EXE_toy_train"))
+        .arg(dir.path())
+        .arg(STEPS.to_string())
+        .arg("--resume")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("cannot resume from") && stderr.contains(&newest.display().to_string()),
+        "the warning names the damaged checkpoint: {stderr}"
+    );
+    assert_eq!(losses(dir.path()), want, "resumed from the older checkpoint, the run ends as if never stopped");
+}
+
+#[test]
+fn a_truncated_newest_checkpoint_falls_back_to_the_older_one() {
+    resume_past_damage(|ckpt| {
+        let model = ckpt.join("model.safetensors");
+        let len = std::fs::metadata(&model).unwrap().len();
+        std::fs::OpenOptions::new().write(true).open(&model).unwrap().set_len(len / 2).unwrap();
+    });
+}
+
+#[test]
+fn an_unparsable_newest_state_falls_back_to_the_older_one() {
+    resume_past_damage(|ckpt| std::fs::write(ckpt.join("state.json"), "{ not json").unwrap());
+}

@@ -63,7 +63,8 @@ pub fn conv2d_flops(cin: i64, cout: i64, k: i64, out_h: i64, out_w: i64) -> f64 
 /// left out).
 ///
 /// ```
-/// assert_eq!(ssl_core::bench::transformer_layer_flops(4.0, 2.0, 3.0), 128.0 + 128.0);
+/// // 2·4·(4·2² + 2·2·3) projections and feed-forward, plus 2·2·4²·2 attention.
+/// assert_eq!(ssl_core::bench::transformer_layer_flops(4.0, 2.0, 3.0), 224.0 + 128.0);
 /// ```
 pub fn transformer_layer_flops(tokens: f64, dim: f64, ffn: f64) -> f64 {
     2.0 * tokens * (4.0 * dim * dim + 2.0 * dim * ffn) + 2.0 * 2.0 * tokens * tokens * dim

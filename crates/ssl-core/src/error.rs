@@ -25,6 +25,12 @@ pub enum CoreError {
     /// Too many non-finite losses or gradients in a row.
     #[error("training diverged: {count} non-finite steps in a row (last at step {step}); lower the learning rate or check the input data")]
     Diverged { count: u32, step: u64 },
+    /// SIGINT or SIGTERM stopped the run at a safe point.
+    #[error("interrupted at step {step}: checkpoint {checkpoint} saved; continue with --out {run_dir} --resume")]
+    Interrupted { step: u64, checkpoint: String, run_dir: String },
+    /// SIGINT or SIGTERM stopped the evaluation (nothing to resume: run --eval-only again).
+    #[error("interrupted during the evaluation; the pretrained run is complete: evaluate it again with --eval-only --checkpoint RUN_DIR")]
+    InterruptedEvaluation,
     /// The data loader failed.
     #[error("data loader: {0}")]
     Loader(String),

@@ -13,6 +13,7 @@
 //! - [`losses`]: masked cross-entropy, masked reconstruction, InfoNCE, codebook diversity.
 //! - [`rng`]: every random choice derived by name from the run seed; exclusive, seeded use of
 //!   LibTorch's global generator.
+//! - [`interrupt`]: SIGINT/SIGTERM stop a run at a safe point, with a checkpoint.
 //! - [`sinks`]: `metrics.jsonl` and TensorBoard event files.
 //! - [`checkpoint`]: atomic safetensors checkpoints with exact resume.
 //! - [`run`]: the one run pipeline every modality plugs into through [`run::Recipe`]: options
@@ -37,6 +38,7 @@ pub mod checkpoint;
 pub mod device;
 pub mod error;
 pub mod eval;
+pub mod interrupt;
 pub mod kernels;
 pub mod loader;
 pub mod losses;

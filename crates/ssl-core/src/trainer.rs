@@ -248,18 +248,39 @@ impl Trainer {
         };
         let mut resumed_from = None;
         if resume {
-            if let Some(ckpt) = checkpoint::latest(&self.run_dir) {
-                let saved = checkpoint::read_state(&ckpt)?;
-                if saved.config != stored_config {
-                    return Err(CoreError::CheckpointMismatch(format!(
-                        "{} was written with another configuration:\n  saved: {}\n  now:   {}",
-                        ckpt.display(),
-                        saved.config,
-                        stored_config
-                    )));
+            // The newest checkpoint that loads; a damaged one (a truncated file, a state.json that
+            // does not parse) is named in a warning and the next older one is tried. A checkpoint
+            // of another configuration is an error, not something to skip.
+            let mut damaged = Vec::new();
+            for ckpt in checkpoint::list(&self.run_dir).into_iter().rev() {
+                if let Ok(saved) = checkpoint::read_state(&ckpt) {
+                    if saved.config != stored_config {
+                        return Err(CoreError::CheckpointMismatch(format!(
+                            "{} was written with another configuration:\n  saved: {}\n  now:   {}",
+                            ckpt.display(),
+                            saved.config,
+                            stored_config
+                        )));
+                    }
                 }
-                state = checkpoint::load(&ckpt, objective.var_store(), &mut optimizer)?;
-                resumed_from = Some(state.step);
+                match checkpoint::load(&ckpt, objective.var_store(), &mut optimizer) {
+                    Ok(s) => {
+                        state = s;
+                        resumed_from = Some(state.step);
+                        break;
+                    }
+                    Err(e) => {
+                        eprintln!("warning: cannot resume from {}: {e}; trying an older checkpoint", ckpt.display());
+                        damaged.push(format!("{}: {e}", ckpt.display()));
+                    }
+                }
+            }
+            if resumed_from.is_none() && !damaged.is_empty() {
+                return Err(CoreError::CheckpointMismatch(format!(
+                    "no checkpoint of {} can be resumed:\n  {}",
+                    self.run_dir.display(),
+                    damaged.join("\n  ")
+                )));
             }
         }
         let mut sinks = MetricSinks::open(&self.run_dir, state.step)?;
@@ -351,11 +372,20 @@ impl Trainer {
                 bar.update(state.step, &format!("loss {loss_v:.4} lr {lr:.2e} {sps:.0} samples/s"));
             }
             bar.tick(state.step);
-            if (cfg.checkpoint_every > 0 && state.step.is_multiple_of(cfg.checkpoint_every)) || is_last {
+            let interrupted = crate::interrupt::requested() && !is_last;
+            if (cfg.checkpoint_every > 0 && state.step.is_multiple_of(cfg.checkpoint_every)) || is_last || interrupted {
                 let mut s = state.clone();
                 s.elapsed_secs += start.elapsed().as_secs_f64();
                 last_ckpt =
                     Some(checkpoint::save(&self.run_dir, objective.var_store(), &optimizer, &s, cfg.keep_checkpoints)?);
+            }
+            if interrupted {
+                bar.finish();
+                return Err(CoreError::Interrupted {
+                    step: state.step,
+                    checkpoint: last_ckpt.map(|p| p.display().to_string()).unwrap_or_default(),
+                    run_dir: self.run_dir.display().to_string(),
+                });
             }
         }
         bar.finish();

@@ -211,6 +211,9 @@ pub fn evaluate(
             None
         };
         for &k in &cfg.labels_per_class {
+            if crate::interrupt::requested() {
+                return Err(CoreError::InterruptedEvaluation);
+            }
             done += 1;
             bar.update(done, &format!("{k} labels/class, seed {seed}"));
             let idx = &subsets_of[&(k, seed)];

@@ -5,7 +5,9 @@
 //! [`execute`] runs the same life cycle for all of them:
 //!
 //! 1. validate the plan and the recipe's own flags and paths (before anything is read);
-//! 2. open the data and apply the plan to the typed configuration;
+//! 2. lock the run directory (a second run on it is refused), catch SIGINT/SIGTERM (the trainer
+//!    then stops at the next step with a checkpoint), open the data and apply the plan to the
+//!    typed configuration;
 //! 3. write `config.json` (one schema: [`ssl_records::run::RunRecord`]);
 //! 4. pretrain with the shared trainer (skipped by `--eval-only`);
 //! 5. run the evaluation protocol against scratch and the raw baseline, under corruptions;
@@ -23,6 +25,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod lock;
 pub mod options;
 pub mod plan;
 pub mod recipe;
@@ -44,9 +47,13 @@ pub const REPORT_SCHEMA_VERSION: u32 = 2;
 pub fn execute<R: Recipe>(recipe: &mut R, plan: &RunPlan) -> std::result::Result<Report, R::Error> {
     recipe.validate(plan)?;
     plan.apply_threads();
-    let data = recipe.open(plan)?;
     let run_dir = plan.run_dir.clone();
     std::fs::create_dir_all(&run_dir).map_err(|e| CoreError::io(&run_dir, e))?;
+    // Before anything is read or written: a recipe may write into the run directory as it
+    // opens its data (text packs its corpus there).
+    let _lock = lock::RunLock::acquire(&run_dir)?;
+    crate::interrupt::install().map_err(|e| CoreError::io("signal handlers", e))?;
+    let data = recipe.open(plan)?;
     let record = RunRecord {
         schema_version: SCHEMA_VERSION,
         modality: recipe.modality().into(),
