@@ -12,7 +12,7 @@
 //! let summary = Trainer::new(cfg, dir.path(), tch::Device::Cpu)
 //!     .fit(&mut objective, std::sync::Arc::new(ToySource::new(256, 4)), false)
 //!     .unwrap();
-//! assert!(summary.final_loss < summary.losses[0].1);
+//! assert!(summary.report.final_loss < summary.losses[0].1);
 //! ```
 use crate::error::Result;
 use crate::eval::Encoder;

@@ -147,35 +147,13 @@ impl TrainConfig {
 /// What a finished (or resumed-and-finished) run reports.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TrainSummary {
-    pub steps: u64,
-    pub resumed_from: Option<u64>,
+    /// What `report.json` shows: steps, resumption, final loss, wall and CPU seconds (user +
+    /// system, all threads, where the OS reports it), throughput, skipped steps and inputs.
+    #[serde(flatten)]
+    pub report: ssl_records::summary::PretrainingSummary,
     /// `(step, loss)` of every step run in this process.
     pub losses: Vec<(u64, f64)>,
-    pub final_loss: f64,
-    pub wall_secs: f64,
-    /// CPU seconds (user + system, all threads) this process spent in `fit`, where the OS reports
-    /// it (Linux); 0 elsewhere.
-    pub cpu_secs: f64,
-    pub samples_per_s: f64,
-    pub nonfinite_steps: u64,
-    pub skipped_inputs: u64,
     pub checkpoint: Option<PathBuf>,
-}
-
-impl TrainSummary {
-    /// The summary as `report.json` shows it.
-    pub fn report(&self) -> ssl_records::summary::PretrainingSummary {
-        ssl_records::summary::PretrainingSummary {
-            steps: self.steps,
-            resumed_from: self.resumed_from,
-            final_loss: self.final_loss,
-            wall_secs: self.wall_secs,
-            cpu_secs: self.cpu_secs,
-            samples_per_s: self.samples_per_s,
-            nonfinite_steps: self.nonfinite_steps,
-            skipped_inputs: self.skipped_inputs,
-        }
-    }
 }
 
 /// One line of `metrics.jsonl`.
@@ -392,14 +370,16 @@ impl Trainer {
         let wall = start.elapsed().as_secs_f64();
         let ran = losses.len() as f64 * (cfg.batch_size * cfg.grad_accum) as f64;
         Ok(TrainSummary {
-            steps: state.step,
-            resumed_from,
-            final_loss: last_loss,
-            wall_secs: wall,
-            cpu_secs: process_cpu_secs() - cpu_start,
-            samples_per_s: if wall > 0.0 { ran / wall } else { 0.0 },
-            nonfinite_steps: state.nonfinite_steps,
-            skipped_inputs: state.skipped_inputs,
+            report: ssl_records::summary::PretrainingSummary {
+                steps: state.step,
+                resumed_from,
+                final_loss: last_loss,
+                wall_secs: wall,
+                cpu_secs: process_cpu_secs() - cpu_start,
+                samples_per_s: if wall > 0.0 { ran / wall } else { 0.0 },
+                nonfinite_steps: state.nonfinite_steps,
+                skipped_inputs: state.skipped_inputs,
+            },
             checkpoint: last_ckpt.or_else(|| checkpoint::latest(&self.run_dir)),
             losses,
         })

@@ -48,7 +48,7 @@ fn resume_from_a_middle_checkpoint_reproduces_the_uninterrupted_losses() {
         }
     }
     let resumed = train(dir.path(), config(30), true).unwrap();
-    assert_eq!(resumed.resumed_from, Some(10));
+    assert_eq!(resumed.report.resumed_from, Some(10));
     assert_eq!(resumed.losses, full.losses[10..].to_vec());
     // metrics.jsonl holds each step exactly once, in order.
     let steps: Vec<u64> = read_metrics(dir.path()).iter().map(|m| m.step).collect();
@@ -86,8 +86,8 @@ fn non_finite_steps_are_skipped_then_stop_the_run() {
     let s = Trainer::new(config(10), dir.path(), Device::Cpu)
         .fit(&mut obj, Arc::new(ToySource::new(50, 4)), false)
         .unwrap();
-    assert_eq!(s.nonfinite_steps, 1);
-    assert!(s.final_loss.is_finite());
+    assert_eq!(s.report.nonfinite_steps, 1);
+    assert!(s.report.final_loss.is_finite());
 
     let mut obj = ToyObjective::new(Device::Cpu, 4, 3);
     obj.nan_at = vec![2, 3, 4, 5, 6];

@@ -58,8 +58,8 @@ fn tiny_pretrain_and_evaluation_write_a_complete_report() {
     eprintln!("loaded in {:?}", t0.elapsed());
     let out = pretrain(&cfg, corpus, dir.path(), Device::Cpu, false).unwrap();
     eprintln!("pretrained in {:?}", t0.elapsed());
-    assert_eq!(out.summary.steps, 4);
-    assert!(out.summary.final_loss.is_finite());
+    assert_eq!(out.summary.report.steps, 4);
+    assert!(out.summary.report.final_loss.is_finite());
     assert!(out.summary.checkpoint.is_some());
     let metrics = ssl_core::trainer::read_metrics(dir.path());
     assert_eq!(metrics.len(), 2);
@@ -79,7 +79,7 @@ fn tiny_pretrain_and_evaluation_write_a_complete_report() {
         modality: "speech".into(),
         method: "best-rq".into(),
         machine: detect_machine(Device::Cpu),
-        pretraining: Some(out.summary.report()),
+        pretraining: Some(out.summary.report.clone()),
         data: serde_json::json!({}),
         skipped: Default::default(),
         notes: vec![],
@@ -113,7 +113,7 @@ fn the_other_objectives_train_a_few_steps() {
         cfg.train.steps = 2;
         let corpus = AudioCorpus::load_dir(&committed("unlabeled/espeak"), &cfg.model).unwrap();
         let out = pretrain(&cfg, corpus, dir.path(), Device::Cpu, false).unwrap();
-        assert!(out.summary.final_loss.is_finite(), "{method:?}");
+        assert!(out.summary.report.final_loss.is_finite(), "{method:?}");
         let metrics = ssl_core::trainer::read_metrics(dir.path());
         assert!(metrics[0].extra.contains_key("prediction_variance"));
         if method == Method::Contrastive {

@@ -37,7 +37,7 @@ fn tiny_pretrain_then_evaluate() {
     assert_eq!(data.heldout_indices.len(), 32);
 
     let pre = pipeline::pretrain(&data, &cfg, run.path(), Device::Cpu, false).unwrap();
-    assert_eq!(pre.summary.steps, 40);
+    assert_eq!(pre.summary.report.steps, 40);
     let first: f64 = pre.summary.losses[..5].iter().map(|l| l.1).sum::<f64>() / 5.0;
     let last: f64 = pre.summary.losses[35..].iter().map(|l| l.1).sum::<f64>() / 5.0;
     assert!(last < first - 0.5, "MLM loss did not fall: {first} -> {last}");
@@ -50,7 +50,7 @@ fn tiny_pretrain_then_evaluate() {
     let mut longer = cfg.clone();
     longer.train.steps = 45;
     let resumed = pipeline::pretrain(&data, &longer, run.path(), Device::Cpu, true).unwrap();
-    assert_eq!(resumed.summary.resumed_from, Some(40));
+    assert_eq!(resumed.summary.report.resumed_from, Some(40));
     assert_eq!(resumed.summary.losses.len(), 5);
 
     let labeled = load_labeled(&datasets().join("labeled/rotten_tomatoes.csv"), "text", "label", 0).unwrap();
@@ -86,7 +86,7 @@ fn tiny_pretrain_then_evaluate() {
         modality: "text".into(),
         method: "mlm".into(),
         machine: detect_machine(Device::Cpu),
-        pretraining: Some(pre.summary.report()),
+        pretraining: Some(pre.summary.report.clone()),
         data: serde_json::json!({ "mlm_heldout": heldout }),
         skipped: Default::default(),
         notes: vec![],

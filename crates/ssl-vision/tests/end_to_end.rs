@@ -26,7 +26,7 @@ fn tiny_rotation_run_produces_a_checkpoint_and_a_complete_evaluation() {
     cfg.protocol.robustness_max_test = 20;
     let dir = tempfile::tempdir().unwrap();
     let summary = recipe::pretrain(&cfg, Arc::new(o.train.clone()), dir.path(), tch::Device::Cpu, false).unwrap();
-    assert_eq!(summary.steps, 6);
+    assert_eq!(summary.report.steps, 6);
     assert!(ssl_core::checkpoint::latest(dir.path()).is_some());
     let ev = recipe::evaluate(&cfg, dir.path(), &o.train, &test, tch::Device::Cpu).unwrap();
     assert_eq!(ev.evaluations.len(), 3 * 2);
@@ -36,7 +36,7 @@ fn tiny_rotation_run_produces_a_checkpoint_and_a_complete_evaluation() {
 
     // Resuming a finished run trains nothing more and keeps its checkpoint.
     let again = recipe::pretrain(&cfg, Arc::new(o.train.clone()), dir.path(), tch::Device::Cpu, true).unwrap();
-    assert_eq!(again.resumed_from, Some(6));
+    assert_eq!(again.report.resumed_from, Some(6));
     assert!(again.losses.is_empty());
 }
 

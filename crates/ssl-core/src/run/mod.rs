@@ -105,7 +105,7 @@ pub fn execute<R: Recipe>(recipe: &mut R, plan: &RunPlan) -> std::result::Result
         modality: recipe.modality().into(),
         method: recipe.method(),
         machine: record.machine,
-        pretraining: summary.as_ref().map(|s| s.report()),
+        pretraining: summary.map(|s| s.report),
         data: data.summary,
         skipped: data.skipped,
         notes,
