@@ -106,8 +106,16 @@ fn run(mut c: Command) -> Result<()> {
 
 fn pretrain(modality: &str, a: PretrainArgs) -> Result<()> {
     let source = libtorch::provision()?;
+    // The first build is long and used to be silent: say what it is, and let cargo show its
+    // progress (a later run only prints cargo's one "Finished" line).
+    if !workspace_root().join("target/debug/ssl").is_file() {
+        eprintln!(
+            "==> building the `ssl` binary: a one-time cost (about 25 minutes on 2 cores: the LibTorch \
+             bindings and ~300 crates); later runs start in seconds"
+        );
+    }
     let mut args: Vec<String> =
-        vec!["run".into(), "--quiet".into(), "-p".into(), "ssl-cli".into(), "--bin".into(), "ssl".into(), "--".into()];
+        vec!["run".into(), "-p".into(), "ssl-cli".into(), "--bin".into(), "ssl".into(), "--".into()];
     args.push(format!("pretrain-{modality}"));
     if let Some(name) = &a.dataset {
         let resolved = datasets::resolve(name, modality, a.data_root.as_deref(), &a.mirror)?;

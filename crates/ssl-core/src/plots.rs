@@ -1,4 +1,5 @@
-//! PNG plots of a run: accuracy against labels per class, and the pretraining loss curve.
+//! PNG plots of a run: accuracy against labels per class, accuracy under corruption, and the
+//! pretraining loss with its learning rate.
 //!
 //! Text needs a TrueType font. A system DejaVu/Liberation font is used when one is found (or the
 //! file named by `SSL_PLOT_FONT`); without one the plots are drawn without labels.
@@ -36,28 +37,58 @@ fn err(path: &Path, e: impl std::fmt::Display) -> CoreError {
     CoreError::Plot { path: path.display().to_string(), message: e.to_string() }
 }
 
-/// A line chart of several named series of `(x, y)` points.
-pub fn line_chart(
+/// One curve of a chart: `(x, mean, std)` points, drawn solid or dashed, with a band of ± std.
+pub struct Curve {
+    pub name: String,
+    pub points: Vec<(f64, f64, f64)>,
+    pub color: RGBColor,
+    pub dashed: bool,
+}
+
+/// The colour of an evaluation kind, the same in every plot (pretrained solid, scratch dashed).
+pub fn eval_color(name: &str) -> RGBColor {
+    match name {
+        "linear" => RGBColor(31, 119, 180),
+        "knn" => RGBColor(44, 160, 44),
+        "finetune" => RGBColor(255, 127, 14),
+        _ => RGBColor(110, 110, 110),
+    }
+}
+
+/// The x axis of a chart.
+pub enum XAxis {
+    Linear,
+    /// Log scale, ticked at exactly these values (the measured label counts).
+    LogTicks(Vec<f64>),
+}
+
+fn x_of(axis: &XAxis, x: f64) -> f64 {
+    match axis {
+        XAxis::Linear => x,
+        XAxis::LogTicks(_) => x.max(1e-9).log10(),
+    }
+}
+
+/// A chart of curves with their seed-spread bands.
+pub fn curve_chart(
     path: &Path,
     title: &str,
     x_label: &str,
     y_label: &str,
-    series: &[(String, Vec<(f64, f64)>)],
-    log_x: bool,
+    curves: &[Curve],
+    axis: XAxis,
 ) -> Result<()> {
     let text = fonts_ready();
-    let pts = series.iter().flat_map(|(_, p)| p.iter());
     let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
-    for &(x, y) in pts {
-        let x = if log_x { x.max(1e-9).log10() } else { x };
-        (x0, x1, y0, y1) = (x0.min(x), x1.max(x), y0.min(y), y1.max(y));
+    for &(x, m, sd) in curves.iter().flat_map(|c| c.points.iter()) {
+        let x = x_of(&axis, x);
+        (x0, x1, y0, y1) = (x0.min(x), x1.max(x), y0.min(m - sd), y1.max(m + sd));
     }
     if x0 > x1 {
         return Err(err(path, "nothing to plot"));
     }
-    if x1 - x0 < 1e-9 {
-        x1 = x0 + 1.0;
-    }
+    let xpad = ((x1 - x0) * 0.04).max(0.05);
+    let (x0, x1) = (x0 - xpad, x1 + xpad);
     let pad = ((y1 - y0) * 0.05).max(1e-3);
     let root = BitMapBackend::new(path, (800, 500)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(path, e))?;
@@ -66,24 +97,45 @@ pub fn line_chart(
     if text {
         builder.caption(title, ("sans-serif", 22));
     }
-    let mut chart = builder.build_cartesian_2d(x0..x1, (y0 - pad)..(y1 + pad)).map_err(|e| err(path, e))?;
+    let ticks = match &axis {
+        XAxis::LogTicks(t) => t.iter().map(|v| v.max(1e-9).log10()).collect(),
+        XAxis::Linear => Vec::new(),
+    };
+    let log = matches!(axis, XAxis::LogTicks(_));
+    let mut chart = builder
+        .build_cartesian_2d((x0..x1).with_key_points(ticks), (y0 - pad)..(y1 + pad))
+        .map_err(|e| err(path, e))?;
     let mut mesh = chart.configure_mesh();
     if text {
-        let fmt = move |v: &f64| if log_x { format!("{:.0}", 10f64.powf(*v)) } else { format!("{v:.0}") };
+        let fmt = move |v: &f64| if log { format!("{:.0}", 10f64.powf(*v)) } else { format!("{v:.0}") };
         mesh.x_desc(x_label).y_desc(y_label).x_label_formatter(&fmt).draw().map_err(|e| err(path, e))?;
     } else {
         mesh.disable_x_mesh().disable_y_mesh().x_labels(0).y_labels(0).draw().map_err(|e| err(path, e))?;
     }
-    for (i, (name, points)) in series.iter().enumerate() {
-        let color = Palette99::pick(i).to_rgba();
-        let pts: Vec<(f64, f64)> =
-            points.iter().map(|&(x, y)| (if log_x { x.max(1e-9).log10() } else { x }, y)).collect();
-        let s = chart.draw_series(LineSeries::new(pts.clone(), color.stroke_width(2))).map_err(|e| err(path, e))?;
-        if text {
-            s.label(name.as_str())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+    for c in curves {
+        let pts: Vec<(f64, f64, f64)> = c.points.iter().map(|&(x, m, sd)| (x_of(&axis, x), m, sd)).collect();
+        if pts.iter().any(|p| p.2 > 0.0) {
+            let band: Vec<(f64, f64)> =
+                pts.iter().map(|p| (p.0, p.1 + p.2)).chain(pts.iter().rev().map(|p| (p.0, p.1 - p.2))).collect();
+            chart
+                .draw_series(std::iter::once(Polygon::new(band, c.color.mix(0.12).filled())))
+                .map_err(|e| err(path, e))?;
         }
-        chart.draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled()))).map_err(|e| err(path, e))?;
+        let line: Vec<(f64, f64)> = pts.iter().map(|p| (p.0, p.1)).collect();
+        let style = c.color.stroke_width(2);
+        let drawn = if c.dashed {
+            chart.draw_series(DashedLineSeries::new(line.clone(), 8, 5, style)).map_err(|e| err(path, e))?
+        } else {
+            chart.draw_series(LineSeries::new(line.clone(), style)).map_err(|e| err(path, e))?
+        };
+        if text {
+            let (color, dashed) = (c.color, c.dashed);
+            drawn.label(c.name.as_str()).legend(move |(x, y)| {
+                let seg = if dashed { vec![(x, y), (x + 7, y)] } else { vec![(x, y), (x + 20, y)] };
+                PathElement::new(seg, color.stroke_width(2))
+            });
+        }
+        chart.draw_series(line.iter().map(|&p| Circle::new(p, 3, c.color.filled()))).map_err(|e| err(path, e))?;
     }
     if text {
         chart
@@ -97,43 +149,150 @@ pub fn line_chart(
     root.present().map_err(|e| err(path, e))
 }
 
-/// `accuracy.png`: test accuracy against labels per class, pretrained and scratch per evaluation,
-/// plus the raw baseline.
+/// `accuracy.png`: test accuracy against labels per class (log scale, ticked at the measured
+/// counts): one colour per evaluation, pretrained solid, scratch dashed, bands of ± one std over
+/// seeds, and the raw-input baseline in grey.
 pub fn accuracy_plot(report: &Report, path: &Path) -> Result<()> {
-    let mut series = Vec::new();
-    let mut evals: Vec<_> = report.evaluation.evaluations.iter().map(|r| r.eval).collect();
+    let rows = &report.evaluation.evaluations;
+    let mut evals: Vec<_> = rows.iter().map(|r| r.eval).collect();
+    evals.sort();
     evals.dedup();
+    let mut curves = Vec::new();
     for e in evals {
-        let rows: Vec<_> = report.evaluation.evaluations.iter().filter(|r| r.eval == e).collect();
-        series.push((
-            format!("{} pretrained", e.name()),
-            rows.iter().map(|r| (r.labels_per_class as f64, r.pretrained.mean)).collect(),
-        ));
-        series.push((
-            format!("{} scratch", e.name()),
-            rows.iter().map(|r| (r.labels_per_class as f64, r.scratch.mean)).collect(),
-        ));
+        let mut mine: Vec<_> = rows.iter().filter(|r| r.eval == e).collect();
+        mine.sort_by_key(|r| r.labels_per_class);
+        let color = eval_color(e.name());
+        for (side, dashed) in [("pretrained", false), ("scratch", true)] {
+            let points = mine
+                .iter()
+                .map(|r| {
+                    let s = if dashed { &r.scratch } else { &r.pretrained };
+                    (r.labels_per_class as f64, s.mean, s.std)
+                })
+                .collect();
+            curves.push(Curve { name: format!("{} {side}", e.name()), points, color, dashed });
+        }
     }
-    let mut raw: Vec<(f64, f64)> = report
-        .evaluation
-        .evaluations
+    let mut raw: Vec<(f64, f64, f64)> = rows
         .iter()
-        .filter_map(|r| r.raw_baseline.as_ref().map(|s| (r.labels_per_class as f64, s.mean)))
+        .filter_map(|r| r.raw_baseline.as_ref().map(|s| (r.labels_per_class as f64, s.mean, s.std)))
         .collect();
     raw.sort_by(|a, b| a.0.total_cmp(&b.0));
     raw.dedup_by(|a, b| a.0 == b.0);
     if !raw.is_empty() {
-        series.push(("raw-input LR".into(), raw));
+        curves.push(Curve { name: "raw-input LR".into(), points: raw, color: eval_color("raw"), dashed: false });
     }
-    line_chart(path, "Test accuracy vs labels per class", "labels per class (log)", "accuracy", &series, true)
+    let mut ks: Vec<f64> = rows.iter().map(|r| r.labels_per_class as f64).collect();
+    ks.sort_by(f64::total_cmp);
+    ks.dedup();
+    curve_chart(
+        path,
+        "Test accuracy vs labels per class",
+        "labels per class (log scale)",
+        "accuracy",
+        &curves,
+        XAxis::LogTicks(ks),
+    )
 }
 
-/// `loss.png`: the pretraining loss from `metrics.jsonl`.
+/// `robustness.png`: accuracy against corruption severity (0 = clean) for each corruption, of
+/// the linear probe (or the first evaluation measured under corruption): pretrained solid,
+/// scratch dashed, one colour per corruption.
+pub fn robustness_plot(report: &Report, path: &Path) -> Result<()> {
+    let robust = &report.evaluation.robustness;
+    let Some(first) = robust.iter().find(|r| r.eval == crate::eval::EvalKind::Linear).or(robust.first()) else {
+        return Err(err(path, "no robustness results"));
+    };
+    let (eval, k) = (first.eval, first.labels_per_class);
+    let clean = report.evaluation.evaluations.iter().find(|r| r.eval == eval && r.labels_per_class == k);
+    let mut names: Vec<&str> = robust.iter().map(|r| r.corruption.as_str()).collect();
+    names.dedup();
+    let mut curves = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        let color = RGBColor(color.0, color.1, color.2);
+        for (side, dashed) in [("pretrained", false), ("scratch", true)] {
+            let stat =
+                |r: &crate::eval::report::RobustRow| if dashed { r.scratch.clone() } else { r.pretrained.clone() };
+            let mut points: Vec<(f64, f64, f64)> = clean
+                .map(|c| {
+                    let s = if dashed { &c.scratch } else { &c.pretrained };
+                    vec![(0.0, s.mean, s.std)]
+                })
+                .unwrap_or_default();
+            points.extend(
+                robust
+                    .iter()
+                    .filter(|r| r.eval == eval && r.labels_per_class == k && r.corruption == *name)
+                    .map(|r| (r.severity as f64, stat(r).mean, stat(r).std)),
+            );
+            curves.push(Curve { name: format!("{name} {side}"), points, color, dashed });
+        }
+    }
+    let title = format!("Accuracy under corruption ({}, {k} labels per class)", eval.name());
+    curve_chart(path, &title, "severity (0 = clean)", "accuracy", &curves, XAxis::Linear)
+}
+
+/// `loss.png`: the pretraining loss from `metrics.jsonl`, with the learning rate on a second axis.
 pub fn loss_plot(run_dir: &Path, path: &Path) -> Result<()> {
-    let pts: Vec<(f64, f64)> = crate::trainer::read_metrics(run_dir)
-        .iter()
-        .filter(|m| m.loss.is_finite())
-        .map(|m| (m.step as f64, m.loss))
-        .collect();
-    line_chart(path, "Pretraining loss", "step", "loss", &[("loss".into(), pts)], false)
+    let metrics = crate::trainer::read_metrics(run_dir);
+    let loss: Vec<(f64, f64)> =
+        metrics.iter().filter(|m| m.loss.is_finite()).map(|m| (m.step as f64, m.loss)).collect();
+    let lr: Vec<(f64, f64)> = metrics.iter().map(|m| (m.step as f64, m.lr)).collect();
+    if loss.is_empty() {
+        return Err(err(path, "nothing to plot"));
+    }
+    let text = fonts_ready();
+    let x1 = loss.iter().map(|p| p.0).fold(1.0, f64::max);
+    let (y0, y1) = loss.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.1), b.max(p.1)));
+    let pad = ((y1 - y0) * 0.05).max(1e-3);
+    let lr_max = lr.iter().map(|p| p.1).fold(0.0, f64::max).max(1e-12);
+    let root = BitMapBackend::new(path, (800, 500)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(path, e))?;
+    let mut builder = ChartBuilder::on(&root);
+    builder
+        .margin(15)
+        .x_label_area_size(if text { 40 } else { 5 })
+        .y_label_area_size(if text { 60 } else { 5 })
+        .right_y_label_area_size(if text { 70 } else { 5 });
+    if text {
+        builder.caption("Pretraining loss and learning rate", ("sans-serif", 22));
+    }
+    let mut chart = builder
+        .build_cartesian_2d(0f64..x1, (y0 - pad)..(y1 + pad))
+        .map_err(|e| err(path, e))?
+        .set_secondary_coord(0f64..x1, 0f64..lr_max * 1.05);
+    let loss_color = eval_color("linear");
+    let lr_color = eval_color("raw");
+    if text {
+        chart.configure_mesh().x_desc("step").y_desc("loss").draw().map_err(|e| err(path, e))?;
+        chart
+            .configure_secondary_axes()
+            .y_desc("learning rate")
+            .y_label_formatter(&|v| format!("{v:.1e}"))
+            .draw()
+            .map_err(|e| err(path, e))?;
+    }
+    let drawn = chart.draw_series(LineSeries::new(loss, loss_color.stroke_width(2))).map_err(|e| err(path, e))?;
+    if text {
+        drawn
+            .label("loss")
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], loss_color.stroke_width(2)));
+    }
+    let drawn = chart
+        .draw_secondary_series(DashedLineSeries::new(lr, 8, 5, lr_color.stroke_width(2)))
+        .map_err(|e| err(path, e))?;
+    if text {
+        drawn
+            .label("learning rate (right axis)")
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 7, y)], lr_color.stroke_width(2)));
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .position(SeriesLabelPosition::UpperRight)
+            .draw()
+            .map_err(|e| err(path, e))?;
+    }
+    root.present().map_err(|e| err(path, e))
 }

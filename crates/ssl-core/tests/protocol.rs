@@ -116,6 +116,9 @@ fn the_protocol_produces_a_complete_report() {
     assert!(md.contains("| labels/class |"));
     ssl_core::plots::accuracy_plot(&report, &dir.path().join("accuracy.png")).unwrap();
     assert!(std::fs::metadata(dir.path().join("accuracy.png")).unwrap().len() > 1000);
+    ssl_core::plots::robustness_plot(&report, &dir.path().join("robustness.png")).unwrap();
+    assert!(std::fs::metadata(dir.path().join("robustness.png")).unwrap().len() > 1000);
+    assert!(md.contains("](accuracy.png)") && md.contains("](robustness.png)"), "report.md links its plots");
 }
 
 #[test]

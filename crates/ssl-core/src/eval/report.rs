@@ -252,6 +252,13 @@ impl Report {
         s.push_str(
             "\nThe gap is train accuracy on the labeled subset minus test accuracy: smaller means less overfitting.\n",
         );
+        s.push_str("\n## Plots\n\n![Test accuracy against labels per class: one colour per evaluation, pretrained solid, scratch dashed, bands of one std over seeds](accuracy.png)\n");
+        if !self.evaluation.robustness.is_empty() {
+            s.push_str("\n![Accuracy against corruption severity, pretrained solid, scratch dashed](robustness.png)\n");
+        }
+        if self.pretraining.is_some() {
+            s.push_str("\n![Pretraining loss, with the learning rate on the right axis](loss.png)\n");
+        }
         if !self.evaluation.robustness.is_empty() {
             s.push_str("\n## Robustness (test accuracy under corruption)\n\n| eval | labels/class | corruption | severity | pretrained | scratch |\n|---|---|---|---|---|---|\n");
             for r in &self.evaluation.robustness {

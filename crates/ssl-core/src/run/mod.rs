@@ -129,6 +129,12 @@ pub fn finish(run_dir: &Path, report: &Report) -> Result<()> {
         Ok(()) => plots.push("accuracy.png"),
         Err(e) => eprintln!("warning: {e}"),
     }
+    if !report.evaluation.robustness.is_empty() {
+        match crate::plots::robustness_plot(report, &run_dir.join("robustness.png")) {
+            Ok(()) => plots.push("robustness.png"),
+            Err(e) => eprintln!("warning: {e}"),
+        }
+    }
     if report.pretraining.is_some() {
         match crate::plots::loss_plot(run_dir, &run_dir.join("loss.png")) {
             Ok(()) => plots.push("loss.png"),
