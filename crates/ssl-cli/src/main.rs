@@ -13,6 +13,7 @@ use ssl_core::run::{Recipe, RunOptions};
 use ssl_speech::run::{SpeechFlags, SpeechRecipe};
 use ssl_text::run::{TextFlags, TextRecipe};
 use ssl_vision::run::{VisionFlags, VisionRecipe};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -30,6 +31,22 @@ enum Cmd {
     PretrainText(TextFlags),
     /// Masked raw-audio-frame pretraining of a wav2vec2-shaped encoder.
     PretrainSpeech(SpeechFlags),
+    /// List the finished runs below a folder: modality, method, data, steps and headline gain.
+    Runs {
+        /// The folder the runs are in.
+        #[arg(default_value = "runs")]
+        dir: PathBuf,
+    },
+    /// Compare runs side by side: best pretrained and scratch accuracy at every label budget,
+    /// and their curves overlaid in one plot.
+    Compare {
+        /// Run directories.
+        #[arg(required = true)]
+        runs: Vec<PathBuf>,
+        /// Where the overlaid plot goes.
+        #[arg(long, default_value = "compare.png")]
+        plot: PathBuf,
+    },
     /// Throughput measurements behind `cargo xtask bench`.
     Bench(bench::BenchArgs),
 }
@@ -95,6 +112,18 @@ fn main() -> ExitCode {
         Cmd::PretrainVision(f) => pretrain(f, &sub, |f| &f.run, |f| Ok(VisionRecipe::new(f))),
         Cmd::PretrainText(f) => pretrain(f, &sub, |f| &f.run, TextRecipe::new),
         Cmd::PretrainSpeech(f) => pretrain(f, &sub, |f| &f.run, SpeechRecipe::new),
+        Cmd::Runs { dir } => {
+            print!("{}", ssl_core::run::catalog::runs_table(&dir));
+            Ok(())
+        }
+        Cmd::Compare { runs, plot } => match ssl_core::run::catalog::compare(&runs, Some(&plot)) {
+            Ok(table) => {
+                print!("{table}");
+                println!("plot: {}", plot.display());
+                Ok(())
+            }
+            Err(e) => Err(usage(e)),
+        },
         Cmd::Bench(a) => bench::run(a).map_err(running),
     };
     match result {

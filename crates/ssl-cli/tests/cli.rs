@@ -122,6 +122,20 @@ fn round_trip(modality: &str, args: &[&str]) {
     let eval = json(&a.join("eval/report.json"));
     assert!(eval["pretraining"].is_null(), "an --eval-only report has no pretraining");
     assert_eq!(eval["evaluations"].as_array().map(Vec::len), report["evaluations"].as_array().map(Vec::len));
+    let o = ssl(&["runs", d.path().to_str().unwrap()]);
+    let listed = text(&o);
+    assert!(o.status.success(), "{listed}");
+    for run in [&a, &b, &a.join("eval")] {
+        assert!(
+            listed.contains(&format!("| {} | {modality} |", run.display())),
+            "ssl runs lists {}: {listed}",
+            run.display()
+        );
+    }
+    let plot = d.path().join("compare.png");
+    let o = ssl(&["compare", a.to_str().unwrap(), b.to_str().unwrap(), "--plot", plot.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("| 2 |") && plot.is_file(), "a side-by-side table and a plot: {}", text(&o));
     let other = if modality == "vision" { "pretrain-text" } else { "pretrain-vision" };
     let o = ssl(&[
         other,

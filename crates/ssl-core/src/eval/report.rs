@@ -23,7 +23,7 @@ impl Stat {
         let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n;
         Self { mean, std: var.sqrt(), n_seeds: values.len(), values: values.to_vec() }
     }
-    fn cell(&self) -> String {
+    pub fn cell(&self) -> String {
         format!("{:.3} ± {:.3}", self.mean, self.std)
     }
 }
@@ -71,6 +71,21 @@ pub fn detect_machine(device: tch::Device) -> Machine {
         cuda_available: tch::Cuda::is_available(),
         threads: tch::get_num_threads(),
         toolkit_version: env!("CARGO_PKG_VERSION").to_owned(),
+    }
+}
+
+/// The best results at one label budget.
+#[derive(Debug, Clone)]
+pub struct Best {
+    pub pretrained: (EvalKind, Stat),
+    pub scratch: (EvalKind, Stat),
+    pub raw: Option<Stat>,
+}
+
+impl Best {
+    /// Best pretrained minus best scratch accuracy.
+    pub fn gain(&self) -> f64 {
+        self.pretrained.1.mean - self.scratch.1.mean
     }
 }
 
@@ -129,30 +144,56 @@ impl Report {
         std::fs::write(&md, self.to_markdown()).map_err(|e| CoreError::io(&md, e))
     }
 
-    /// The label-efficiency summary: for each k, the best pretrained evaluation against the best
-    /// scratch one and the raw baseline.
-    pub fn summary_table(&self) -> String {
+    /// Read the `report.json` of a run directory (or the file itself).
+    pub fn read(path: &Path) -> Result<Self> {
+        let p = if path.is_dir() { path.join("report.json") } else { path.to_path_buf() };
+        let bytes = std::fs::read(&p).map_err(|e| CoreError::io(&p, e))?;
+        serde_json::from_slice(&bytes).map_err(|e| CoreError::json(&p, e))
+    }
+
+    /// The label budgets evaluated, ascending.
+    pub fn labels_per_class(&self) -> Vec<usize> {
         let mut ks: Vec<usize> = self.evaluation.evaluations.iter().map(|r| r.labels_per_class).collect();
         ks.sort_unstable();
         ks.dedup();
+        ks
+    }
+
+    /// At `k` labels per class: the best pretrained evaluation, the best scratch one, and the raw
+    /// baseline.
+    pub fn best_at(&self, k: usize) -> Option<Best> {
+        let rows: Vec<&EvalRow> = self.evaluation.evaluations.iter().filter(|r| r.labels_per_class == k).collect();
+        let best = |f: &dyn Fn(&EvalRow) -> &Stat| {
+            rows.iter().max_by(|a, b| f(a).mean.total_cmp(&f(b).mean)).map(|r| (r.eval, f(r).clone()))
+        };
+        let (pretrained, scratch) = (best(&|r| &r.pretrained)?, best(&|r| &r.scratch)?);
+        Some(Best { pretrained, scratch, raw: rows.iter().find_map(|r| r.raw_baseline.clone()) })
+    }
+
+    /// The budget the headline speaks of: the fewest labels per class above one (one label per
+    /// class is too noisy to headline), else the fewest.
+    pub fn headline_k(&self) -> Option<usize> {
+        let ks = self.labels_per_class();
+        ks.iter().copied().find(|&k| k > 1).or(ks.first().copied())
+    }
+
+    /// The label-efficiency summary: for each k, the best pretrained evaluation against the best
+    /// scratch one and the raw baseline.
+    pub fn summary_table(&self) -> String {
         let mut s = String::from(
             "| labels/class | pretrained (best) | scratch (best) | raw-input LR | gain |\n|---|---|---|---|---|\n",
         );
-        for k in ks {
-            let rows: Vec<&EvalRow> = self.evaluation.evaluations.iter().filter(|r| r.labels_per_class == k).collect();
-            let best = |f: &dyn Fn(&EvalRow) -> &Stat| {
-                rows.iter().max_by(|a, b| f(a).mean.total_cmp(&f(b).mean)).map(|r| (r.eval, f(r).clone()))
-            };
-            let (Some((pe, p)), Some((se, sc))) = (best(&|r| &r.pretrained), best(&|r| &r.scratch)) else { continue };
-            let raw = rows.iter().find_map(|r| r.raw_baseline.clone()).map(|r| r.cell()).unwrap_or_else(|| "-".into());
+        for k in self.labels_per_class() {
+            let Some(b) = self.best_at(k) else { continue };
+            let raw = b.raw.as_ref().map(|r| r.cell()).unwrap_or_else(|| "-".into());
             let _ = writeln!(
                 s,
                 "| {k} | {} ({}) | {} ({}) | {raw} | {:+.3} |",
-                p.cell(),
-                pe.name(),
-                sc.cell(),
-                se.name(),
-                p.mean - sc.mean
+                b.pretrained.1.cell(),
+                b.pretrained.0.name(),
+                b.scratch.1.cell(),
+                b.scratch.0.name(),
+                b.gain()
             );
         }
         s
@@ -161,22 +202,9 @@ impl Report {
     /// One sentence: the best pretrained result against the best trained-from-scratch one at the
     /// fewest labels evaluated with more than one class example, with the spread over seeds.
     pub fn headline(&self) -> String {
-        let Some(k) = self
-            .evaluation
-            .evaluations
-            .iter()
-            .map(|r| r.labels_per_class)
-            .filter(|&k| k > 1)
-            .min()
-            .or_else(|| self.evaluation.evaluations.iter().map(|r| r.labels_per_class).min())
+        let Some((k, Best { pretrained: (pe, p), scratch: (se, sc), .. })) =
+            self.headline_k().and_then(|k| self.best_at(k).map(|b| (k, b)))
         else {
-            return "No evaluation was run.".into();
-        };
-        let rows: Vec<&EvalRow> = self.evaluation.evaluations.iter().filter(|r| r.labels_per_class == k).collect();
-        let best = |f: &dyn Fn(&EvalRow) -> &Stat| {
-            rows.iter().max_by(|a, b| f(a).mean.total_cmp(&f(b).mean)).map(|r| (r.eval, f(r).clone()))
-        };
-        let (Some((pe, p)), Some((se, sc))) = (best(&|r| &r.pretrained), best(&|r| &r.scratch)) else {
             return "No evaluation was run.".into();
         };
         let gain = p.mean - sc.mean;

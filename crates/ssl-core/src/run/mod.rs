@@ -25,6 +25,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod catalog;
 pub mod lock;
 pub mod options;
 pub mod plan;
