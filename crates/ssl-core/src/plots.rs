@@ -6,6 +6,7 @@
 use crate::error::{CoreError, Result};
 use crate::eval::report::Report;
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 use std::path::Path;
 use std::sync::OnceLock;
 
@@ -57,14 +58,15 @@ pub fn eval_color(name: &str) -> RGBColor {
 
 /// The x axis of a chart.
 pub enum XAxis {
-    Linear,
+    /// Linear, ticked at exactly these values.
+    Ticks(Vec<f64>),
     /// Log scale, ticked at exactly these values (the measured label counts).
     LogTicks(Vec<f64>),
 }
 
 fn x_of(axis: &XAxis, x: f64) -> f64 {
     match axis {
-        XAxis::Linear => x,
+        XAxis::Ticks(_) => x,
         XAxis::LogTicks(_) => x.max(1e-9).log10(),
     }
 }
@@ -97,20 +99,29 @@ pub fn curve_chart(
     if text {
         builder.caption(title, ("sans-serif", 22));
     }
-    let ticks = match &axis {
-        XAxis::LogTicks(t) => t.iter().map(|v| v.max(1e-9).log10()).collect(),
-        XAxis::Linear => Vec::new(),
+    let (ticks, labels): (Vec<f64>, Vec<f64>) = match &axis {
+        XAxis::LogTicks(t) | XAxis::Ticks(t) => (t.iter().map(|&v| x_of(&axis, v)).collect(), t.clone()),
     };
-    let log = matches!(axis, XAxis::LogTicks(_));
-    let mut chart = builder
-        .build_cartesian_2d((x0..x1).with_key_points(ticks), (y0 - pad)..(y1 + pad))
-        .map_err(|e| err(path, e))?;
+    let (ylo, yhi) = (y0 - pad, y1 + pad);
+    let mut chart = builder.build_cartesian_2d(x0..x1, ylo..yhi).map_err(|e| err(path, e))?;
     let mut mesh = chart.configure_mesh();
+    // Ticks at exactly the given values (drawn below), not at plotters' round numbers.
+    mesh.x_labels(0).disable_x_mesh();
     if text {
-        let fmt = move |v: &f64| if log { format!("{:.0}", 10f64.powf(*v)) } else { format!("{v:.0}") };
-        mesh.x_desc(x_label).y_desc(y_label).x_label_formatter(&fmt).draw().map_err(|e| err(path, e))?;
+        mesh.x_desc(x_label).y_desc(y_label).draw().map_err(|e| err(path, e))?;
     } else {
-        mesh.disable_x_mesh().disable_y_mesh().x_labels(0).y_labels(0).draw().map_err(|e| err(path, e))?;
+        mesh.disable_y_mesh().y_labels(0).draw().map_err(|e| err(path, e))?;
+    }
+    for (&t, &value) in ticks.iter().zip(&labels) {
+        let grid = PathElement::new(vec![(t, ylo), (t, yhi)], BLACK.mix(0.15).stroke_width(1));
+        chart.draw_series(std::iter::once(grid)).map_err(|e| err(path, e))?;
+        if text {
+            let label = format!("{value}");
+            let style = ("sans-serif", 14).into_font().color(&BLACK).pos(Pos::new(HPos::Center, VPos::Bottom));
+            chart
+                .draw_series(std::iter::once(Text::new(label, (t, ylo + 0.01 * (yhi - ylo)), style)))
+                .map_err(|e| err(path, e))?;
+        }
     }
     for c in curves {
         let pts: Vec<(f64, f64, f64)> = c.points.iter().map(|&(x, m, sd)| (x_of(&axis, x), m, sd)).collect();
@@ -205,8 +216,12 @@ pub fn robustness_plot(report: &Report, path: &Path) -> Result<()> {
     };
     let (eval, k) = (first.eval, first.labels_per_class);
     let clean = report.evaluation.evaluations.iter().find(|r| r.eval == eval && r.labels_per_class == k);
-    let mut names: Vec<&str> = robust.iter().map(|r| r.corruption.as_str()).collect();
-    names.dedup();
+    let mut names: Vec<&str> = Vec::new();
+    for r in robust {
+        if !names.contains(&r.corruption.as_str()) {
+            names.push(r.corruption.as_str());
+        }
+    }
     let mut curves = Vec::new();
     for (i, name) in names.iter().enumerate() {
         let color = Palette99::pick(i).to_rgba();
@@ -217,20 +232,25 @@ pub fn robustness_plot(report: &Report, path: &Path) -> Result<()> {
             let mut points: Vec<(f64, f64, f64)> = clean
                 .map(|c| {
                     let s = if dashed { &c.scratch } else { &c.pretrained };
-                    vec![(0.0, s.mean, s.std)]
+                    vec![(0.0, s.mean, 0.0)]
                 })
                 .unwrap_or_default();
             points.extend(
                 robust
                     .iter()
                     .filter(|r| r.eval == eval && r.labels_per_class == k && r.corruption == *name)
-                    .map(|r| (r.severity as f64, stat(r).mean, stat(r).std)),
+                    // No bands here: ten curves with bands hide each other (report.json has the std).
+                    .map(|r| (r.severity as f64, stat(r).mean, 0.0)),
             );
             curves.push(Curve { name: format!("{name} {side}"), points, color, dashed });
         }
     }
     let title = format!("Accuracy under corruption ({}, {k} labels per class)", eval.name());
-    curve_chart(path, &title, "severity (0 = clean)", "accuracy", &curves, XAxis::Linear)
+    let mut severities: Vec<f64> = robust.iter().map(|r| r.severity as f64).collect();
+    severities.push(0.0);
+    severities.sort_by(f64::total_cmp);
+    severities.dedup();
+    curve_chart(path, &title, "severity (0 = clean)", "accuracy", &curves, XAxis::Ticks(severities))
 }
 
 /// `loss.png`: the pretraining loss from `metrics.jsonl`, with the learning rate on a second axis.
@@ -265,7 +285,13 @@ pub fn loss_plot(run_dir: &Path, path: &Path) -> Result<()> {
     let loss_color = eval_color("linear");
     let lr_color = eval_color("raw");
     if text {
-        chart.configure_mesh().x_desc("step").y_desc("loss").draw().map_err(|e| err(path, e))?;
+        chart
+            .configure_mesh()
+            .x_desc("step")
+            .y_desc("loss")
+            .x_label_formatter(&|v| format!("{v:.0}"))
+            .draw()
+            .map_err(|e| err(path, e))?;
         chart
             .configure_secondary_axes()
             .y_desc("learning rate")

@@ -2,7 +2,7 @@
 use crate::error::{CoreError, Result};
 use crate::eval::report::Report;
 use crate::plots::{curve_chart, Curve, XAxis};
-use plotters::style::{Palette, Palette99};
+use plotters::style::{Color, Palette, Palette99};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
