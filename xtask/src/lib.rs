@@ -5,6 +5,7 @@
 
 pub mod bench;
 pub mod datasets;
+pub mod docs;
 pub mod libtorch;
 pub mod spoken_words;
 pub mod text_corpus;

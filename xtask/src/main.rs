@@ -3,7 +3,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
-use xtask::{bench, datasets, libtorch, spoken_words, text_corpus};
+use xtask::{bench, datasets, docs, libtorch, spoken_words, text_corpus};
 
 #[derive(Parser)]
 #[command(
@@ -44,7 +44,7 @@ enum Cmd {
     },
     /// Measure training throughput against an equivalent PyTorch script and the matmul peak.
     Bench(bench::BenchArgs),
-    /// Build the researcher docs site (mdBook) into target/book.
+    /// Build the researcher docs site (mdBook, with the API docs under api/) into target/book.
     Docs,
     /// Print the environment that lets plain `cargo` commands build against LibTorch.
     Env,
@@ -138,30 +138,17 @@ fn test(extra: &[String]) -> Result<()> {
     let mut args = vec!["test", "--workspace"];
     args.extend(extra.iter().map(String::as_str));
     let mut c = cargo(&source, &args);
-    c.env("SSL_PYTHON", python);
+    c.env("SSL_PYTHON", &python);
     // Tests run in parallel: every LibTorch draw happens under ssl_core::rng's exclusive, seeded
     // guard, so concurrent tests never draw from each other's stream.
-    run(c)
-}
-
-fn docs() -> Result<()> {
-    let has_mdbook = Command::new("mdbook").arg("--version").output().is_ok_and(|o| o.status.success());
-    if !has_mdbook {
-        eprintln!("==> installing mdbook with cargo install");
-        run({
-            let mut c = Command::new("cargo");
-            c.args(["install", "mdbook", "--locked", "--version", "0.4.52"]);
-            c
-        })?;
+    run(c)?;
+    if !extra.is_empty() {
+        return Ok(());
     }
+    eprintln!("==> docs site: build, then open every page in headless Chromium");
     let root = workspace_root();
-    run({
-        let mut c = Command::new("mdbook");
-        c.arg("build").arg(root.join("docs")).arg("--dest-dir").arg(root.join("target/book"));
-        c
-    })?;
-    eprintln!("==> docs built: {}", root.join("target/book/index.html").display());
-    Ok(())
+    let book = docs::build(&root, &|args: &[&str]| cargo(&source, args))?;
+    docs::check(&root, &book, &python)
 }
 
 fn main() -> ExitCode {
@@ -187,7 +174,10 @@ fn main() -> ExitCode {
             let ssl = || cargo(&s, &["run", "--quiet", "-p", "ssl-cli", "--bin", "ssl", "--"]);
             bench::run(&workspace_root(), &ssl, &python, &a).map(|_| ())
         }),
-        Cmd::Docs => docs(),
+        Cmd::Docs => libtorch::provision().and_then(|s| {
+            let c = |args: &[&str]| cargo(&s, args);
+            docs::build(&workspace_root(), &c).map(|_| ())
+        }),
         Cmd::Env => libtorch::provision().map(|s| {
             for (k, v) in s.cargo_env() {
                 println!("export {k}={v}");

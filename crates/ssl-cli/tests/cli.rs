@@ -33,6 +33,31 @@ fn every_command_has_help_with_the_shared_flags() {
     assert_eq!(ssl(&["--help"]).status.code(), Some(0));
 }
 
+/// The command reference page of the docs, generated from `--help` (so it cannot drift).
+fn cli_reference() -> String {
+    let mut s = String::from(
+        "# Command reference\n\nGenerated from `ssl <command> --help` (run `SSL_BLESS=1 cargo xtask test -p ssl-cli` \
+         after changing a flag; a test fails while this page differs from the binary). Through \
+         `cargo xtask`, `pretrain-*` commands take the same flags after the command name.\n",
+    );
+    for cmd in ["pretrain-vision", "pretrain-text", "pretrain-speech", "runs", "compare", "bench"] {
+        let o = ssl(&[cmd, "--help"]);
+        s.push_str(&format!("\n## `ssl {cmd}`\n\n```text\n{}```\n", String::from_utf8_lossy(&o.stdout)));
+    }
+    s
+}
+
+#[test]
+fn the_docs_command_reference_is_generated_from_help() {
+    let page = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/src/cli.md"));
+    let want = cli_reference();
+    if std::env::var_os("SSL_BLESS").is_some() {
+        std::fs::write(page, &want).unwrap();
+    }
+    let have = std::fs::read_to_string(page).unwrap_or_default();
+    assert!(have == want, "docs/src/cli.md is out of date: run SSL_BLESS=1 cargo xtask test -p ssl-cli");
+}
+
 #[test]
 fn bad_flags_and_paths_exit_2_with_a_message_before_any_work() {
     let d = tempfile::tempdir().unwrap();

@@ -154,7 +154,7 @@ impl<B: FixedBatch> DataSource for Preloaded<B> {
     fn len(&self) -> usize {
         1 << 20
     }
-    fn get(&self, _: usize, _: &mut rand_chacha::ChaCha8Rng) -> std::result::Result<(), String> {
+    fn get(&self, _: usize, _: &mut rand_chacha::ChaCha8Rng) -> std::result::Result<(), crate::loader::Skipped> {
         Ok(())
     }
     fn collate(&self, _: Vec<()>, _: &mut rand_chacha::ChaCha8Rng) -> B {

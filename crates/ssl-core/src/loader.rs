@@ -14,7 +14,7 @@
 //!     type Item = i64;
 //!     type Batch = Vec<i64>;
 //!     fn len(&self) -> usize { 10 }
-//!     fn get(&self, i: usize, _rng: &mut rand_chacha::ChaCha8Rng) -> Result<i64, String> { Ok((i * i) as i64) }
+//!     fn get(&self, i: usize, _rng: &mut rand_chacha::ChaCha8Rng) -> Result<i64, ssl_core::loader::Skipped> { Ok((i * i) as i64) }
 //!     fn collate(&self, items: Vec<i64>, _rng: &mut rand_chacha::ChaCha8Rng) -> Vec<i64> { items }
 //! }
 //! let mut loader = Loader::new(std::sync::Arc::new(Squares), 4, 7, LoaderPosition::default(), 2, 1);
@@ -32,6 +32,8 @@ use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+pub use ssl_records::skipped::Skipped;
+
 /// A source of training items that a modality implements.
 pub trait DataSource: Send + Sync + 'static {
     /// One decoded, augmented example.
@@ -44,8 +46,9 @@ pub trait DataSource: Send + Sync + 'static {
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
-    /// Decode and augment item `index`. An `Err` skips the item; the loader counts and logs it.
-    fn get(&self, index: usize, rng: &mut ChaCha8Rng) -> std::result::Result<Self::Item, String>;
+    /// Decode and augment item `index`. An `Err` skips the item (the record says which file or
+    /// record, and why); the loader counts and logs it.
+    fn get(&self, index: usize, rng: &mut ChaCha8Rng) -> std::result::Result<Self::Item, Skipped>;
     /// Turn items into a batch (this is where dynamic masking may happen).
     fn collate(&self, items: Vec<Self::Item>, rng: &mut ChaCha8Rng) -> Self::Batch;
 }
@@ -133,7 +136,7 @@ impl<B: Send + 'static> Loader<B> {
                 }
                 let start = pos.batch as usize * batch_size;
                 let idx = &order[start..start + batch_size];
-                let results: Vec<std::result::Result<S::Item, String>> = pool.install(|| {
+                let results: Vec<std::result::Result<S::Item, Skipped>> = pool.install(|| {
                     idx.par_iter()
                         .enumerate()
                         .map(|(j, &i)| {

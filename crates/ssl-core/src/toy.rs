@@ -41,7 +41,7 @@ impl DataSource for ToySource {
     fn len(&self) -> usize {
         self.len
     }
-    fn get(&self, _index: usize, rng: &mut ChaCha8Rng) -> std::result::Result<Self::Item, String> {
+    fn get(&self, _index: usize, rng: &mut ChaCha8Rng) -> std::result::Result<Self::Item, crate::loader::Skipped> {
         let x: Vec<f32> = (0..self.dim).map(|_| rng.random_range(-1.0..1.0)).collect();
         let y = x.iter().enumerate().map(|(i, v)| (i + 1) as f32 * v).sum::<f32>() / self.dim as f32
             + 0.01 * rng.random_range(-1.0f32..1.0);

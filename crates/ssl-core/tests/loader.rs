@@ -13,9 +13,9 @@ impl DataSource for Numbers {
     fn len(&self) -> usize {
         20
     }
-    fn get(&self, i: usize, rng: &mut ChaCha8Rng) -> Result<Self::Item, String> {
+    fn get(&self, i: usize, rng: &mut ChaCha8Rng) -> Result<Self::Item, ssl_core::loader::Skipped> {
         if self.bad.contains(&i) {
-            return Err(format!("item {i} is corrupt"));
+            return Err(ssl_core::loader::Skipped::record("numbers", i as u64, "corrupt"));
         }
         Ok((i, rand::Rng::random::<u32>(rng)))
     }

@@ -72,7 +72,7 @@ pub fn measure(ctx: &BenchContext) -> Result<Measured> {
     let parameters = write_init(objective.var_store(), &ctx.artefact(&name, "init"))?;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let items = (0..batch_size).map(|i| source.get(i, &mut rng)).collect::<std::result::Result<Vec<_>, _>>();
-    let batch = source.collate(items.map_err(SpeechError::InvalidArgument)?, &mut rng);
+    let batch = source.collate(items.map_err(|e| SpeechError::InvalidArgument(e.to_string()))?, &mut rng);
     let o = &cfg.objective;
     let rq = RandomProjectionQuantizer::new(N_MELS, o.code_dim, o.codebook_size, o.quantizer_seed, device);
     let waves = batch.waves.to_device(device);

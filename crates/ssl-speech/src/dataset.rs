@@ -275,8 +275,12 @@ impl DataSource for CropSource {
         self.corpus.clips.len()
     }
 
-    fn get(&self, index: usize, rng: &mut ChaCha8Rng) -> std::result::Result<Vec<f32>, String> {
-        let clip = self.corpus.clips.get(index).ok_or_else(|| format!("no clip {index}"))?;
+    fn get(&self, index: usize, rng: &mut ChaCha8Rng) -> std::result::Result<Vec<f32>, Skipped> {
+        let clip = self
+            .corpus
+            .clips
+            .get(index)
+            .ok_or_else(|| Skipped::record("pretraining audio", index as u64, "no such clip"))?;
         if clip.len() <= self.crop {
             return Ok(clip.clone());
         }

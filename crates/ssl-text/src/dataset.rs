@@ -100,9 +100,11 @@ impl DataSource for MlmDataset {
         self.indices.len()
     }
 
-    fn get(&self, index: usize, _rng: &mut ChaCha8Rng) -> Result<PackedSeq, String> {
-        let i = *self.indices.get(index).ok_or_else(|| format!("index {index} out of range"))?;
-        self.corpus.get(i).map_err(|e| e.to_string())
+    fn get(&self, index: usize, _rng: &mut ChaCha8Rng) -> Result<PackedSeq, ssl_core::loader::Skipped> {
+        use ssl_core::loader::Skipped;
+        let i =
+            *self.indices.get(index).ok_or_else(|| Skipped::record("corpus.packed", index as u64, "out of range"))?;
+        self.corpus.get(i).map_err(|e| Skipped::record("corpus.packed", i as u64, e.to_string()))
     }
 
     fn collate(&self, items: Vec<PackedSeq>, rng: &mut ChaCha8Rng) -> MlmBatch {

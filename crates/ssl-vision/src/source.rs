@@ -18,7 +18,7 @@ impl DataSource for ImageSource {
     fn len(&self) -> usize {
         self.images.len
     }
-    fn get(&self, index: usize, rng: &mut ChaCha8Rng) -> Result<Vec<f32>, String> {
+    fn get(&self, index: usize, rng: &mut ChaCha8Rng) -> Result<Vec<f32>, ssl_core::loader::Skipped> {
         let s = &self.images;
         Ok(augment(s.image(index), s.channels, s.height, s.width, &self.augment, rng))
     }

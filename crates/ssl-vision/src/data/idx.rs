@@ -33,7 +33,11 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<(Vec<usize>, Vec<u8>)> {
     let dims: Vec<usize> = (0..ndim)
         .map(|i| u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().unwrap_or([0; 4])) as usize)
         .collect();
-    let count: usize = dims.iter().product();
+    // A lying header must not overflow (a panic) or ask for more than the file holds.
+    let count = dims
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| VisionError::format(path, format!("IDX dimensions {dims:?} overflow")))?;
     if bytes.len() - header < count {
         return Err(VisionError::format(
             path,

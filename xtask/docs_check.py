@@ -1,0 +1,86 @@
+"""Open every page of the built docs site in headless Chromium and check it.
+
+Usage: python docs_check.py BOOK_DIR OUT_DIR
+
+For every book page (not the rustdoc pages under api/): no console errors; every internal link
+resolves to a file, and its #anchor to an element id in that file; every image loads. Screenshots
+of the landing page and one modality page go to OUT_DIR. Prints a JSON summary; exits 1 when a
+check fails, 3 when Chromium or chromedriver cannot be started.
+"""
+import functools
+import http.server
+import json
+import pathlib
+import re
+import sys
+import threading
+import urllib.parse
+
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+
+book = pathlib.Path(sys.argv[1]).resolve()
+out = pathlib.Path(sys.argv[2]).resolve()
+out.mkdir(parents=True, exist_ok=True)
+
+handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(book))
+handler.log_message = lambda *a, **k: None
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+threading.Thread(target=server.serve_forever, daemon=True).start()
+base = f"http://127.0.0.1:{server.server_port}/"
+
+options = webdriver.ChromeOptions()
+for flag in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,900"]:
+    options.add_argument(flag)
+options.binary_location = "/usr/bin/chromium"
+options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+try:
+    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+except Exception as e:  # no browser here: the caller reports a skip
+    print(json.dumps({"error": f"cannot start Chromium: {e}"}))
+    sys.exit(3)
+
+ids_cache = {}
+
+
+def ids_of(path):
+    if path not in ids_cache:
+        text = path.read_text(encoding="utf-8", errors="replace")
+        ids_cache[path] = set(re.findall(r'\sid="([^"]+)"', text))
+    return ids_cache[path]
+
+
+pages = sorted(p for p in book.rglob("*.html") if "api" not in p.relative_to(book).parts[:1])
+failures, checked_links, checked_images = [], 0, 0
+for page in pages:
+    rel = page.relative_to(book).as_posix()
+    driver.get(base + rel)
+    for entry in driver.get_log("browser"):
+        if entry.get("level") == "SEVERE":
+            failures.append(f"{rel}: console error: {entry.get('message')}")
+    hrefs = driver.execute_script("return Array.from(document.querySelectorAll('a[href]')).map(a => a.getAttribute('href'))")
+    for href in hrefs:
+        parsed = urllib.parse.urlparse(href)
+        if parsed.scheme or href.startswith("//") or href.startswith("mailto:"):
+            continue
+        target = page if not parsed.path else (page.parent / urllib.parse.unquote(parsed.path)).resolve()
+        if target.is_dir():
+            target = target / "index.html"
+        checked_links += 1
+        if not target.is_file():
+            failures.append(f"{rel}: broken link {href}")
+            continue
+        if parsed.fragment and target.suffix == ".html" and parsed.fragment not in ids_of(target):
+            failures.append(f"{rel}: missing anchor {href}")
+    broken = driver.execute_script(
+        "return Array.from(document.images).filter(i => !i.complete || i.naturalWidth === 0).map(i => i.getAttribute('src'))"
+    )
+    checked_images += len(driver.execute_script("return document.images.length") and driver.find_elements("css selector", "img"))
+    failures.extend(f"{rel}: image does not load: {src}" for src in broken)
+    if rel in ("index.html", "vision.html"):
+        driver.save_screenshot(str(out / rel.replace(".html", ".png")))
+
+driver.quit()
+server.shutdown()
+print(json.dumps({"pages": len(pages), "links": checked_links, "images": checked_images, "failures": failures}))
+sys.exit(1 if failures else 0)
