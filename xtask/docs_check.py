@@ -23,8 +23,12 @@ book = pathlib.Path(sys.argv[1]).resolve()
 out = pathlib.Path(sys.argv[2]).resolve()
 out.mkdir(parents=True, exist_ok=True)
 
-handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(book))
-handler.log_message = lambda *a, **k: None
+class Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+handler = functools.partial(Quiet, directory=str(book))
 server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
 threading.Thread(target=server.serve_forever, daemon=True).start()
 base = f"http://127.0.0.1:{server.server_port}/"
@@ -75,7 +79,7 @@ for page in pages:
     broken = driver.execute_script(
         "return Array.from(document.images).filter(i => !i.complete || i.naturalWidth === 0).map(i => i.getAttribute('src'))"
     )
-    checked_images += len(driver.execute_script("return document.images.length") and driver.find_elements("css selector", "img"))
+    checked_images += driver.execute_script("return document.images.length")
     failures.extend(f"{rel}: image does not load: {src}" for src in broken)
     if rel in ("index.html", "vision.html"):
         driver.save_screenshot(str(out / rel.replace(".html", ".png")))

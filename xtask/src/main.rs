@@ -45,7 +45,11 @@ enum Cmd {
     /// Measure training throughput against an equivalent PyTorch script and the matmul peak.
     Bench(bench::BenchArgs),
     /// Build the researcher docs site (mdBook, with the API docs under api/) into target/book.
-    Docs,
+    Docs {
+        /// Then open every page in headless Chromium, as `cargo xtask test` does.
+        #[arg(long)]
+        check: bool,
+    },
     /// Print the environment that lets plain `cargo` commands build against LibTorch.
     Env,
     /// Run any cargo command with the LibTorch environment set (e.g. `cargo xtask cargo build`).
@@ -174,9 +178,13 @@ fn main() -> ExitCode {
             let ssl = || cargo(&s, &["run", "--quiet", "-p", "ssl-cli", "--bin", "ssl", "--"]);
             bench::run(&workspace_root(), &ssl, &python, &a).map(|_| ())
         }),
-        Cmd::Docs => libtorch::provision().and_then(|s| {
+        Cmd::Docs { check } => libtorch::provision().and_then(|s| {
             let c = |args: &[&str]| cargo(&s, args);
-            docs::build(&workspace_root(), &c).map(|_| ())
+            let book = docs::build(&workspace_root(), &c)?;
+            if check {
+                docs::check(&workspace_root(), &book, &libtorch::test_python(&s)?)?;
+            }
+            Ok(())
         }),
         Cmd::Env => libtorch::provision().map(|s| {
             for (k, v) in s.cargo_env() {

@@ -1,6 +1,6 @@
 //! Every random choice of a run derives from the run seed through this module, by component name.
 //!
-//! - [`derive`] turns `(run seed, component name)` into the component's seed: `init`,
+//! - [`derive()`] turns `(run seed, component name)` into the component's seed: `init`,
 //!   `scratch-init`, `data-order`, `masking`, `augmentation`, `subsets`, `probe-init`,
 //!   `finetune-init`, `corruption`, `step`, ... Each component draws from its own stream, so
 //!   adding randomness to one never shifts another.

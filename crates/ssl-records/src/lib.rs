@@ -7,7 +7,7 @@
 //!   used.
 //! - [`skipped`]: the one record of an input that was skipped as unreadable ([`skipped::Skipped`]).
 //! - [`summary`]: the typed pretraining summary of `report.json`.
-//! - [`bench`]: the JSON of `cargo xtask bench`: what `ssl bench` measured (`<name>_ours.json`),
+//! - [`mod@bench`]: the JSON of `cargo xtask bench`: what `ssl bench` measured (`<name>_ours.json`),
 //!   what a PyTorch reference under `bench/` printed, and the `bench.json` report.
 //! - [`tensorboard`]: TensorBoard event files ([`tensorboard::EventWriter`]) that
 //!   `tensorboard --logdir` shows and `wandb sync` imports, and a checking reader

@@ -31,7 +31,7 @@ pub struct SpeechFlags {
     /// e.g. LibriSpeech).
     #[arg(long, default_value = "wav-folder")]
     pub data_format: String,
-    /// Labeled evaluation data: a folder with train/<class>/ and test/<class>/ (default: the
+    /// Labeled evaluation data: a folder with `train/<class>/` and `test/<class>/` (default: the
     /// committed spoken digits, datasets/speech/digits).
     #[arg(long)]
     pub labeled: Option<PathBuf>,

@@ -6,7 +6,7 @@
 //! word starts); with span masking it is made of spans whose length in units (words or tokens)
 //! follows SpanBERT's geometric distribution (p = 0.2, clipped at 10).
 //!
-//! Shapes stay static (Cramming): every sequence gets exactly [`MaskingConfig::slots`] output
+//! Shapes stay static (Cramming): every sequence gets exactly [`Masker::slots`] output
 //! slots, filled with the sorted masked positions and padded with invalid slots. The MLM head then
 //! runs on `[B, slots]` gathered positions only.
 //!

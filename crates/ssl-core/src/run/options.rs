@@ -22,7 +22,7 @@ pub struct RunOptions {
     #[arg(long)]
     #[serde(skip)]
     pub config: Option<PathBuf>,
-    /// The run directory (default: runs/<modality>-<method>-<unix time>).
+    /// The run directory (default: `runs/<modality>-<method>-<unix time>`).
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// The run seed: every random choice (initialisation, data order, masking, augmentation,
