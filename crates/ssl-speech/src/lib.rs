@@ -28,6 +28,8 @@
 //! use tch::{Device, Kind, Tensor};
 //!
 //! let model = ModelConfig { conv_channels: 16, dim: 32, layers: 1, heads: 2, ffn_dim: 64, ..ModelConfig::tiny() };
+//! // Every LibTorch draw under ssl_core::rng's exclusive, seeded guard.
+//! let _rng = ssl_core::rng::torch_rng(ssl_core::rng::derive(0, "init"));
 //! let objective = SpeechObjective::new(&model, ObjectiveConfig::default(), Device::Cpu); // best-rq
 //! // Two one-second utterances, the second only half real (the rest is padding).
 //! let waves = Tensor::randn([2, 16000], (Kind::Float, Device::Cpu));
@@ -38,7 +40,8 @@
 //! let mask = SpanMasker::default().sample_batch(&valid, frames as usize, &mut rng);
 //! let out = objective.loss(&waves, &lengths, &mask);
 //! // Cross-entropy over 512 random codes starts near ln(512).
-//! assert!((out.loss.double_value(&[]) - 512f64.ln()).abs() < 1.5);
+//! let loss = out.loss.double_value(&[]);
+//! assert!((loss - 512f64.ln()).abs() < 1.5, "initial loss {loss}");
 //! ```
 pub mod bench;
 pub mod best_rq;

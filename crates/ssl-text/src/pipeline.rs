@@ -1,6 +1,6 @@
 //! The whole recipe in three calls, as `ssl pretrain-text` runs it:
 //! [`prepare`] (tokenizer + packed corpus), [`pretrain`] (ssl-core's trainer + held-out MLM
-//! metrics) and [`evaluate_downstream`] (ssl-core's protocol with text corruptions).
+//! metrics) and [`eval_inputs`] (what ssl-core's protocol needs, with the text corruptions).
 //!
 //! A run directory holds `tokenizer.json`, the packed corpus `corpus.packed` (+ `.json`), the
 //! trainer's `metrics.jsonl` and `checkpoints/`.
@@ -17,7 +17,6 @@ use crate::packing::{PackedCorpus, PackedMeta, PackedWriter, Packer};
 use crate::tokenizer::{TextTokenizer, TokenizerConfig};
 use serde::{Deserialize, Serialize};
 use ssl_core::eval::classifier::{FinetuneConfig, ProbeConfig};
-use ssl_core::eval::protocol::Evaluation;
 use ssl_core::eval::{EvalKind, ProtocolConfig};
 use ssl_core::optim::{OptimizerConfig, OptimizerKind};
 use ssl_core::run::EvalInputs;
@@ -285,26 +284,11 @@ pub fn pretrain(
     Ok(Pretrained { summary, heldout, model: model_cfg, tokens_seen })
 }
 
-/// Run ssl-core's evaluation protocol (pretrained from `weights` against scratch) on `labeled`,
-/// with the nine text corruptions. `model` is the full model configuration
-/// ([`PreparedData::model_config`], or the `model` saved with a run); `pooling` picks the hidden
-/// states the features average (for the probe and the fine-tuning head alike).
-pub fn evaluate_downstream(
-    tokenizer: &Arc<TextTokenizer>,
-    model: &BertConfig,
-    labeled: &LabeledSplit,
-    weights: &Path,
-    protocol: &ProtocolConfig,
-    pooling: Pooling,
-    device: Device,
-) -> Result<Evaluation> {
-    let i = eval_inputs(tokenizer, model, labeled, weights, protocol, pooling)?;
-    Ok(ssl_core::eval::evaluate(i.factory.as_ref(), &i.train, &i.test, &i.corruptions, protocol, device)?)
-}
-
-/// What [`evaluate_downstream`] hands ssl-core's protocol: the tokenized labeled split, encoders
-/// from `weights` (with the TF-IDF raw baseline fitted on the train split) and the text
-/// corruptions.
+/// What ssl-core's protocol needs to evaluate the encoder of `weights` (a run directory or a
+/// checkpoint) on `labeled`: the tokenized labeled split, pretrained and scratch encoders (with the
+/// TF-IDF raw baseline fitted on the train split) and the text corruptions. `model` is the full
+/// model configuration ([`PreparedData::model_config`], or the `model` saved with a run); `pooling`
+/// picks the hidden states the features average (for the probe and the fine-tuning head alike).
 pub fn eval_inputs(
     tokenizer: &Arc<TextTokenizer>,
     model: &BertConfig,

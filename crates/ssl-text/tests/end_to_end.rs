@@ -61,13 +61,14 @@ fn tiny_pretrain_then_evaluate() {
     protocol.finetune.steps = 10;
     protocol.probe.steps = 50;
     protocol.robustness_max_test = 64;
-    let evaluation = pipeline::evaluate_downstream(
-        &data.tokenizer,
-        &pre.model,
-        &labeled,
-        run.path(),
+    let inputs =
+        pipeline::eval_inputs(&data.tokenizer, &pre.model, &labeled, run.path(), &protocol, Pooling::Last).unwrap();
+    let evaluation = ssl_core::eval::evaluate(
+        inputs.factory.as_ref(),
+        &inputs.train,
+        &inputs.test,
+        &inputs.corruptions,
         &protocol,
-        Pooling::Last,
         Device::Cpu,
     )
     .unwrap();
