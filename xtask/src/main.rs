@@ -114,7 +114,7 @@ fn pretrain(modality: &str, a: PretrainArgs) -> Result<()> {
     // progress (a later run only prints cargo's one "Finished" line).
     if !workspace_root().join("target/debug/ssl").is_file() {
         eprintln!(
-            "==> building the `ssl` binary: a one-time cost (about 25 minutes on 2 cores: the LibTorch \
+            "==> building the `ssl` binary: a one-time cost (about 10 minutes on 2 cores: the LibTorch \
              bindings and ~300 crates); later runs start in seconds"
         );
     }
