@@ -205,7 +205,7 @@ pub fn run(root: &Path, ssl: &dyn Fn() -> Command, python: &Path, args: &BenchAr
             torch: torch_version,
             toolkit: env!("CARGO_PKG_VERSION").into(),
         },
-        git_rev: cmd_output("git", &["-C", &root.display().to_string(), "rev-parse", "HEAD"]),
+        git_rev: ssl_records::run::git_revision(root).unwrap_or_default(),
         device: args.device.clone(),
         peak_flops: peak,
         peak_kind: if args.device == "cpu" { "fp32 matmul" } else { "bf16 matmul" }.into(),

@@ -9,8 +9,8 @@ use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-/// The PyTorch version tch 0.26 is built for.
-pub const TORCH_VERSION: &str = "2.13.0";
+/// The PyTorch version tch 0.26 is built for (one constant with what every run records).
+pub const TORCH_VERSION: &str = ssl_records::run::LIBTORCH_VERSION;
 const MARKER: &str = "ssl-toolkit-torch.json";
 
 /// Where LibTorch comes from, as decided by [`provision`].

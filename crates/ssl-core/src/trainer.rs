@@ -278,10 +278,11 @@ impl Trainer {
         let mut last_ckpt = None;
         let skipped_before = state.skipped_inputs;
         // LibTorch draws inside the steps (dropout, random masks) come from the step's own seed.
-        let torch_rng = crate::rng::torch_rng(crate::rng::derive(cfg.seed, "step"));
+        let step_seed = crate::rng::derive(cfg.seed, "step");
+        let torch_rng = crate::rng::torch_rng(step_seed);
         while state.step < cfg.steps {
             let step = state.step;
-            torch_rng.reseed(mix_seed(&[crate::rng::derive(cfg.seed, "step"), step]));
+            torch_rng.reseed(mix_seed(&[step_seed, step]));
             let lr = schedule.lr_at(step);
             optimizer.zero_grad();
             let mut loss_sum = Tensor::zeros([], (Kind::Float, self.device));

@@ -2,6 +2,17 @@
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
+/// The PyTorch/LibTorch release tch 0.26 is built for: what set-up installs and what every run
+/// records.
+pub const LIBTORCH_VERSION: &str = "2.13.0";
+
+/// `git rev-parse HEAD` of the checkout at `dir`, where it is one and git is installed.
+pub fn git_revision(dir: &Path) -> Option<String> {
+    let o = std::process::Command::new("git").arg("-C").arg(dir).args(["rev-parse", "HEAD"]).output().ok()?;
+    let rev = String::from_utf8(o.stdout).ok()?.trim().to_owned();
+    (o.status.success() && !rev.is_empty()).then_some(rev)
+}
+
 /// The version of [`RunRecord`]; bumped on any incompatible change.
 pub const SCHEMA_VERSION: u32 = 2;
 

@@ -13,7 +13,6 @@ use serde::{Deserialize, Serialize};
 use ssl_core::eval::{EvalKind, ProtocolConfig};
 use ssl_core::run::{DataReport, EvalInputs, Mode, Recipe, RunContext, RunOptions, RunPlan};
 use ssl_core::trainer::TrainSummary;
-use ssl_records::run::RunRecord;
 use ssl_records::skipped::SkippedInputs;
 use std::path::{Path, PathBuf};
 
@@ -184,19 +183,14 @@ impl Recipe for SpeechRecipe {
                 return Err(invalid(format!("--extra-test {}: not a folder", x.display())));
             }
         }
-        match &plan.mode {
-            Mode::EvalOnly { run, .. } => {
-                RunRecord::read_for(run, "speech").map_err(|e| invalid(e.to_string()))?;
+        if !plan.is_eval_only() {
+            for d in self.data_paths() {
+                if !d.is_dir() {
+                    return Err(invalid(format!("--data {}: not a folder", d.display())));
+                }
             }
-            Mode::Pretrain { .. } => {
-                for d in self.data_paths() {
-                    if !d.is_dir() {
-                        return Err(invalid(format!("--data {}: not a folder", d.display())));
-                    }
-                }
-                if self.flags.max_files == 0 {
-                    return Err(invalid("--max-files must be at least 1"));
-                }
+            if self.flags.max_files == 0 {
+                return Err(invalid("--max-files must be at least 1"));
             }
         }
         Ok(())
@@ -211,9 +205,7 @@ impl Recipe for SpeechRecipe {
         match &plan.mode {
             Mode::EvalOnly { run, .. } => {
                 // The model and objective are the evaluated run's; the evaluation follows the flags.
-                let record = RunRecord::read_for(run, "speech").map_err(|e| invalid(e.to_string()))?;
-                let saved: SpeechConfig = serde_json::from_value(record.config["resolved"].clone())
-                    .map_err(|e| invalid(format!("{}: no speech configuration: {e}", run.display())))?;
+                let saved: SpeechConfig = plan.evaluated("").transpose()?.ok_or_else(|| invalid("no evaluated run"))?;
                 self.cfg.model = saved.model;
                 self.cfg.preset = saved.preset;
                 self.cfg.objective = saved.objective;

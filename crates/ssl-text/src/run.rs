@@ -14,7 +14,6 @@ use serde::{Deserialize, Serialize};
 use ssl_core::eval::ProtocolConfig;
 use ssl_core::run::{DataReport, EvalInputs, Mode, Recipe, RunContext, RunOptions, RunPlan};
 use ssl_core::trainer::TrainSummary;
-use ssl_records::run::RunRecord;
 use ssl_records::skipped::{Skipped, SkippedInputs};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -170,7 +169,6 @@ impl Recipe for TextRecipe {
         }
         match &plan.mode {
             Mode::EvalOnly { run, .. } => {
-                RunRecord::read_for(run, "text").map_err(|e| invalid(e.to_string()))?;
                 if !run.join("tokenizer.json").is_file() {
                     return Err(invalid(format!("{} has no tokenizer.json", run.display())));
                 }
@@ -201,11 +199,9 @@ impl Recipe for TextRecipe {
         });
         match &plan.mode {
             Mode::EvalOnly { run, .. } => {
-                let record = RunRecord::read_for(run, "text").map_err(|e| invalid(e.to_string()))?;
-                self.cfg = serde_json::from_value(record.config["resolved"]["text"].clone())
-                    .map_err(|e| invalid(format!("{}: no text configuration: {e}", run.display())))?;
+                self.cfg = plan.evaluated("/text").transpose()?.ok_or_else(|| invalid("no evaluated run"))?;
                 // The evaluated run's protocol, under the flags (as for every modality).
-                if let Ok(p) = serde_json::from_value(record.config["resolved"]["protocol"].clone()) {
+                if let Some(Ok(p)) = plan.evaluated("/protocol") {
                     self.protocol = p;
                     plan.apply_protocol(&mut self.protocol);
                 }

@@ -11,7 +11,6 @@ use serde::{Deserialize, Serialize};
 use ssl_core::eval::ProtocolConfig;
 use ssl_core::run::{DataReport, EvalInputs, Mode, Recipe, RunContext, RunOptions, RunPlan};
 use ssl_core::trainer::TrainSummary;
-use ssl_records::run::RunRecord;
 use ssl_records::skipped::SkippedInputs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -139,7 +138,7 @@ impl Recipe for VisionRecipe {
         serde_json::to_value(&self.cfg).unwrap_or_default()
     }
 
-    fn validate(&self, plan: &RunPlan) -> Result<()> {
+    fn validate(&self, _plan: &RunPlan) -> Result<()> {
         let f = &self.flags;
         if let Some(fmt) = &f.data_format {
             if !FORMATS.contains(&fmt.as_str()) {
@@ -162,21 +161,16 @@ impl Recipe for VisionRecipe {
                 "--image-size, --width, --max-images and --max-test must be positive".into(),
             ));
         }
-        if let Mode::EvalOnly { run, .. } = &plan.mode {
-            RunRecord::read_for(run, "vision").map_err(|e| VisionError::Invalid(e.to_string()))?;
-        }
         Ok(())
     }
 
     fn open(&mut self, plan: &RunPlan) -> Result<DataReport> {
         let data_path = self.data_path();
-        if let Mode::EvalOnly { run, .. } = &plan.mode {
-            let record = RunRecord::read_for(run, "vision").map_err(|e| VisionError::Invalid(e.to_string()))?;
-            let mut cfg: VisionConfig = serde_json::from_value(record.config["resolved"].clone())
-                .map_err(|e| VisionError::Invalid(format!("{}: no vision configuration: {e}", run.display())))?;
+        if let (Mode::EvalOnly { run, .. }, Some(saved)) = (&plan.mode, plan.evaluated::<VisionConfig>("")) {
+            let mut cfg = saved?;
             plan.apply_protocol(&mut cfg.protocol);
             self.apply_flags(&mut cfg);
-            let recorded = record.config["flags"]["data"].as_str().map(PathBuf::from);
+            let recorded = plan.evaluated_flags().and_then(|f| f["data"].as_str()).map(PathBuf::from);
             let labeled_path = self.flags.labeled.clone().or(self.flags.data.clone()).or(recorded).unwrap_or(data_path);
             let (train, test) = open_labeled(&labeled_path, cfg.image_size)?;
             let report = DataReport {

@@ -37,7 +37,7 @@ pub use recipe::{DataReport, EvalInputs, Recipe, RunContext};
 
 use crate::error::{CoreError, Result};
 use crate::eval::report::{detect_machine, Report};
-use ssl_records::run::{RunRecord, Versions, SCHEMA_VERSION};
+use ssl_records::run::{RunRecord, Versions, LIBTORCH_VERSION, SCHEMA_VERSION};
 use std::path::Path;
 
 /// The `report.json` schema version this toolkit writes.
@@ -62,8 +62,8 @@ pub fn execute<R: Recipe>(recipe: &mut R, plan: &RunPlan) -> std::result::Result
         config: serde_json::json!({ "flags": recipe.flags(), "resolved": recipe.resolved() }),
         data: serde_json::json!({ "summary": data.summary, "skipped": data.skipped }),
         machine: detect_machine(plan.device),
-        versions: Versions { toolkit: env!("CARGO_PKG_VERSION").into(), libtorch: tch_version() },
-        git_revision: option_env!("SSL_GIT_REVISION").map(str::to_owned),
+        versions: Versions { toolkit: env!("CARGO_PKG_VERSION").into(), libtorch: LIBTORCH_VERSION.into() },
+        git_revision: ssl_records::run::git_revision(Path::new(env!("CARGO_MANIFEST_DIR"))),
     };
     record.write(&run_dir).map_err(|e| CoreError::InvalidArgument(e.to_string()))?;
     for s in data.skipped.items.iter().take(5) {
@@ -114,11 +114,6 @@ pub fn execute<R: Recipe>(recipe: &mut R, plan: &RunPlan) -> std::result::Result
     };
     finish(&run_dir, &report)?;
     Ok(report)
-}
-
-/// The LibTorch version tch was built for.
-fn tch_version() -> String {
-    "2.13.0".into()
 }
 
 /// Write `report.json`, `report.md` and the plots into `run_dir`, and print the summary.

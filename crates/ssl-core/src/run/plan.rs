@@ -14,6 +14,8 @@ use super::options::RunOptions;
 use crate::error::{CoreError, Result};
 use crate::eval::{EvalKind, ProtocolConfig};
 use crate::trainer::TrainConfig;
+use serde::de::DeserializeOwned;
+use ssl_records::run::RunRecord;
 use std::path::{Path, PathBuf};
 use tch::Device;
 
@@ -28,6 +30,8 @@ pub enum Mode {
         run: PathBuf,
         /// The run directory or the checkpoint whose weights are evaluated.
         weights: PathBuf,
+        /// The evaluated run's `config.json`, read and checked to be of this modality.
+        record: Box<RunRecord>,
     },
 }
 
@@ -118,7 +122,9 @@ impl RunOptions {
                     if !c.exists() {
                         return Err(invalid(format!("--checkpoint {}: no such file or directory", c.display())));
                     }
-                    Mode::EvalOnly { run: run_of_checkpoint(c)?, weights: c.clone() }
+                    let run = run_of_checkpoint(c)?;
+                    let record = RunRecord::read_for(&run, modality).map_err(|e| invalid(e.to_string()))?;
+                    Mode::EvalOnly { run, weights: c.clone(), record: Box::new(record) }
                 }
                 (false, None, resume) => Mode::Pretrain { resume },
             };
@@ -166,6 +172,25 @@ impl RunPlan {
 
     pub fn is_eval_only(&self) -> bool {
         matches!(self.mode, Mode::EvalOnly { .. })
+    }
+
+    /// With `--eval-only`: the evaluated run's resolved configuration at `pointer` (a JSON
+    /// pointer below `config.resolved`, `""` for all of it), as the recipe's type. `None` for a
+    /// pretraining run.
+    pub fn evaluated<T: DeserializeOwned>(&self, pointer: &str) -> Option<Result<T>> {
+        let Mode::EvalOnly { run, record, .. } = &self.mode else { return None };
+        let value = record.config.pointer(&format!("/resolved{pointer}")).cloned().unwrap_or_default();
+        Some(serde_json::from_value(value).map_err(|e| {
+            invalid(format!("{}: no {} configuration at `resolved{pointer}`: {e}", run.display(), self.modality))
+        }))
+    }
+
+    /// With `--eval-only`: the flags the evaluated run was given.
+    pub fn evaluated_flags(&self) -> Option<&serde_json::Value> {
+        match &self.mode {
+            Mode::EvalOnly { record, .. } => record.config.get("flags"),
+            Mode::Pretrain { .. } => None,
+        }
     }
 
     pub fn resume(&self) -> bool {
@@ -287,11 +312,21 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let run = d.path().join("r");
         std::fs::create_dir_all(run.join("checkpoints/step-3")).unwrap();
-        std::fs::write(run.join("config.json"), "{}").unwrap();
+        let record = serde_json::json!({
+            "schema_version": ssl_records::run::SCHEMA_VERSION, "modality": "vision", "method": "rotation",
+            "config": {"flags": {}, "resolved": {"a": 1}}, "data": {}, "git_revision": null,
+            "machine": {"cpu": "c", "cores": 2, "os": "linux", "device": "Cpu", "cuda_available": false,
+                        "threads": 2, "toolkit_version": "0"},
+            "versions": {"toolkit": "0", "libtorch": "0"},
+        });
+        std::fs::write(run.join("config.json"), record.to_string()).unwrap();
         let o = RunOptions { eval_only: true, checkpoint: Some(run.join("checkpoints/step-3")), ..Default::default() };
         let p = o.resolve("vision", "rotation").unwrap();
         assert_eq!(p.run_dir, run.join("eval"));
         assert!(matches!(&p.mode, Mode::EvalOnly { run: r, .. } if r == &run));
+        assert_eq!(p.evaluated::<serde_json::Value>("/a").unwrap().unwrap(), 1);
+        let o = RunOptions { eval_only: true, checkpoint: Some(run.clone()), ..Default::default() };
+        assert!(o.resolve("text", "mlm").unwrap_err().to_string().contains("is a vision run"));
         std::fs::write(run.join("checkpoints/step-3/state.json"), "{}").unwrap();
         std::fs::write(run.join("checkpoints/step-3/model.safetensors"), "").unwrap();
         let e = RunOptions { out: Some(run.clone()), ..Default::default() }.resolve("vision", "rotation");
