@@ -92,3 +92,80 @@ fn a_truncated_newest_checkpoint_falls_back_to_the_older_one() {
 fn an_unparsable_newest_state_falls_back_to_the_older_one() {
     resume_past_damage(|ckpt| std::fs::write(ckpt.join("state.json"), "{ not json").unwrap());
 }
+
+/// A disk that fills up while a checkpoint is written (a per-file size limit, RLIMIT_FSIZE, below
+/// the checkpoint's size; the write fails with EFBIG as it would with ENOSPC): the run stops with
+/// an error naming the checkpoint, the previous checkpoints stay intact, and once space is free
+/// `--resume` finishes with exactly the losses of a run that never stopped.
+#[test]
+fn a_full_disk_during_a_checkpoint_stops_the_run_and_resume_works_once_space_is_free() {
+    use std::os::unix::process::CommandExt;
+    const DIM: &str = "192"; // a 192x192 weight: each checkpoint holds about 0.6 MB of tensors
+    let toy = |dir: &Path, resume: bool| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_toy_train"));
+        c.arg(dir).arg(STEPS.to_string()).args(["--dim", DIM]);
+        if resume {
+            c.arg("--resume");
+        }
+        c
+    };
+    let reference = tempfile::tempdir().unwrap();
+    assert!(toy(reference.path(), false).status().unwrap().success());
+    let want = losses(reference.path());
+
+    // Train until two checkpoints exist, then stop the process.
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = toy(dir.path(), false).spawn().unwrap();
+    let start = Instant::now();
+    while ssl_core::checkpoint::list(dir.path()).len() < 2 && start.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    child.kill().unwrap();
+    let _ = child.wait();
+    let before = ssl_core::checkpoint::latest(dir.path()).expect("a checkpoint exists");
+    let step_before = ssl_core::checkpoint::read_state(&before).unwrap().step;
+
+    // Resume on a "full disk": files may not grow past 64 KiB.
+    let mut full = toy(dir.path(), true);
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        full.pre_exec(|| {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let lim = libc::rlimit { rlim_cur: 64 << 10, rlim_max: 64 << 10 };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = full.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "a clear error, not a crash: {stderr}");
+    assert!(stderr.contains("checkpoint") && stderr.contains("too large"), "the error says what failed: {stderr}");
+    assert_eq!(stderr.lines().filter(|l| l.starts_with("error")).count(), 1, "one message: {stderr}");
+    // Every checkpoint left is intact and the newest is no older than before.
+    for c in ssl_core::checkpoint::list(dir.path()) {
+        ssl_core::checkpoint::read_state(&c).unwrap_or_else(|e| panic!("{} is damaged: {e}", c.display()));
+    }
+    let latest = ssl_core::checkpoint::latest(dir.path()).unwrap();
+    assert!(ssl_core::checkpoint::read_state(&latest).unwrap().step >= step_before);
+
+    // Space is free again.
+    let out = toy(dir.path(), true).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(losses(dir.path()), want, "the run ends as if never stopped");
+    let stray: Vec<_> = walk(dir.path()).into_iter().filter(|p| p.to_string_lossy().contains(".tmp")).collect();
+    assert!(stray.is_empty(), "temporary files left behind: {stray:?}");
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        }
+        out.push(p);
+    }
+    out
+}

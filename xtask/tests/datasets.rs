@@ -625,6 +625,79 @@ fn zip_with_parent_dir_entry_is_refused() {
     assert!(!root.join("evilzip").exists());
 }
 
+/// Installs `bytes` (an archive of `format`) through a mirror directory with an extraction limit
+/// of `limit` bytes and returns the error text (the install must fail and leave nothing behind).
+fn install_hostile(tmp: &Path, name: &str, bytes: &[u8], format: ArchiveFormat, limit: u64) -> String {
+    let mirror = tmp.join("mirror");
+    fs::create_dir_all(&mirror).unwrap();
+    fs::write(mirror.join(name), bytes).unwrap();
+    let url = format!("http://127.0.0.1:{}/{name}", refused_port());
+    let ds = dataset("hostile", "vision", vec![entry(name, vec![url], bytes, format)], ".", &[]);
+    let root = tmp.join("data");
+    let mut inst = installer(&root, vec![Mirror::Dir(mirror)]);
+    inst.max_extracted_bytes = limit;
+    let err = inst.install(&ds).expect_err("hostile archive must be refused");
+    assert!(!root.join("hostile").exists(), "no dataset directory may appear");
+    assert!(leftovers(&root).is_empty(), "staging left: {:?}", leftovers(&root));
+    format!("{err:#}")
+}
+
+#[test]
+fn zip_with_escaping_symlink_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut bytes = std::io::Cursor::new(Vec::new());
+    {
+        let mut zip = zip::ZipWriter::new(&mut bytes);
+        zip.add_symlink("link", "../../outside", zip::write::FileOptions::default()).unwrap();
+        zip.finish().unwrap();
+    }
+    let err = install_hostile(tmp.path(), "link.zip", &bytes.into_inner(), ArchiveFormat::Zip, u64::MAX);
+    assert!(err.contains("escapes the destination"), "{err}");
+}
+
+/// Decompression bombs: a 4 MiB run of zeros compresses to a few KiB; with a 1 MiB limit the
+/// extraction stops with an error naming the entry, for tar.gz, zip and a single gzip file.
+#[test]
+fn archives_that_expand_past_the_limit_are_refused() {
+    let zeros = vec![0u8; 4 << 20];
+    let tmp = tempfile::tempdir().unwrap();
+    let tar = tar_gz(&[
+        (tar::EntryType::Regular, "small.bin", None, b"ok"),
+        (tar::EntryType::Regular, "bomb.bin", None, &zeros),
+    ]);
+    assert!(tar.len() < 64 << 10, "the bomb is small: {} bytes", tar.len());
+    let err = install_hostile(tmp.path(), "bomb.tar.gz", &tar, ArchiveFormat::TarGz, 1 << 20);
+    assert!(err.contains("bomb.bin") && err.contains("expands past the limit"), "{err}");
+
+    let mut bytes = std::io::Cursor::new(Vec::new());
+    {
+        let mut zip = zip::ZipWriter::new(&mut bytes);
+        let opts = zip::write::FileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+        zip.start_file("bomb.bin", opts).unwrap();
+        zip.write_all(&zeros).unwrap();
+        zip.finish().unwrap();
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let err = install_hostile(tmp.path(), "bomb.zip", &bytes.into_inner(), ArchiveFormat::Zip, 1 << 20);
+    assert!(err.contains("bomb.bin") && err.contains("expands past the limit"), "{err}");
+
+    let tmp = tempfile::tempdir().unwrap();
+    let err = install_hostile(tmp.path(), "bomb.bin.gz", &gzip(&zeros), ArchiveFormat::GzipSingleFile, 1 << 20);
+    assert!(err.contains("expands past the limit"), "{err}");
+
+    // The same archive within the limit installs.
+    let tmp = tempfile::tempdir().unwrap();
+    let mirror = tmp.path().join("mirror");
+    fs::create_dir_all(&mirror).unwrap();
+    fs::write(mirror.join("bomb.tar.gz"), &tar).unwrap();
+    let url = format!("http://127.0.0.1:{}/bomb.tar.gz", refused_port());
+    let ds = dataset("fine", "vision", vec![entry("bomb.tar.gz", vec![url], &tar, ArchiveFormat::TarGz)], ".", &[]);
+    let mut inst = installer(&tmp.path().join("data"), vec![Mirror::Dir(mirror)]);
+    inst.max_extracted_bytes = 8 << 20;
+    let dir = inst.install(&ds).unwrap();
+    assert_eq!(fs::metadata(dir.join("bomb.bin")).unwrap().len(), 4 << 20);
+}
+
 // ---------------------------------------------------------------------------------------------
 // 5. Mirrors come before the network.
 

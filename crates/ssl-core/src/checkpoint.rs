@@ -85,7 +85,14 @@ fn fsync_dir(path: &Path) -> Result<()> {
 fn write_tensors(path: &Path, named: &[(String, Tensor)]) -> Result<()> {
     let cpu: Vec<(String, Tensor)> =
         named.iter().map(|(n, t)| (n.clone(), t.to_device(Device::Cpu).contiguous())).collect();
-    Tensor::write_safetensors(&cpu, path)?;
+    // LibTorch's message for a failed write is generic; say which file and why.
+    Tensor::write_safetensors(&cpu, path).map_err(|e| {
+        let mut message = e.to_string();
+        if let Some(io) = std::error::Error::source(&e).and_then(|s| s.downcast_ref::<std::io::Error>()) {
+            message = io.to_string();
+        }
+        CoreError::Io { path: path.display().to_string(), source: std::io::Error::other(message) }
+    })?;
     fsync_file(path)
 }
 
@@ -104,15 +111,26 @@ pub fn save(
     if tmp.exists() {
         fs::remove_dir_all(&tmp).map_err(|e| CoreError::io(&tmp, e))?;
     }
-    fs::create_dir_all(&tmp).map_err(|e| CoreError::io(&tmp, e))?;
-    let mut weights: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
-    weights.sort_by(|a, b| a.0.cmp(&b.0));
-    write_tensors(&tmp.join(MODEL), &weights)?;
-    write_tensors(&tmp.join(OPTIM), &optimizer.state_tensors())?;
-    let json = serde_json::to_vec_pretty(state).map_err(|e| CoreError::json(tmp.join(STATE), e))?;
-    fs::write(tmp.join(STATE), json).map_err(|e| CoreError::io(tmp.join(STATE), e))?;
-    fsync_file(&tmp.join(STATE))?;
-    fsync_dir(&tmp)?;
+    let written = (|| {
+        fs::create_dir_all(&tmp).map_err(|e| CoreError::io(&tmp, e))?;
+        let mut weights: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+        weights.sort_by(|a, b| a.0.cmp(&b.0));
+        write_tensors(&tmp.join(MODEL), &weights)?;
+        write_tensors(&tmp.join(OPTIM), &optimizer.state_tensors())?;
+        let json = serde_json::to_vec_pretty(state).map_err(|e| CoreError::json(tmp.join(STATE), e))?;
+        fs::write(tmp.join(STATE), json).map_err(|e| CoreError::io(tmp.join(STATE), e))?;
+        fsync_file(&tmp.join(STATE))?;
+        fsync_dir(&tmp)
+    })();
+    if let Err(e) = written {
+        // A full disk: drop the partial copy (it would only take space), keep the older ones.
+        let _ = fs::remove_dir_all(&tmp);
+        let message = match e {
+            CoreError::Io { source, .. } => source.to_string(),
+            other => other.to_string(),
+        };
+        return Err(CoreError::CheckpointWrite { path: final_path.display().to_string(), message });
+    }
     if final_path.exists() {
         fs::remove_dir_all(&final_path).map_err(|e| CoreError::io(&final_path, e))?;
     }
@@ -121,6 +139,12 @@ pub fn save(
     let all = list(run_dir);
     for old in all.iter().take(all.len().saturating_sub(keep.max(1))) {
         let _ = fs::remove_dir_all(old);
+    }
+    // Partial copies of earlier saves that were cut off (a kill, a full disk) go now.
+    for e in fs::read_dir(&dir).into_iter().flatten().flatten() {
+        if e.file_name().to_string_lossy().ends_with(".tmp") {
+            let _ = fs::remove_dir_all(e.path());
+        }
     }
     Ok(final_path)
 }

@@ -17,6 +17,9 @@ pub enum CoreError {
     #[error("{path}: {source}")]
     Json { path: String, source: serde_json::Error },
     /// A checkpoint does not fit the model or configuration it is loaded into.
+    #[error("cannot write checkpoint {path}: {message}; the earlier checkpoints are intact: free space, then continue with --resume")]
+    CheckpointWrite { path: String, message: String },
+
     #[error("checkpoint mismatch: {0}")]
     CheckpointMismatch(String),
     /// No checkpoint to resume from.

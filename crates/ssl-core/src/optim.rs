@@ -63,6 +63,8 @@ struct Param {
     name: String,
     var: Tensor,
     decay: bool,
+    /// This parameter's learning rate is `lr * lr_scale` (1 unless [`Optimizer::set_lr_scales`]).
+    lr_scale: f64,
     /// AdamW: exp_avg, exp_avg_sq, step (f32 scalar). SGD: momentum buffer.
     state: Vec<Tensor>,
 }
@@ -109,7 +111,7 @@ impl Optimizer {
                     ],
                     OptimizerKind::Sgd { .. } => vec![var.zeros_like().detach()],
                 };
-                Param { name, var, decay, state }
+                Param { name, var, decay, lr_scale: 1.0, state }
             })
             .collect();
         Self { params, config, steps: 0 }
@@ -128,6 +130,14 @@ impl Optimizer {
     /// Names of the parameters that receive weight decay.
     pub fn decayed_parameter_names(&self) -> Vec<&str> {
         self.params.iter().filter(|p| p.decay).map(|p| p.name.as_str()).collect()
+    }
+
+    /// Scale each parameter's learning rate by `scale(name)` (a lower rate for a pretrained encoder
+    /// than for a new head, layer-wise decay). Parameters with equal scales are updated together.
+    pub fn set_lr_scales(&mut self, scale: impl Fn(&str) -> f64) {
+        for p in &mut self.params {
+            p.lr_scale = scale(&p.name);
+        }
     }
 
     /// Reset every gradient to zero.
@@ -159,29 +169,38 @@ impl Optimizer {
         self.steps += 1;
         let t = self.steps;
         let config = self.config;
-        for decay in [true, false] {
-            let wd = if decay { config.weight_decay } else { 0.0 };
-            let group: Vec<&mut Param> =
-                self.params.iter_mut().filter(|p| p.decay == decay && p.var.grad().defined()).collect();
-            if group.is_empty() {
-                continue;
+        let mut scales: Vec<f64> = self.params.iter().map(|p| p.lr_scale).collect();
+        scales.sort_by(f64::total_cmp);
+        scales.dedup();
+        for scale in scales {
+            let lr = lr * scale;
+            for decay in [true, false] {
+                let wd = if decay { config.weight_decay } else { 0.0 };
+                let group: Vec<&mut Param> = self
+                    .params
+                    .iter_mut()
+                    .filter(|p| p.decay == decay && p.lr_scale == scale && p.var.grad().defined())
+                    .collect();
+                if group.is_empty() {
+                    continue;
+                }
+                tch::no_grad(|| match (config.kind, config.fused) {
+                    (OptimizerKind::AdamW { beta1, beta2, eps }, true) => fused_adamw(group, lr, beta1, beta2, wd, eps),
+                    (OptimizerKind::AdamW { beta1, beta2, eps }, false) => {
+                        composed_adamw(group, lr, beta1, beta2, wd, eps, t)
+                    }
+                    (OptimizerKind::Sgd { momentum, nesterov }, true) => {
+                        let grads: Vec<Tensor> = group.iter().map(|p| p.var.grad()).collect();
+                        let params: Vec<&Tensor> = group.iter().map(|p| &p.var).collect();
+                        let bufs: Vec<&Tensor> = group.iter().map(|p| &p.state[0]).collect();
+                        let grads: Vec<&Tensor> = grads.iter().collect();
+                        kernels::foreach_sgd(&params, &grads, &bufs, lr, momentum, wd, nesterov, t == 1)
+                    }
+                    (OptimizerKind::Sgd { momentum, nesterov }, false) => {
+                        composed_sgd(group, lr, momentum, wd, nesterov, t == 1)
+                    }
+                })?;
             }
-            tch::no_grad(|| match (config.kind, config.fused) {
-                (OptimizerKind::AdamW { beta1, beta2, eps }, true) => fused_adamw(group, lr, beta1, beta2, wd, eps),
-                (OptimizerKind::AdamW { beta1, beta2, eps }, false) => {
-                    composed_adamw(group, lr, beta1, beta2, wd, eps, t)
-                }
-                (OptimizerKind::Sgd { momentum, nesterov }, true) => {
-                    let grads: Vec<Tensor> = group.iter().map(|p| p.var.grad()).collect();
-                    let params: Vec<&Tensor> = group.iter().map(|p| &p.var).collect();
-                    let bufs: Vec<&Tensor> = group.iter().map(|p| &p.state[0]).collect();
-                    let grads: Vec<&Tensor> = grads.iter().collect();
-                    kernels::foreach_sgd(&params, &grads, &bufs, lr, momentum, wd, nesterov, t == 1)
-                }
-                (OptimizerKind::Sgd { momentum, nesterov }, false) => {
-                    composed_sgd(group, lr, momentum, wd, nesterov, t == 1)
-                }
-            })?;
         }
         Ok(())
     }

@@ -161,8 +161,9 @@ pub fn curve_chart(
 }
 
 /// `accuracy.png`: test accuracy against labels per class (log scale, ticked at the measured
-/// counts): one colour per evaluation, pretrained solid, scratch dashed, bands of ± one std over
-/// seeds, and the raw-input baseline in grey.
+/// counts): one colour per evaluation, pretrained solid, scratch dashed (trained from scratch for
+/// fine-tuning, random frozen features for the probes), bands of ± one std over seeds, and the
+/// raw-input baseline in grey.
 pub fn accuracy_plot(report: &Report, path: &Path) -> Result<()> {
     let rows = &report.evaluation.evaluations;
     let mut evals: Vec<_> = rows.iter().map(|r| r.eval).collect();
@@ -181,6 +182,8 @@ pub fn accuracy_plot(report: &Report, path: &Path) -> Result<()> {
                     (r.labels_per_class as f64, s.mean, s.std)
                 })
                 .collect();
+            // Scratch beside a frozen evaluation is the random encoder's features, not a trained model.
+            let side = if dashed && e != crate::eval::EvalKind::Finetune { "random features" } else { side };
             curves.push(Curve { name: format!("{} {side}", e.name()), points, color, dashed });
         }
     }

@@ -142,3 +142,26 @@ fn optimizer_state_round_trips_and_rejects_wrong_shapes() {
     assert!(err.contains("w.exp_avg"), "{err}");
     drop(vs);
 }
+
+#[test]
+fn learning_rate_scales_apply_per_parameter() {
+    // Adam's first step moves every weight by lr (times the sign of its gradient), so the
+    // displacement measures each parameter's effective learning rate.
+    let vs = VarStore::new(Device::Cpu);
+    let a = vs.root().var("encoder_a", &[3], tch::nn::Init::Const(1.0));
+    let b = vs.root().var("head_b", &[3], tch::nn::Init::Const(1.0));
+    let c = vs.root().var("frozen_c", &[3], tch::nn::Init::Const(1.0));
+    let mut opt = Optimizer::new(&vs, OptimizerConfig::adamw(0.0));
+    opt.set_lr_scales(|name| match name {
+        "encoder_a" => 0.1,
+        "frozen_c" => 0.0,
+        _ => 1.0,
+    });
+    opt.zero_grad();
+    (&a + &b + &c).sum(Kind::Float).backward();
+    opt.step(0.5).unwrap();
+    let moved = |t: &Tensor| 1.0 - t.mean(Kind::Float).double_value(&[]);
+    assert!((moved(&a) - 0.05).abs() < 1e-6, "{}", moved(&a));
+    assert!((moved(&b) - 0.5).abs() < 1e-6, "{}", moved(&b));
+    assert_eq!(moved(&c), 0.0);
+}

@@ -50,7 +50,8 @@ impl SpeechConfig {
         let protocol = ProtocolConfig {
             labels_per_class: vec![1, 5],
             seeds: 3,
-            evals: vec![EvalKind::Linear, EvalKind::Knn],
+            // Fine-tuning's scratch side is the trained baseline the headline compares against.
+            evals: vec![EvalKind::Linear, EvalKind::Knn, EvalKind::Finetune],
             knn_k: 5,
             feature_batch: 64,
             ..ProtocolConfig::default()

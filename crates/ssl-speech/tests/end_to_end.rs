@@ -38,6 +38,7 @@ fn tiny_config(method: Method) -> SpeechConfig {
     cfg.train.progress = false;
     cfg.protocol.labels_per_class = vec![1];
     cfg.protocol.seeds = 1;
+    cfg.protocol.headline_seeds = 1;
     cfg.protocol.evals = vec![EvalKind::Linear, EvalKind::Knn];
     cfg.protocol.probe.steps = 20;
     cfg.protocol.knn_k = 3;

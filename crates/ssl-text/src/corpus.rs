@@ -7,8 +7,9 @@
 //!   blank-line-separated paragraph (its lines joined with spaces); otherwise one document per line.
 //!
 //! Nothing is collected: [`DocStream`] reads line by line, so memory does not grow with the
-//! corpus. Lines that are not valid UTF-8 (and JSONL lines that do not parse) are skipped and
-//! counted with their file and line in [`ReadStats`]; empty documents are ignored.
+//! corpus. Lines that are not valid UTF-8, JSONL lines that do not parse, and lines longer than
+//! [`MAX_LINE_BYTES`] (read past without being stored) are skipped and counted with their file
+//! and line in [`ReadStats`]; empty documents are ignored.
 //!
 //! ```
 //! use ssl_text::corpus::{Corpus, DocStream};
@@ -98,6 +99,36 @@ fn walk(path: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     Ok(())
 }
 
+/// The longest line read; longer ones are skipped (a file with no newline at all is one line).
+pub const MAX_LINE_BYTES: usize = 1 << 20;
+
+/// Read one line (with its `\n`) into `buf`, keeping at most [`MAX_LINE_BYTES`]: the rest of a
+/// longer line is consumed without being stored. Returns the bytes consumed (0 at end of file)
+/// and whether the line was cut.
+fn read_bounded_line(reader: &mut impl BufRead, buf: &mut Vec<u8>) -> std::io::Result<(usize, bool)> {
+    let (mut consumed, mut cut) = (0, false);
+    loop {
+        let chunk = reader.fill_buf()?;
+        if chunk.is_empty() {
+            return Ok((consumed, cut));
+        }
+        let (take, done) = match chunk.iter().position(|&b| b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (chunk.len(), false),
+        };
+        if buf.len() + take <= MAX_LINE_BYTES {
+            buf.extend_from_slice(&chunk[..take]);
+        } else {
+            cut = true;
+        }
+        reader.consume(take);
+        consumed += take;
+        if done {
+            return Ok((consumed, cut));
+        }
+    }
+}
+
 /// Whether a plain-text file has a blank line (then it is read as paragraphs).
 fn has_blank_line(path: &Path) -> Result<bool> {
     let mut reader = BufReader::new(File::open(path).map_err(|e| TextError::io(path, e))?);
@@ -105,7 +136,7 @@ fn has_blank_line(path: &Path) -> Result<bool> {
     let mut seen_text = false;
     loop {
         buf.clear();
-        let n = reader.read_until(b'\n', &mut buf).map_err(|e| TextError::io(path, e))?;
+        let (n, _) = read_bounded_line(&mut reader, &mut buf).map_err(|e| TextError::io(path, e))?;
         if n == 0 {
             return Ok(false);
         }
@@ -196,8 +227,14 @@ impl DocStream {
     fn next_line(&mut self) -> Option<Option<String>> {
         let (file, reader, line_no) = self.current.as_mut()?;
         self.buf.clear();
-        match reader.read_until(b'\n', &mut self.buf) {
-            Ok(0) => None,
+        match read_bounded_line(reader, &mut self.buf) {
+            Ok((0, _)) => None,
+            Ok((_, true)) => {
+                *line_no += 1;
+                let (path, n) = (file.path.clone(), *line_no);
+                self.with_stats(|s| s.skip(&path, n, &format!("line longer than {MAX_LINE_BYTES} bytes")));
+                Some(None)
+            }
             Ok(_) => {
                 *line_no += 1;
                 let (path, n) = (file.path.clone(), *line_no);
@@ -354,6 +391,21 @@ mod tests {
         assert_eq!(docs, ["one two", "three", "line one", "line two", "json doc"]);
         assert_eq!(stats.documents, 5);
         assert_eq!(stats.skipped_lines, 0);
+    }
+
+    #[test]
+    fn a_line_longer_than_the_limit_is_skipped_without_being_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut body = b"before\n".to_vec();
+        body.extend(vec![b'x'; MAX_LINE_BYTES + 10]);
+        body.extend(b"\nafter\n");
+        body.extend(vec![b'y'; 3 * MAX_LINE_BYTES]); // no newline at the end of the file
+        std::fs::write(dir.path().join("a.txt"), body).unwrap();
+        let (docs, stats) = read(dir.path());
+        assert_eq!(docs, ["before", "after"]);
+        assert_eq!(stats.skipped_lines, 2);
+        assert_eq!((stats.skipped[0].line, stats.skipped[1].line), (Some(2), Some(4)));
+        assert!(stats.skipped[0].reason.contains("longer than"));
     }
 
     #[test]

@@ -67,6 +67,20 @@ impl Encoder for TextEncoder {
     fn var_store(&self) -> &VarStore {
         &self.model.vs
     }
+
+    /// Embeddings are depth 0, `bert.encoder.layer.<i>` depth `i + 1`, everything above the top
+    /// layer (the MLM head, unused by features) depth `layers`.
+    fn layer_of(&self, name: &str) -> Option<(usize, usize)> {
+        let top = self.model.bert.config().layers as usize;
+        Some(if name.starts_with("bert.embeddings.") {
+            (0, top)
+        } else if let Some(rest) = name.strip_prefix("bert.encoder.layer.") {
+            let i: usize = rest.split('.').next()?.parse().ok()?;
+            (i + 1, top)
+        } else {
+            (top, top)
+        })
+    }
 }
 
 /// Builds pretrained (from a checkpoint or run directory) and scratch encoders.

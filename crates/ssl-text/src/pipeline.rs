@@ -16,7 +16,8 @@ use crate::objective::{evaluate_mlm, MlmEval, MlmObjective};
 use crate::packing::{PackedCorpus, PackedMeta, PackedWriter, Packer};
 use crate::tokenizer::{TextTokenizer, TokenizerConfig};
 use serde::{Deserialize, Serialize};
-use ssl_core::eval::classifier::{FinetuneConfig, ProbeConfig};
+use ssl_core::eval::classifier::ProbeConfig;
+use ssl_core::eval::finetune::FinetuneConfig;
 use ssl_core::eval::{EvalKind, ProtocolConfig};
 use ssl_core::optim::{OptimizerConfig, OptimizerKind};
 use ssl_core::run::EvalInputs;
@@ -96,7 +97,15 @@ impl TextConfig {
             seeds: 3,
             evals: vec![EvalKind::Linear, EvalKind::Finetune],
             probe: ProbeConfig { cv_folds: 5, ..ProbeConfig::default() },
-            finetune: FinetuneConfig { steps: 60, batch_size: 16, lr: 3e-4, weight_decay: 0.01 },
+            // BERT-style: small encoder rates, layer-wise decay, the head 10x faster.
+            finetune: FinetuneConfig {
+                batch_size: 16,
+                lr: 1e-4,
+                lr_grid: vec![1e-4, 3e-4],
+                layer_decay: 0.8,
+                max_steps: 150,
+                ..FinetuneConfig::default()
+            },
             knn_k: 20,
             robustness_labels_per_class: None,
             robustness_max_test: 200,

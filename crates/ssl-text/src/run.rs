@@ -189,7 +189,7 @@ impl Recipe for TextRecipe {
         let labeled_path = self.labeled_path();
         // The labeled data first: it is small, and a bad file must fail before the corpus is packed.
         let labeled = load_labeled(&labeled_path, &self.flags.text_column, &self.flags.label_column, plan.seed)
-            .map_err(|e| invalid(format!("reading the labeled data {}: {e}", labeled_path.display())))?;
+            .map_err(|e| invalid(format!("the labeled data: {e}")))?;
         plan.apply_protocol(&mut self.protocol);
         let mut summary = serde_json::json!({
             "labeled": labeled.source,

@@ -58,7 +58,11 @@ fn tiny_pretrain_then_evaluate() {
     let mut protocol = TextConfig::protocol();
     protocol.labels_per_class = vec![5];
     protocol.seeds = 1;
-    protocol.finetune.steps = 10;
+    protocol.headline_seeds = 1;
+    protocol.finetune = ssl_core::eval::finetune::FinetuneConfig {
+        batch_size: 16,
+        ..ssl_core::eval::finetune::FinetuneConfig::tiny(10)
+    };
     protocol.probe.steps = 50;
     protocol.robustness_max_test = 64;
     let inputs =

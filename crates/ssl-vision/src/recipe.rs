@@ -113,9 +113,7 @@ impl VisionConfig {
                 )
             }
         };
-        let mut protocol = ProtocolConfig::default();
-        protocol.finetune.steps = 50;
-        protocol.robustness_max_test = 200;
+        let protocol = ProtocolConfig { robustness_max_test: 200, ..ProtocolConfig::default() };
         Self {
             method,
             image_size: size,

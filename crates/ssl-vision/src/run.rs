@@ -50,9 +50,10 @@ pub struct VisionFlags {
     /// At most this many test images in the evaluation.
     #[arg(long)]
     pub max_test: Option<usize>,
-    /// Fine-tuning steps per evaluation.
+    /// Most fine-tuning steps per evaluation (the budget is epochs over the labeled subset,
+    /// clamped to this).
     #[arg(long)]
-    pub finetune_steps: Option<usize>,
+    pub finetune_max_steps: Option<usize>,
     /// Brightness/contrast jitter of the pretraining images (maximum relative change; 0 = off).
     #[arg(long)]
     pub color_jitter: Option<f32>,
@@ -94,8 +95,9 @@ impl VisionRecipe {
         if let Some(m) = f.max_test {
             cfg.max_test = m;
         }
-        if let Some(s) = f.finetune_steps {
-            cfg.protocol.finetune.steps = s;
+        if let Some(s) = f.finetune_max_steps {
+            cfg.protocol.finetune.max_steps = s;
+            cfg.protocol.finetune.min_steps = cfg.protocol.finetune.min_steps.min(s);
         }
         if let Some(j) = f.color_jitter {
             cfg.augment.color_jitter = j.max(0.0);
@@ -287,10 +289,6 @@ impl Recipe for VisionRecipe {
         } else {
             n.push("Encoder: ViT; downstream features are the mean of the encoded patch tokens.".into());
         }
-        n.push(format!(
-            "Fine-tuning: {} steps, batch {}, lr {}, same budget for pretrained and scratch; linear probe: {} full-batch steps.",
-            cfg.protocol.finetune.steps, cfg.protocol.finetune.batch_size, cfg.protocol.finetune.lr, cfg.protocol.probe.steps
-        ));
         n
     }
 }

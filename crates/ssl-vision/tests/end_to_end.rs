@@ -21,7 +21,8 @@ fn tiny_rotation_run_produces_a_checkpoint_and_a_complete_evaluation() {
     cfg.train.progress = false;
     cfg.protocol.labels_per_class = vec![1, 5];
     cfg.protocol.seeds = 2;
-    cfg.protocol.finetune.steps = 3;
+    cfg.protocol.headline_seeds = 2;
+    cfg.protocol.finetune = ssl_core::eval::finetune::FinetuneConfig::tiny(3);
     cfg.protocol.probe.steps = 20;
     cfg.protocol.robustness_max_test = 20;
     let dir = tempfile::tempdir().unwrap();

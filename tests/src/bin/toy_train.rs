@@ -1,5 +1,5 @@
 //! Trains the toy objective with a checkpoint after every step; the crash-resume test kills it.
-//! Usage: toy_train RUN_DIR STEPS [--resume]
+//! Usage: toy_train RUN_DIR STEPS [--resume] [--dim N] (a larger N makes larger checkpoints)
 use ssl_core::toy::{ToyObjective, ToySource};
 use ssl_core::trainer::{TrainConfig, Trainer};
 use std::sync::Arc;
@@ -21,9 +21,12 @@ fn main() {
         progress: false,
         ..Default::default()
     };
-    let mut obj = ToyObjective::new(tch::Device::Cpu, 4, 3);
+    let dim = args.iter().position(|a| a == "--dim").and_then(|i| args.get(i + 1)?.parse().ok()).unwrap_or(4);
+    let mut obj = ToyObjective::new(tch::Device::Cpu, dim, 3);
     let resume = args.iter().any(|a| a == "--resume");
-    if let Err(e) = Trainer::new(cfg, dir, tch::Device::Cpu).fit(&mut obj, Arc::new(ToySource::new(64, 4)), resume) {
+    if let Err(e) =
+        Trainer::new(cfg, dir, tch::Device::Cpu).fit(&mut obj, Arc::new(ToySource::new(64, dim as usize)), resume)
+    {
         eprintln!("error: {e}");
         std::process::exit(1);
     }

@@ -6,6 +6,9 @@
 //! Symlinks are only created after every regular file has been written, so no write can ever go
 //! through a link; a last check canonicalises every created symlink.
 //!
+//! The bytes written are counted against a limit (a decompression bomb stops with an error
+//! naming the entry, not with a full disk).
+//!
 //! The caller (see `install.rs`) extracts into a staging directory next to the final dataset
 //! directory and renames it into place only after success.
 
@@ -18,8 +21,43 @@ use flate2::read::MultiGzDecoder;
 
 use super::manifest::{gunzipped_name, ArchiveFormat};
 
-/// Extracts `archive` (named `file_name` in the manifest) into the existing directory `dest`.
-pub fn extract_archive(format: ArchiveFormat, archive: &Path, file_name: &str, dest: &Path) -> Result<()> {
+/// Most bytes one archive may expand to, unless the installer says otherwise: far above any
+/// dataset in the manifests, far below a disk.
+pub const DEFAULT_MAX_EXTRACTED_BYTES: u64 = 64 << 30;
+
+/// Bytes still allowed to be written by this extraction.
+struct Quota {
+    left: u64,
+    limit: u64,
+}
+
+impl Quota {
+    /// Copy `reader` into `output`, failing once the archive as a whole passes the limit.
+    fn copy(&mut self, reader: &mut dyn Read, output: &mut dyn io::Write, what: &Path) -> Result<()> {
+        let written =
+            io::copy(&mut reader.take(self.left + 1), output).with_context(|| format!("writing {}", what.display()))?;
+        if written > self.left {
+            bail!(
+                "refusing archive entry {}: the archive expands past the limit of {} bytes",
+                what.display(),
+                self.limit
+            );
+        }
+        self.left -= written;
+        Ok(())
+    }
+}
+
+/// Extracts `archive` (named `file_name` in the manifest) into the existing directory `dest`,
+/// writing at most `max_bytes` in all.
+pub fn extract_archive(
+    format: ArchiveFormat,
+    archive: &Path,
+    file_name: &str,
+    dest: &Path,
+    max_bytes: u64,
+) -> Result<()> {
+    let mut quota = Quota { left: max_bytes, limit: max_bytes };
     match format {
         ArchiveFormat::None => {
             let target = dest.join(checked_path(file_name)?);
@@ -32,15 +70,14 @@ pub fn extract_archive(format: ArchiveFormat, archive: &Path, file_name: &str, d
             let input = File::open(archive).with_context(|| format!("opening {}", archive.display()))?;
             let mut decoder = MultiGzDecoder::new(BufReader::new(input));
             let mut output = File::create(&target).with_context(|| format!("creating {}", target.display()))?;
-            io::copy(&mut decoder, &mut output).with_context(|| format!("decompressing {file_name}"))?;
-            Ok(())
+            quota.copy(&mut decoder, &mut output, Path::new(name)).with_context(|| format!("decompressing {file_name}"))
         }
         ArchiveFormat::TarGz => {
             let input = File::open(archive).with_context(|| format!("opening {}", archive.display()))?;
-            extract_tar(MultiGzDecoder::new(BufReader::new(input)), dest)
+            extract_tar(MultiGzDecoder::new(BufReader::new(input)), dest, &mut quota)
                 .with_context(|| format!("extracting {file_name}"))
         }
-        ArchiveFormat::Zip => extract_zip(archive, dest).with_context(|| format!("extracting {file_name}")),
+        ArchiveFormat::Zip => extract_zip(archive, dest, &mut quota).with_context(|| format!("extracting {file_name}")),
     }
 }
 
@@ -170,7 +207,7 @@ fn create_parent(dest: &Path, entry: &Path) -> Result<()> {
 }
 
 /// Writes one regular file, replacing an earlier entry of the same name.
-fn write_file(dest: &Path, entry: &Path, reader: &mut dyn Read) -> Result<()> {
+fn write_file(dest: &Path, entry: &Path, reader: &mut dyn Read, quota: &mut Quota) -> Result<()> {
     create_parent(dest, entry)?;
     let path = dest.join(entry);
     if let Ok(meta) = fs::symlink_metadata(&path) {
@@ -180,8 +217,7 @@ fn write_file(dest: &Path, entry: &Path, reader: &mut dyn Read) -> Result<()> {
         fs::remove_file(&path)?;
     }
     let mut output = File::create(&path).with_context(|| format!("creating {}", path.display()))?;
-    io::copy(reader, &mut output).with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
+    quota.copy(reader, &mut output, entry)
 }
 
 fn make_dir(dest: &Path, entry: &Path) -> Result<()> {
@@ -195,7 +231,7 @@ fn make_dir(dest: &Path, entry: &Path) -> Result<()> {
 }
 
 /// Unpacks a tar stream into `dest` (an existing directory).
-pub fn extract_tar(reader: impl Read, dest: &Path) -> Result<()> {
+fn extract_tar(reader: impl Read, dest: &Path, quota: &mut Quota) -> Result<()> {
     use tar::EntryType;
     let mut archive = tar::Archive::new(reader);
     let mut pending = Pending::default();
@@ -208,7 +244,7 @@ pub fn extract_tar(reader: impl Read, dest: &Path) -> Result<()> {
             continue; // "./" itself
         };
         match entry_type {
-            EntryType::Regular | EntryType::Continuous => write_file(dest, &path, &mut entry)?,
+            EntryType::Regular | EntryType::Continuous => write_file(dest, &path, &mut entry, quota)?,
             EntryType::Directory => make_dir(dest, &path)?,
             EntryType::Symlink => {
                 let target = entry
@@ -252,7 +288,7 @@ pub fn extract_tar(reader: impl Read, dest: &Path) -> Result<()> {
 }
 
 /// Unpacks a zip file into `dest` (an existing directory).
-pub fn extract_zip(archive: &Path, dest: &Path) -> Result<()> {
+fn extract_zip(archive: &Path, dest: &Path, quota: &mut Quota) -> Result<()> {
     const S_IFMT: u32 = 0o170000;
     const S_IFLNK: u32 = 0o120000;
     let file = File::open(archive).with_context(|| format!("opening {}", archive.display()))?;
@@ -272,7 +308,7 @@ pub fn extract_zip(archive: &Path, dest: &Path) -> Result<()> {
         } else if entry.is_dir() {
             make_dir(dest, &path)?;
         } else {
-            write_file(dest, &path, &mut entry)?;
+            write_file(dest, &path, &mut entry, quota)?;
         }
     }
     pending.finish(dest)

@@ -82,6 +82,8 @@ pub struct Installer {
     pub mirrors: Vec<Mirror>,
     /// Re-download and re-extract even when the dataset is present.
     pub force: bool,
+    /// Most bytes one archive may expand to.
+    pub max_extracted_bytes: u64,
     fetcher: Fetcher,
 }
 
@@ -97,7 +99,13 @@ impl Installer {
         retry: RetryPolicy,
         progress: bool,
     ) -> Self {
-        Installer { data_root: data_root.into(), mirrors, force: false, fetcher: Fetcher::new(retry, progress) }
+        Installer {
+            data_root: data_root.into(),
+            mirrors,
+            force: false,
+            max_extracted_bytes: super::extract::DEFAULT_MAX_EXTRACTED_BYTES,
+            fetcher: Fetcher::new(retry, progress),
+        }
     }
 
     /// `<data root>/<name>`: the dataset directory.
@@ -217,7 +225,7 @@ impl Installer {
             if entry.archive != super::manifest::ArchiveFormat::None {
                 eprintln!("  {}: extracting {} ({})", dataset.name, entry.name, entry.archive.as_str());
             }
-            extract_archive(entry.archive, &done.path, &entry.name, staging)
+            extract_archive(entry.archive, &done.path, &entry.name, staging, self.max_extracted_bytes)
                 .with_context(|| format!("dataset {}", dataset.name))?;
         }
         for expected in &dataset.layout.expect {

@@ -20,7 +20,7 @@ use anyhow::{bail, Result};
 
 pub use checksum::{check, hash_file, Digests, Match, StreamHasher};
 pub use download::{FetchError, Fetcher, Mirror, RetryPolicy, Source};
-pub use extract::{extract_archive, extract_tar, extract_zip};
+pub use extract::{extract_archive, DEFAULT_MAX_EXTRACTED_BYTES};
 pub use install::{Fetched, Installer, Marker, MarkerFile, Status, MARKER};
 pub use manifest::{builtin_manifest_files, Alternate, ArchiveFormat, Catalog, Dataset, FileEntry, Layout, MODALITIES};
 

@@ -1,8 +1,6 @@
-//! The two trained classifiers of the protocol: a logistic-regression head on fixed features
-//! (linear probe and raw-input baseline) and full fine-tuning of an encoder with a linear head.
-use super::{Encoder, LabeledSet};
+//! The logistic-regression head on fixed features: the linear probe and the raw-input baseline.
+//! (Fine-tuning is in [`super::finetune`].)
 use crate::error::Result;
-use crate::loader::mix_seed;
 use crate::optim::{Optimizer, OptimizerConfig};
 use serde::{Deserialize, Serialize};
 use tch::nn::{self, Module, VarStore};
@@ -68,21 +66,6 @@ pub fn cv_l2(x: &Tensor, y: &Tensor, num_classes: i64, cfg: &ProbeConfig, seed: 
     Ok(best.1)
 }
 
-/// Settings of fine-tuning (mini-batches drawn with replacement from the labeled subset).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct FinetuneConfig {
-    pub steps: usize,
-    pub batch_size: usize,
-    pub lr: f64,
-    pub weight_decay: f64,
-}
-
-impl Default for FinetuneConfig {
-    fn default() -> Self {
-        Self { steps: 100, batch_size: 32, lr: 1e-3, weight_decay: 0.01 }
-    }
-}
-
 /// Logistic regression on standardised features.
 pub struct LinearClassifier {
     mean: Tensor,
@@ -122,64 +105,6 @@ impl LinearClassifier {
         tch::no_grad(|| {
             let z = (x.to_kind(Kind::Float).flatten(1, -1) - &self.mean) / &self.std;
             self.head.forward(&z).argmax(1, false)
-        })
-    }
-}
-
-/// Parameter-free layer normalisation of features before the fine-tuning head: encoders emit
-/// features of very different scales, and an unnormalised head learns slowly from few labels
-/// (the linear probe standardises for the same reason).
-fn normalize(f: &Tensor) -> Tensor {
-    let f = f.to_kind(Kind::Float);
-    let d = *f.size().last().unwrap_or(&1);
-    f.layer_norm([d], None::<Tensor>, None::<Tensor>, 1e-5, false)
-}
-
-/// An encoder fine-tuned together with a linear head.
-pub struct Finetuned<'a> {
-    pub encoder: Box<dyn Encoder + 'a>,
-    _head_vs: VarStore,
-    head: nn::Linear,
-    device: Device,
-}
-
-impl<'a> Finetuned<'a> {
-    /// Train every parameter of `encoder` plus a new linear head on `train`. `augment` is applied
-    /// to each mini-batch (on the CPU) with a per-step seed.
-    pub fn train(
-        encoder: Box<dyn Encoder + 'a>,
-        train: &LabeledSet,
-        cfg: &FinetuneConfig,
-        augment: &dyn Fn(&Tensor, u64) -> Tensor,
-        device: Device,
-        seed: u64,
-    ) -> Result<Self> {
-        let _rng = crate::rng::torch_rng(crate::rng::derive(seed, "finetune-init"));
-        let head_vs = VarStore::new(device);
-        let head = nn::linear(head_vs.root() / "head", encoder.feature_dim(), train.num_classes, Default::default());
-        let mut opt = Optimizer::over(
-            &[("encoder.", encoder.var_store()), ("head.", &head_vs)],
-            OptimizerConfig::adamw(cfg.weight_decay),
-        );
-        let n = train.len() as i64;
-        let bs = (cfg.batch_size as i64).min(n).max(1);
-        for step in 0..cfg.steps {
-            let idx = Tensor::randint(n, [bs], (Kind::Int64, Device::Cpu));
-            let x = augment(&train.inputs.index_select(0, &idx), mix_seed(&[seed, step as u64]));
-            let y = train.labels.index_select(0, &idx).to_device(device);
-            opt.zero_grad();
-            let logits = head.forward(&normalize(&encoder.features(&x.to_device(device), true)));
-            logits.to_kind(Kind::Float).cross_entropy_for_logits(&y).backward();
-            let lr = cfg.lr * 0.5 * (1.0 + (std::f64::consts::PI * step as f64 / cfg.steps as f64).cos());
-            opt.step(lr)?;
-        }
-        Ok(Self { encoder, _head_vs: head_vs, head, device })
-    }
-
-    /// Predicted labels of `xs` (CPU), in eval mode.
-    pub fn predict(&self, xs: &Tensor, batch: usize) -> Tensor {
-        super::map_batches(xs, batch, self.device, |x| {
-            self.head.forward(&normalize(&self.encoder.features(x, false))).argmax(1, false)
         })
     }
 }

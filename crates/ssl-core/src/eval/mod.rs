@@ -7,9 +7,12 @@
 //! fixed before it is looked at.
 
 pub mod classifier;
+pub mod finetune;
 pub mod knn;
 pub mod protocol;
 pub mod report;
+pub mod selection;
+pub mod stats;
 pub mod subsets;
 
 pub use protocol::{evaluate, Corruption, EncoderFactory, EvalKind, ProtocolConfig};
@@ -74,6 +77,12 @@ pub trait Encoder {
     fn feature_dim(&self) -> i64;
     /// The encoder's variables (fine-tuning updates them; probing must not).
     fn var_store(&self) -> &VarStore;
+    /// For encoders built as a stack of layers (transformers): the depth of variable `name`
+    /// counted from the input (embeddings 0) and the depth of the top layer, so fine-tuning can
+    /// decay learning rates layer by layer. `None` (the default): no layer structure.
+    fn layer_of(&self, _name: &str) -> Option<(usize, usize)> {
+        None
+    }
 }
 
 /// Apply `f` to `xs` (CPU) in batches of `batch` rows moved to `device`, under `no_grad`, and

@@ -1,11 +1,14 @@
 //! The evaluation protocol, run the same way for every modality.
-use super::classifier::{FinetuneConfig, Finetuned, LinearClassifier, ProbeConfig};
-use super::report::{EvalRow, GapStats, RobustRow, Stat};
+use super::classifier::{LinearClassifier, ProbeConfig};
+use super::finetune::FinetuneConfig;
+use super::report::{self, headline_k, Comparison, Cost, EvalRow, GapStats, RobustRow, SeedSelection, Sides, Stat};
+use super::selection::{self, Candidate, Selection};
 use super::{accuracy, extract_features, knn, subsets, Encoder, LabeledSet};
 use crate::error::{CoreError, Result};
+use crate::trainer::process_cpu_secs;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use tch::{Device, Tensor};
+use tch::{Device, Kind, Tensor};
 
 /// One of the three ways to evaluate an encoder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -46,7 +49,10 @@ impl std::str::FromStr for EvalKind {
 #[serde(default)]
 pub struct ProtocolConfig {
     pub labels_per_class: Vec<usize>,
+    /// Seeds (few-label subsets) at each label budget.
     pub seeds: usize,
+    /// Seeds at the headline budget ([`super::report::headline_k`]); at least `seeds`.
+    pub headline_seeds: usize,
     pub evals: Vec<EvalKind>,
     pub probe: ProbeConfig,
     pub finetune: FinetuneConfig,
@@ -67,6 +73,7 @@ impl Default for ProtocolConfig {
         Self {
             labels_per_class: vec![1, 5, 10, 50],
             seeds: 3,
+            headline_seeds: 5,
             evals: vec![EvalKind::Linear, EvalKind::Knn, EvalKind::Finetune],
             probe: ProbeConfig::default(),
             finetune: FinetuneConfig::default(),
@@ -86,6 +93,54 @@ impl ProtocolConfig {
         self.robustness_labels_per_class
             .or_else(|| self.labels_per_class.contains(&10).then_some(10))
             .or_else(|| self.labels_per_class.iter().copied().max())
+    }
+
+    /// The seeds evaluated at `k` labels per class: `seed, seed + 1, ...`, more of them at the
+    /// headline budget.
+    pub fn seeds_at(&self, k: usize) -> Vec<u64> {
+        let n = if headline_k(&self.labels_per_class) == Some(k) {
+            self.seeds.max(self.headline_seeds)
+        } else {
+            self.seeds
+        };
+        (0..n as u64).map(|s| self.seed + s).collect()
+    }
+
+    /// One sentence for the report's notes: how fine-tuning, its selection and the baselines ran.
+    pub fn describe(&self) -> String {
+        let f = &self.finetune;
+        let grid: Vec<String> = f.grid().iter().map(|x| format!("{x:.0e}")).collect();
+        format!(
+            "Fine-tuning (pretrained and scratch alike): LP-FT ({} head steps on frozen features, then every parameter), \
+             epochs {} over the labeled subset clamped to {}-{} steps, batch {}, AdamW (weight decay {}), cosine schedule; \
+             pretrained head lr x{}{}; encoder lr from {{{}}} and the stopping point from {} candidates chosen by {}-fold \
+             stratified cross-validation on the labeled subset ({}); BatchNorm uses batch statistics while training. \
+             Linear probe: {} full-batch steps{}. Scratch for the probes is the random encoder's frozen features.",
+            f.lp_steps,
+            f.epochs,
+            f.min_steps.min(f.max_steps),
+            f.max_steps,
+            f.batch_size,
+            f.weight_decay,
+            f.head_lr_scale,
+            if f.layer_decay < 1.0 { format!(", layer-wise decay {}", f.layer_decay) } else { String::new() },
+            grid.join(", "),
+            f.stop_points,
+            f.cv_folds,
+            if f.select_every_seed { "on every seed's subset" } else { "on the first seed's subset, reused for the other seeds" },
+            self.probe.steps,
+            if self.probe.cv_folds >= 2 { format!(", L2 chosen by {}-fold cross-validation", self.probe.cv_folds) } else { String::new() },
+        )
+    }
+
+    /// The full protocol (`--full-protocol`): 5 seeds everywhere, 5-fold cross-validation on
+    /// every seed's subset.
+    pub fn full(mut self) -> Self {
+        self.seeds = self.seeds.max(5);
+        self.headline_seeds = self.headline_seeds.max(5);
+        self.finetune.cv_folds = self.finetune.cv_folds.max(5);
+        self.finetune.select_every_seed = true;
+        self
     }
 }
 
@@ -117,13 +172,32 @@ pub struct Corruption {
 pub struct Evaluation {
     pub evaluations: Vec<EvalRow>,
     pub robustness: Vec<RobustRow>,
+    /// Per label budget: the pretrained evaluation chosen by cross-validation against the trained
+    /// scratch baseline and the raw baseline, with paired bootstrap intervals.
+    #[serde(default)]
+    pub comparisons: Vec<Comparison>,
+    /// CPU seconds of the one frozen-feature pass per encoder (pretrained once; scratch once per
+    /// seed), shared by the linear and kNN rows and not counted in their budgets.
+    #[serde(default)]
+    pub feature_cpu_seconds: Option<Sides<f64>>,
+    /// What the protocol had to adapt to (e.g. classes with fewer examples than asked for).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
-/// Accuracies collected per (eval, k, encoder) before aggregation.
+/// Per (eval, k, pretrained): one entry per seed, in seed order.
+type Key = (EvalKind, usize, bool);
+
+/// Accuracies and costs collected before aggregation.
 #[derive(Default)]
 struct Collected {
-    test: BTreeMap<(EvalKind, usize, bool), Vec<f64>>,
-    gap: BTreeMap<(EvalKind, usize, bool), Vec<f64>>,
+    test: BTreeMap<Key, Vec<f64>>,
+    gap: BTreeMap<Key, Vec<f64>>,
+    cv: BTreeMap<Key, Vec<f64>>,
+    steps: BTreeMap<Key, Vec<f64>>,
+    selection_steps: BTreeMap<Key, Vec<f64>>,
+    cpu: BTreeMap<Key, Vec<f64>>,
+    selections: BTreeMap<(usize, u64), (Option<Selection>, Option<Selection>)>,
     raw: BTreeMap<usize, Vec<f64>>,
     robust: BTreeMap<(EvalKind, String, u32, bool), Vec<f64>>,
 }
@@ -150,8 +224,60 @@ fn bank(
     }
 }
 
-/// Run the protocol: for each labels-per-class `k` and seed, draw a stratified subset of `train`,
-/// evaluate the pretrained and the scratch encoder with each evaluation, and the raw baseline.
+/// Predicted labels of frozen features.
+type Predictor = Box<dyn Fn(&Tensor) -> Tensor>;
+
+/// A classifier on frozen features, fitted on `(x, y)`.
+fn frozen_predictor(
+    eval: EvalKind,
+    x: &Tensor,
+    y: &Tensor,
+    num_classes: i64,
+    cfg: &ProtocolConfig,
+    seed: u64,
+) -> Result<Predictor> {
+    Ok(if eval == EvalKind::Linear {
+        let clf = LinearClassifier::fit(x, y, num_classes, &cfg.probe, seed)?;
+        Box::new(move |t| clf.predict(t))
+    } else {
+        let (x, y, k) = (x.shallow_clone(), y.shallow_clone(), cfg.knn_k);
+        Box::new(move |t| knn::predict(&x, &y, t, k, num_classes))
+    })
+}
+
+/// Cross-validated accuracy of a frozen-feature evaluation on the labeled subset alone (the same
+/// stratified folds as fine-tuning's selection); `None` where the subset is too small.
+fn frozen_cv(
+    eval: EvalKind,
+    x: &Tensor,
+    y: &Tensor,
+    num_classes: i64,
+    cfg: &ProtocolConfig,
+    seed: u64,
+) -> Result<Option<f64>> {
+    let labels = Vec::<i64>::try_from(y).unwrap_or_default();
+    let (k, fold) = selection::folds(&labels, num_classes, cfg.finetune.cv_folds);
+    if k < 2 {
+        return Ok(None);
+    }
+    let mut correct = 0i64;
+    for f in 0..k {
+        let (fit, val): (Vec<i64>, Vec<i64>) = (0..labels.len() as i64).partition(|&i| fold[i as usize] != f);
+        let (fit, val) = (Tensor::from_slice(&fit), Tensor::from_slice(&val));
+        let predict =
+            frozen_predictor(eval, &x.index_select(0, &fit), &y.index_select(0, &fit), num_classes, cfg, seed)?;
+        correct +=
+            predict(&x.index_select(0, &val)).eq_tensor(&y.index_select(0, &val)).sum(Kind::Int64).int64_value(&[]);
+    }
+    Ok(Some(correct as f64 / labels.len().max(1) as f64))
+}
+
+/// Run the protocol: for each labels-per-class `k` and seed, draw a stratified subset of `train`;
+/// evaluate the pretrained encoder with each evaluation; train the same architecture from scratch
+/// with the same fine-tuning recipe and selection; probe the random-initialised encoder's frozen
+/// features (a reference); and fit the raw baseline. Every choice (learning rate, stopping point,
+/// probe penalty, which pretrained evaluation the headline compares) is made by cross-validation
+/// on the labeled subset; `test` is only measured.
 pub fn evaluate(
     factory: &dyn EncoderFactory,
     train: &LabeledSet,
@@ -170,11 +296,36 @@ pub fn evaluate(
         return Err(CoreError::InvalidArgument("need at least one seed and one labels-per-class value".into()));
     }
     let labels = train.label_vec();
-    let seeds: Vec<u64> = (0..cfg.seeds as u64).map(|s| cfg.seed + s).collect();
+    let counts: Vec<usize> = (0..train.num_classes).map(|c| labels.iter().filter(|&&l| l == c).count()).collect();
+    let present = counts.iter().filter(|&&n| n > 0).count();
+    if present < 2 {
+        return Err(CoreError::InvalidArgument(format!(
+            "the labeled train split has examples of {present} class(es); a classifier needs at least 2"
+        )));
+    }
+    let mut warnings = Vec::new();
+    if let Some(&k) = cfg.labels_per_class.iter().max() {
+        let short: Vec<String> =
+            counts.iter().enumerate().filter(|(_, &n)| n < k).map(|(c, n)| format!("class {c}: {n}")).collect();
+        if !short.is_empty() {
+            let w = format!(
+                "{} of {} classes have fewer than {k} labeled training examples ({}); their subsets use all they have",
+                short.len(),
+                counts.len(),
+                short.join(", ")
+            );
+            eprintln!("warning: {w}");
+            warnings.push(w);
+        }
+    }
+    let seeds_at: BTreeMap<usize, Vec<u64>> = cfg.labels_per_class.iter().map(|&k| (k, cfg.seeds_at(k))).collect();
+    let mut all_seeds: Vec<u64> = seeds_at.values().flatten().copied().collect();
+    all_seeds.sort_unstable();
+    all_seeds.dedup();
     // Subsets, and the union of their rows (the only training rows whose features are needed).
     let mut subsets_of = BTreeMap::new();
-    for &k in &cfg.labels_per_class {
-        for &s in &seeds {
+    for (&k, seeds) in &seeds_at {
+        for &s in seeds {
             subsets_of.insert((k, s), subsets::stratified(&labels, train.num_classes, k, s));
         }
     }
@@ -189,28 +340,40 @@ pub fn evaluate(
     let robust_test = test.head(cfg.robustness_max_test);
     let corrupted: Vec<Tensor> = corruptions.iter().map(|c| (c.apply)(&robust_test.inputs)).collect();
     let frozen = cfg.evals.iter().any(|e| matches!(e, EvalKind::Linear | EvalKind::Knn));
+    let kinds = &cfg.evals;
 
-    let bar =
-        crate::progress::Progress::new("evaluating", (seeds.len() * cfg.labels_per_class.len()) as u64, !cfg.progress);
+    let total: usize = seeds_at.values().map(Vec::len).sum();
+    let bar = crate::progress::Progress::new("evaluating", total as u64, !cfg.progress);
     let mut done = 0u64;
     let mut col = Collected::default();
+    let mut feature_cpu = Sides { pretrained: 0.0, scratch: 0.0 };
     let pre_bank = if frozen {
+        let t0 = process_cpu_secs();
         let enc = factory.pretrained(device)?;
-        Some(bank(enc.as_ref(), &union_set.inputs, test, &corrupted, cfg, device))
+        let b = bank(enc.as_ref(), &union_set.inputs, test, &corrupted, cfg, device);
+        feature_cpu.pretrained += process_cpu_secs() - t0;
+        Some(b)
     } else {
         None
     };
     let raw_train = if cfg.raw_baseline { Some(factory.raw_features(&union_set.inputs)) } else { None };
     let raw_test = if cfg.raw_baseline { Some(factory.raw_features(&test.inputs)) } else { None };
+    let aug = |x: &Tensor, s: u64| factory.augment(x, s);
+    // Fine-tuning selections shared across seeds (the quick protocol), per (k, pretrained).
+    let mut shared: BTreeMap<(usize, bool), Selection> = BTreeMap::new();
 
-    for &seed in &seeds {
+    for &seed in &all_seeds {
+        let ks: Vec<usize> = cfg.labels_per_class.iter().copied().filter(|k| seeds_at[k].contains(&seed)).collect();
         let scratch_bank = if frozen {
+            let t0 = process_cpu_secs();
             let enc = factory.scratch(device, seed)?;
-            Some(bank(enc.as_ref(), &union_set.inputs, test, &corrupted, cfg, device))
+            let b = bank(enc.as_ref(), &union_set.inputs, test, &corrupted, cfg, device);
+            feature_cpu.scratch += process_cpu_secs() - t0;
+            Some(b)
         } else {
             None
         };
-        for &k in &cfg.labels_per_class {
+        for k in ks {
             if crate::interrupt::requested() {
                 return Err(CoreError::InterruptedEvaluation);
             }
@@ -229,50 +392,73 @@ pub fn evaluate(
                 )?;
                 col.raw.entry(k).or_default().push(accuracy(&clf.predict(rx), &test.labels));
             }
-            for &eval in &cfg.evals {
+            for &eval in kinds {
                 for pretrained in [true, false] {
                     let key = (eval, k, pretrained);
-                    let (test_acc, train_acc, robust) = match eval {
+                    let t0 = process_cpu_secs();
+                    let (test_acc, train_acc, robust, cv, steps, sel_steps) = match eval {
                         EvalKind::Linear | EvalKind::Knn => {
-                            let b = if pretrained { pre_bank.as_ref() } else { scratch_bank.as_ref() }
-                                .expect("frozen banks exist when a frozen evaluation is asked for");
+                            let b = if pretrained { pre_bank.as_ref() } else { scratch_bank.as_ref() }.ok_or_else(
+                                || CoreError::InvalidArgument("frozen features were not extracted".into()),
+                            )?;
                             let xtr = b.train.index_select(0, &rows);
-                            let predict: Box<dyn Fn(&Tensor) -> Tensor> = if eval == EvalKind::Linear {
-                                let clf =
-                                    LinearClassifier::fit(&xtr, &sub.labels, train.num_classes, &cfg.probe, seed)?;
-                                Box::new(move |x| clf.predict(x))
-                            } else {
-                                let (xtr, ytr, kk, nc) =
-                                    (xtr.shallow_clone(), sub.labels.shallow_clone(), cfg.knn_k, train.num_classes);
-                                Box::new(move |x| knn::predict(&xtr, &ytr, x, kk, nc))
-                            };
+                            let predict = frozen_predictor(eval, &xtr, &sub.labels, train.num_classes, cfg, seed)?;
+                            let cv = frozen_cv(eval, &xtr, &sub.labels, train.num_classes, cfg, seed)?;
                             let robust: Vec<f64> = if Some(k) == robust_k {
                                 b.corrupted.iter().map(|c| accuracy(&predict(c), &robust_test.labels)).collect()
                             } else {
                                 Vec::new()
                             };
-                            (accuracy(&predict(&b.test), &test.labels), accuracy(&predict(&xtr), &sub.labels), robust)
+                            let steps = if eval == EvalKind::Linear { cfg.probe.steps } else { 0 };
+                            let test_acc = accuracy(&predict(&b.test), &test.labels);
+                            (test_acc, accuracy(&predict(&xtr), &sub.labels), robust, cv, steps, 0)
                         }
                         EvalKind::Finetune => {
-                            let enc =
-                                if pretrained { factory.pretrained(device)? } else { factory.scratch(device, seed)? };
-                            let aug = |x: &Tensor, s: u64| factory.augment(x, s);
-                            let ft = Finetuned::train(enc, &sub, &cfg.finetune, &aug, device, seed)?;
+                            let make =
+                                || if pretrained { factory.pretrained(device) } else { factory.scratch(device, seed) };
+                            let cand = Candidate { make: &make, pretrained, augment: &aug, device, seed };
+                            let sel = match shared.get(&(k, pretrained)) {
+                                Some(s) => Selection { cv_steps: 0, ..s.clone() },
+                                None => {
+                                    let s = cand.select(&sub, &cfg.finetune)?;
+                                    if !cfg.finetune.select_every_seed {
+                                        shared.insert((k, pretrained), s.clone());
+                                    }
+                                    s
+                                }
+                            };
+                            let ft = cand.refit(&sub, &cfg.finetune, &sel)?;
                             let fb = cfg.feature_batch;
                             let robust: Vec<f64> = if Some(k) == robust_k {
                                 corrupted.iter().map(|c| accuracy(&ft.predict(c, fb), &robust_test.labels)).collect()
                             } else {
                                 Vec::new()
                             };
-                            (
+                            let out = (
                                 accuracy(&ft.predict(&test.inputs, fb), &test.labels),
                                 accuracy(&ft.predict(&sub.inputs, fb), &sub.labels),
                                 robust,
-                            )
+                                sel.cv_accuracy,
+                                ft.steps(),
+                                sel.cv_steps,
+                            );
+                            let entry = col.selections.entry((k, seed)).or_default();
+                            if pretrained {
+                                entry.0 = Some(sel);
+                            } else {
+                                entry.1 = Some(sel);
+                            }
+                            out
                         }
                     };
+                    col.cpu.entry(key).or_default().push(process_cpu_secs() - t0);
+                    col.steps.entry(key).or_default().push(steps as f64);
+                    col.selection_steps.entry(key).or_default().push(sel_steps as f64);
                     col.test.entry(key).or_default().push(test_acc);
                     col.gap.entry(key).or_default().push(train_acc - test_acc);
+                    if let Some(cv) = cv {
+                        col.cv.entry(key).or_default().push(cv);
+                    }
                     for (c, acc) in corruptions.iter().zip(robust) {
                         col.robust.entry((eval, c.name.clone(), c.severity, pretrained)).or_default().push(acc);
                     }
@@ -281,17 +467,42 @@ pub fn evaluate(
         }
     }
 
-    let mut out = Evaluation::default();
-    for &eval in &cfg.evals {
+    let mut out = Evaluation { feature_cpu_seconds: frozen.then_some(feature_cpu), warnings, ..Default::default() };
+    for &eval in kinds {
         for &k in &cfg.labels_per_class {
-            let get = |m: &BTreeMap<(EvalKind, usize, bool), Vec<f64>>, p: bool| Stat::of(&m[&(eval, k, p)]);
+            let stat = |m: &BTreeMap<Key, Vec<f64>>, p: bool| m.get(&(eval, k, p)).map(|v| Stat::of(v));
+            let cost = |p: bool| -> Option<Cost> {
+                Some(Cost {
+                    steps: stat(&col.steps, p)?.mean,
+                    selection_steps: stat(&col.selection_steps, p)?.mean,
+                    cpu_seconds: stat(&col.cpu, p)?.mean,
+                })
+            };
+            let (Some(pretrained), Some(scratch)) = (stat(&col.test, true), stat(&col.test, false)) else { continue };
+            let selections = if eval == EvalKind::Finetune {
+                seeds_at[&k]
+                    .iter()
+                    .filter_map(|s| {
+                        let (p, sc) = col.selections.get(&(k, *s))?;
+                        Some(SeedSelection { seed: *s, pretrained: p.clone()?, scratch: sc.clone()? })
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
             out.evaluations.push(EvalRow {
                 eval,
                 labels_per_class: k,
-                pretrained: get(&col.test, true),
-                scratch: get(&col.test, false),
+                pretrained,
+                scratch,
                 raw_baseline: col.raw.get(&k).map(|v| Stat::of(v)),
-                train_test_gap: GapStats { pretrained: get(&col.gap, true), scratch: get(&col.gap, false) },
+                train_test_gap: GapStats {
+                    pretrained: stat(&col.gap, true).unwrap_or_else(|| Stat::of(&[])),
+                    scratch: stat(&col.gap, false).unwrap_or_else(|| Stat::of(&[])),
+                },
+                cv_accuracy: stat(&col.cv, true),
+                budget: Some(Sides { pretrained: cost(true), scratch: cost(false) }),
+                selections,
             });
         }
         if let Some(k) = robust_k {
@@ -310,6 +521,7 @@ pub fn evaluate(
             }
         }
     }
+    out.comparisons = report::compare(&out.evaluations, cfg.seed);
     bar.finish();
     Ok(out)
 }

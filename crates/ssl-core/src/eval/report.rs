@@ -1,6 +1,8 @@
 //! `report.json` and `report.md`: the evidence every pretraining run ends with.
 //! The schema is documented in `docs/src/report-schema.md`.
 use super::protocol::{EvalKind, Evaluation};
+use super::selection::Selection;
+use super::stats::{paired_bootstrap, PairedDiff};
 use crate::error::{CoreError, Result};
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
@@ -35,7 +37,37 @@ pub struct GapStats {
     pub scratch: Stat,
 }
 
+/// A value for the pretrained encoder and one for the scratch baseline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sides<T> {
+    pub pretrained: T,
+    pub scratch: T,
+}
+
+/// What one evaluation cost, per seed (mean over seeds).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cost {
+    /// Optimizer steps of the evaluated model (fine-tuning, or the probe's full-batch steps).
+    pub steps: f64,
+    /// Optimizer steps spent by cross-validation to choose the learning rate and stopping point.
+    pub selection_steps: f64,
+    /// Process CPU seconds (all threads), selection included.
+    pub cpu_seconds: f64,
+}
+
+/// What fine-tuning's cross-validation chose for one seed's subset.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SeedSelection {
+    pub seed: u64,
+    pub pretrained: Selection,
+    pub scratch: Selection,
+}
+
 /// One evaluation at one number of labels per class.
+///
+/// `scratch` is the same architecture from random initialisation: for `finetune`, trained on the
+/// labeled subset with the same recipe, budget and selection (the baseline the headline uses);
+/// for `linear` and `knn`, its frozen random features (a reference, not a trained baseline).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EvalRow {
     pub eval: EvalKind,
@@ -44,6 +76,78 @@ pub struct EvalRow {
     pub scratch: Stat,
     pub raw_baseline: Option<Stat>,
     pub train_test_gap: GapStats,
+    /// Cross-validated accuracy of the pretrained evaluation on the labeled subsets (`None` where
+    /// they are too small to split): how the headline picks among evaluations without the test set.
+    #[serde(default)]
+    pub cv_accuracy: Option<Stat>,
+    #[serde(default)]
+    pub budget: Option<Sides<Option<Cost>>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub selections: Vec<SeedSelection>,
+}
+
+/// At one label budget: the pretrained evaluation with the best cross-validated accuracy, against
+/// the trained scratch baseline and the raw baseline, paired by seed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Comparison {
+    pub labels_per_class: usize,
+    /// The pretrained evaluation compared (best cross-validated accuracy; `linear` where no
+    /// evaluation could be cross-validated and it was run, else the first run).
+    pub eval: EvalKind,
+    pub pretrained: Stat,
+    /// The same architecture trained from scratch (fine-tuning's scratch side); `None` without
+    /// `finetune` among the evaluations.
+    pub scratch: Option<Stat>,
+    pub raw_baseline: Option<Stat>,
+    /// `pretrained - scratch`, paired by seed.
+    pub vs_scratch: Option<PairedDiff>,
+    /// `pretrained - raw_baseline`, paired by seed.
+    pub vs_raw: Option<PairedDiff>,
+}
+
+/// The label budget a headline speaks of: 10 labels per class where evaluated (the budget the
+/// evidence bars are set at, and where robustness is measured), else the fewest above one (one
+/// label per class is too noisy to headline), else the fewest.
+pub fn headline_k(ks: &[usize]) -> Option<usize> {
+    let mut ks = ks.to_vec();
+    ks.sort_unstable();
+    ks.contains(&10).then_some(10).or_else(|| ks.iter().copied().find(|&k| k > 1)).or(ks.first().copied())
+}
+
+/// The comparisons of every label budget in `rows`. The pretrained evaluation is chosen by its
+/// cross-validated accuracy on the labeled subsets, never by test accuracy.
+pub fn compare(rows: &[EvalRow], seed: u64) -> Vec<Comparison> {
+    let mut ks: Vec<usize> = rows.iter().map(|r| r.labels_per_class).collect();
+    ks.sort_unstable();
+    ks.dedup();
+    ks.into_iter()
+        .filter_map(|k| {
+            let at: Vec<&EvalRow> = rows.iter().filter(|r| r.labels_per_class == k).collect();
+            let chosen = at
+                .iter()
+                .filter(|r| r.cv_accuracy.is_some())
+                .max_by(|a, b| {
+                    let cv = |r: &EvalRow| r.cv_accuracy.as_ref().map_or(f64::NEG_INFINITY, |s| s.mean);
+                    cv(a).total_cmp(&cv(b)).then(b.eval.cmp(&a.eval))
+                })
+                .or_else(|| at.iter().find(|r| r.eval == EvalKind::Linear))
+                .or_else(|| at.first())?;
+            let scratch = at.iter().find(|r| r.eval == EvalKind::Finetune).map(|r| r.scratch.clone());
+            let raw = at.iter().find_map(|r| r.raw_baseline.clone());
+            let paired = |b: &Option<Stat>| {
+                b.as_ref().and_then(|b| paired_bootstrap(&chosen.pretrained.values, &b.values, seed))
+            };
+            Some(Comparison {
+                labels_per_class: k,
+                eval: chosen.eval,
+                pretrained: chosen.pretrained.clone(),
+                vs_scratch: paired(&scratch),
+                vs_raw: paired(&raw),
+                scratch,
+                raw_baseline: raw,
+            })
+        })
+        .collect()
 }
 
 /// Accuracy under one corruption at one severity.
@@ -71,21 +175,6 @@ pub fn detect_machine(device: tch::Device) -> Machine {
         cuda_available: tch::Cuda::is_available(),
         threads: tch::get_num_threads(),
         toolkit_version: env!("CARGO_PKG_VERSION").to_owned(),
-    }
-}
-
-/// The best results at one label budget.
-#[derive(Debug, Clone)]
-pub struct Best {
-    pub pretrained: (EvalKind, Stat),
-    pub scratch: (EvalKind, Stat),
-    pub raw: Option<Stat>,
-}
-
-impl Best {
-    /// Best pretrained minus best scratch accuracy.
-    pub fn gain(&self) -> f64 {
-        self.pretrained.1.mean - self.scratch.1.mean
     }
 }
 
@@ -148,7 +237,12 @@ impl Report {
     pub fn read(path: &Path) -> Result<Self> {
         let p = if path.is_dir() { path.join("report.json") } else { path.to_path_buf() };
         let bytes = std::fs::read(&p).map_err(|e| CoreError::io(&p, e))?;
-        serde_json::from_slice(&bytes).map_err(|e| CoreError::json(&p, e))
+        let mut report: Report = serde_json::from_slice(&bytes).map_err(|e| CoreError::json(&p, e))?;
+        if report.evaluation.comparisons.is_empty() {
+            // Reports before schema 3 carry no comparisons: derive them from the rows.
+            report.evaluation.comparisons = compare(&report.evaluation.evaluations, 0);
+        }
+        Ok(report)
     }
 
     /// The label budgets evaluated, ascending.
@@ -159,73 +253,94 @@ impl Report {
         ks
     }
 
-    /// At `k` labels per class: the best pretrained evaluation, the best scratch one, and the raw
-    /// baseline.
-    pub fn best_at(&self, k: usize) -> Option<Best> {
-        let rows: Vec<&EvalRow> = self.evaluation.evaluations.iter().filter(|r| r.labels_per_class == k).collect();
-        let best = |f: &dyn Fn(&EvalRow) -> &Stat| {
-            rows.iter().max_by(|a, b| f(a).mean.total_cmp(&f(b).mean)).map(|r| (r.eval, f(r).clone()))
-        };
-        let (pretrained, scratch) = (best(&|r| &r.pretrained)?, best(&|r| &r.scratch)?);
-        Some(Best { pretrained, scratch, raw: rows.iter().find_map(|r| r.raw_baseline.clone()) })
+    /// The comparison at `k` labels per class.
+    pub fn comparison(&self, k: usize) -> Option<&Comparison> {
+        self.evaluation.comparisons.iter().find(|c| c.labels_per_class == k)
     }
 
-    /// The budget the headline speaks of: the fewest labels per class above one (one label per
-    /// class is too noisy to headline), else the fewest.
+    /// The budget the headline speaks of ([`headline_k`]).
     pub fn headline_k(&self) -> Option<usize> {
-        let ks = self.labels_per_class();
-        ks.iter().copied().find(|&k| k > 1).or(ks.first().copied())
+        headline_k(&self.labels_per_class())
     }
 
-    /// The label-efficiency summary: for each k, the best pretrained evaluation against the best
-    /// scratch one and the raw baseline.
+    /// The label-efficiency summary: for each k, the pretrained evaluation chosen by
+    /// cross-validation against the trained scratch baseline and the raw baseline.
     pub fn summary_table(&self) -> String {
         let mut s = String::from(
-            "| labels/class | pretrained (best) | scratch (best) | raw-input LR | gain |\n|---|---|---|---|---|\n",
+            "| labels/class | pretrained (chosen by CV) | scratch (trained) | raw-input LR | gain vs scratch | gain vs raw |\n|---|---|---|---|---|---|\n",
         );
-        for k in self.labels_per_class() {
-            let Some(b) = self.best_at(k) else { continue };
-            let raw = b.raw.as_ref().map(|r| r.cell()).unwrap_or_else(|| "-".into());
+        let cell = |x: &Option<Stat>| x.as_ref().map(|r| r.cell()).unwrap_or_else(|| "-".into());
+        let diff = |d: &Option<PairedDiff>| {
+            d.as_ref()
+                .map(|d| {
+                    format!("{:+.3} [{:+.3}, {:+.3}]{}", d.mean, d.lo, d.hi, if d.significant { "" } else { " n.s." })
+                })
+                .unwrap_or_else(|| "-".into())
+        };
+        for c in &self.evaluation.comparisons {
             let _ = writeln!(
                 s,
-                "| {k} | {} ({}) | {} ({}) | {raw} | {:+.3} |",
-                b.pretrained.1.cell(),
-                b.pretrained.0.name(),
-                b.scratch.1.cell(),
-                b.scratch.0.name(),
-                b.gain()
+                "| {} | {} ({}) | {} | {} | {} | {} |",
+                c.labels_per_class,
+                c.pretrained.cell(),
+                c.eval.name(),
+                cell(&c.scratch),
+                cell(&c.raw_baseline),
+                diff(&c.vs_scratch),
+                diff(&c.vs_raw)
             );
         }
+        s.push_str(
+            "\nGains are means over seeds with 95% paired bootstrap intervals; n.s.: the interval includes 0.\n",
+        );
         s
     }
 
-    /// One sentence: the best pretrained result against the best trained-from-scratch one at the
-    /// fewest labels evaluated with more than one class example, with the spread over seeds.
+    /// One sentence: at the headline budget, the pretrained evaluation chosen by cross-validation
+    /// against the same network trained from scratch, and against the raw baseline.
     pub fn headline(&self) -> String {
-        let Some((k, Best { pretrained: (pe, p), scratch: (se, sc), .. })) =
-            self.headline_k().and_then(|k| self.best_at(k).map(|b| (k, b)))
-        else {
+        let Some(c) = self.headline_k().and_then(|k| self.comparison(k)) else {
             return "No evaluation was run.".into();
         };
-        let gain = p.mean - sc.mean;
-        let noise = (p.std.powi(2) + sc.std.powi(2)).sqrt();
-        let verdict = if gain > noise {
-            format!("pretraining beats the same network from scratch by {:+.1} points", 100.0 * gain)
-        } else if gain < -noise {
-            format!("pretraining loses to the same network from scratch by {:.1} points", -100.0 * gain)
-        } else {
-            format!("pretraining and scratch are within the seeds' spread ({:+.1} points)", 100.0 * gain)
+        let k = c.labels_per_class;
+        let p = &c.pretrained;
+        let against_scratch = match (&c.scratch, &c.vs_scratch) {
+            (Some(sc), Some(d)) => {
+                let verdict = if !d.significant {
+                    "pretraining and training from scratch are not significantly different"
+                } else if d.mean > 0.0 {
+                    "pretraining beats the same network trained from scratch"
+                } else {
+                    "pretraining loses to the same network trained from scratch"
+                };
+                format!(
+                    "{verdict}: {:.3} ± {:.3} ({}) against {:.3} ± {:.3}, {}",
+                    p.mean,
+                    p.std,
+                    c.eval.name(),
+                    sc.mean,
+                    sc.std,
+                    d.describe()
+                )
+            }
+            (Some(sc), None) => format!(
+                "pretrained {:.3} ({}) against {:.3} trained from scratch (one seed: no interval)",
+                p.mean,
+                c.eval.name(),
+                sc.mean
+            ),
+            _ => format!(
+                "pretrained {:.3} ± {:.3} ({}); no trained scratch baseline (add `finetune` to --eval)",
+                p.mean,
+                p.std,
+                c.eval.name()
+            ),
         };
-        format!(
-            "**Headline:** at {k} labels per class, {verdict}: {:.3} ± {:.3} ({}) against {:.3} ± {:.3} ({}), over {} seeds.",
-            p.mean,
-            p.std,
-            pe.name(),
-            sc.mean,
-            sc.std,
-            se.name(),
-            p.n_seeds
-        )
+        let against_raw = match (&c.raw_baseline, &c.vs_raw) {
+            (Some(r), Some(d)) => format!("; against the raw-input baseline ({:.3}): {}", r.mean, d.describe()),
+            _ => String::new(),
+        };
+        format!("**Headline:** at {k} labels per class, {against_scratch}{against_raw}.")
     }
 
     /// A human summary.
@@ -262,13 +377,34 @@ impl Report {
         for n in &self.notes {
             let _ = writeln!(s, "- {n}");
         }
+        for w in &self.evaluation.warnings {
+            let _ = writeln!(s, "- **Warning:** {w}");
+        }
         let _ = writeln!(s, "\n## Label efficiency (test accuracy, mean ± std over seeds)\n\n{}", self.summary_table());
-        s.push_str("\n## Every evaluation\n\n| eval | labels/class | pretrained | scratch | raw-input LR | gap pretrained | gap scratch |\n|---|---|---|---|---|---|---|\n");
+        s.push_str("\n## Every evaluation\n\n| eval | labels/class | pretrained | scratch | raw-input LR | CV accuracy | gap pretrained | gap scratch | steps (selection) pretrained / scratch | CPU s pretrained / scratch |\n|---|---|---|---|---|---|---|---|---|---|\n");
         for r in &self.evaluation.evaluations {
             let raw = r.raw_baseline.as_ref().map(|x| x.cell()).unwrap_or_else(|| "-".into());
+            let cv = r.cv_accuracy.as_ref().map(|x| x.cell()).unwrap_or_else(|| "-".into());
+            let (steps, cpu) = match &r.budget {
+                Some(b) => {
+                    let st = |c: &Option<Cost>| {
+                        c.as_ref()
+                            .map(|c| format!("{:.0} ({:.0})", c.steps, c.selection_steps))
+                            .unwrap_or_else(|| "-".into())
+                    };
+                    let cs = |c: &Option<Cost>| {
+                        c.as_ref().map(|c| format!("{:.1}", c.cpu_seconds)).unwrap_or_else(|| "-".into())
+                    };
+                    (
+                        format!("{} / {}", st(&b.pretrained), st(&b.scratch)),
+                        format!("{} / {}", cs(&b.pretrained), cs(&b.scratch)),
+                    )
+                }
+                None => ("-".into(), "-".into()),
+            };
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {raw} | {:+.3} | {:+.3} |",
+                "| {} | {} | {} | {} | {raw} | {cv} | {:+.3} | {:+.3} | {steps} | {cpu} |",
                 r.eval.name(),
                 r.labels_per_class,
                 r.pretrained.cell(),
@@ -278,8 +414,24 @@ impl Report {
             );
         }
         s.push_str(
-            "\nThe gap is train accuracy on the labeled subset minus test accuracy: smaller means less overfitting.\n",
+            "\nFor `linear` and `knn`, *scratch* is the random-initialised encoder's frozen features (a reference); for `finetune` it is the same architecture trained from scratch on the labeled subset with the same recipe, budget, augmentation and selection. The gap is train accuracy on the labeled subset minus test accuracy: smaller means less overfitting. Steps and CPU seconds are per seed; selection steps are cross-validation's.\n",
         );
+        let sels: Vec<(usize, &SeedSelection)> = self
+            .evaluation
+            .evaluations
+            .iter()
+            .flat_map(|r| r.selections.iter().map(move |x| (r.labels_per_class, x)))
+            .collect();
+        if !sels.is_empty() {
+            s.push_str("\n## Fine-tuning selection (cross-validation on the labeled subset)\n\n| labels/class | seed | pretrained lr, stop, CV acc | scratch lr, stop, CV acc |\n|---|---|---|---|\n");
+            let one = |x: &Selection| match x.cv_accuracy {
+                Some(a) => format!("{:.0e}, {:.2}, {a:.3} ({} folds)", x.lr, x.stop, x.folds),
+                None => format!("{:.0e}, {:.2}, default (too few labels to split)", x.lr, x.stop),
+            };
+            for (k, x) in sels {
+                let _ = writeln!(s, "| {k} | {} | {} | {} |", x.seed, one(&x.pretrained), one(&x.scratch));
+            }
+        }
         s.push_str("\n## Plots\n\n![Test accuracy against labels per class: one colour per evaluation, pretrained solid, scratch dashed, bands of one std over seeds](accuracy.png)\n");
         if !self.evaluation.robustness.is_empty() {
             s.push_str("\n![Accuracy against corruption severity, pretrained solid, scratch dashed](robustness.png)\n");

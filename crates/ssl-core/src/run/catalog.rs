@@ -48,13 +48,25 @@ pub fn runs_table(root: &Path) -> String {
                     .unwrap_or("-")
                     .to_owned();
                 let steps = r.pretraining.as_ref().map(|p| p.steps.to_string()).unwrap_or_else(|| "eval only".into());
-                let headline = match r.headline_k().and_then(|k| r.best_at(k).map(|b| (k, b))) {
-                    Some((k, b)) => format!(
-                        "{:+.1} points at {k}/class ({:.3} vs {:.3})",
-                        100.0 * b.gain(),
-                        b.pretrained.1.mean,
-                        b.scratch.1.mean
-                    ),
+                let headline = match r.headline_k().and_then(|k| r.comparison(k)) {
+                    Some(c) => match (&c.scratch, &c.vs_scratch) {
+                        (Some(sc), Some(d)) => format!(
+                            "{:+.1} points at {}/class ({:.3} vs {:.3}{})",
+                            100.0 * d.mean,
+                            c.labels_per_class,
+                            c.pretrained.mean,
+                            sc.mean,
+                            if d.significant { "" } else { ", n.s." }
+                        ),
+                        (Some(sc), None) => format!(
+                            "{:+.1} points at {}/class ({:.3} vs {:.3})",
+                            100.0 * (c.pretrained.mean - sc.mean),
+                            c.labels_per_class,
+                            c.pretrained.mean,
+                            sc.mean
+                        ),
+                        _ => format!("{:.3} at {}/class (no trained scratch)", c.pretrained.mean, c.labels_per_class),
+                    },
                     None => "-".into(),
                 };
                 writeln!(s, "| {} | {} | {} | {data} | {steps} | {headline} |", dir.display(), r.modality, r.method)
@@ -65,9 +77,9 @@ pub fn runs_table(root: &Path) -> String {
     s
 }
 
-/// The table of `ssl compare`: for each label budget, each run's best pretrained and best
-/// scratch accuracy; with `plot`, the runs' curves overlaid (best pretrained solid, best scratch
-/// dashed, one colour per run).
+/// The table of `ssl compare`: for each label budget, each run's compared pretrained accuracy
+/// (the evaluation chosen by cross-validation) and its trained scratch baseline; with `plot`, the
+/// runs' curves overlaid (pretrained solid, scratch dashed, one colour per run).
 pub fn compare(runs: &[PathBuf], plot: Option<&Path>) -> Result<String> {
     if runs.is_empty() {
         return Err(CoreError::InvalidArgument("name at least one run directory to compare".into()));
@@ -89,8 +101,14 @@ pub fn compare(runs: &[PathBuf], plot: Option<&Path>) -> Result<String> {
     for &k in &ks {
         let _ = write!(s, "| {k} |");
         for (_, r) in &reports {
-            let _ = match r.best_at(k) {
-                Some(b) => write!(s, " {} | {} |", b.pretrained.1.cell(), b.scratch.1.cell()),
+            let _ = match r.comparison(k) {
+                Some(c) => write!(
+                    s,
+                    " {} ({}) | {} |",
+                    c.pretrained.cell(),
+                    c.eval.name(),
+                    c.scratch.as_ref().map(|x| x.cell()).unwrap_or_else(|| "-".into())
+                ),
                 None => write!(s, " - | - |"),
             };
         }
@@ -101,12 +119,13 @@ pub fn compare(runs: &[PathBuf], plot: Option<&Path>) -> Result<String> {
         for (i, (name, r)) in reports.iter().enumerate() {
             let c = Palette99::pick(i).to_rgba();
             let color = plotters::style::RGBColor(c.0, c.1, c.2);
-            let best: Vec<_> = r.labels_per_class().into_iter().filter_map(|k| r.best_at(k).map(|b| (k, b))).collect();
             let pts = |scratch: bool| {
-                best.iter()
-                    .map(|(k, b)| {
-                        let st = if scratch { &b.scratch.1 } else { &b.pretrained.1 };
-                        (*k as f64, st.mean, st.std)
+                r.evaluation
+                    .comparisons
+                    .iter()
+                    .filter_map(|c| {
+                        let st = if scratch { c.scratch.as_ref()? } else { &c.pretrained };
+                        Some((c.labels_per_class as f64, st.mean, st.std))
                     })
                     .collect()
             };
@@ -116,7 +135,7 @@ pub fn compare(runs: &[PathBuf], plot: Option<&Path>) -> Result<String> {
         let ticks = ks.iter().map(|&k| k as f64).collect();
         curve_chart(
             path,
-            "Best accuracy per run",
+            "Pretrained (chosen by CV) and trained scratch, per run",
             "labels per class (log scale)",
             "accuracy",
             &curves,

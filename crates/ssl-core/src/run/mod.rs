@@ -41,7 +41,7 @@ use ssl_records::run::{RunRecord, Versions, LIBTORCH_VERSION, SCHEMA_VERSION};
 use std::path::Path;
 
 /// The `report.json` schema version this toolkit writes.
-pub const REPORT_SCHEMA_VERSION: u32 = 2;
+pub const REPORT_SCHEMA_VERSION: u32 = 3;
 
 /// Run `recipe` as `plan` says: validate, open the data, pretrain (unless `--eval-only`),
 /// evaluate, report. Returns the report it wrote.
@@ -83,9 +83,10 @@ pub fn execute<R: Recipe>(recipe: &mut R, plan: &RunPlan) -> std::result::Result
     };
     let protocol = recipe.protocol();
     eprintln!(
-        "==> evaluating against scratch ({} labels/class, {} seeds, {})",
+        "==> evaluating against scratch ({} labels/class, {} seeds ({} at the headline budget), {})",
         protocol.labels_per_class.iter().map(|k| k.to_string()).collect::<Vec<_>>().join(","),
         protocol.seeds,
+        protocol.seeds.max(protocol.headline_seeds),
         RunPlan::evals(&protocol)
     );
     let evaluation = {
@@ -100,6 +101,7 @@ pub fn execute<R: Recipe>(recipe: &mut R, plan: &RunPlan) -> std::result::Result
         )?
     };
     let mut notes = recipe.notes();
+    notes.push(protocol.describe());
     notes.extend(recipe.extra_evaluations(&weights, &ctx)?);
     let report = Report {
         schema_version: REPORT_SCHEMA_VERSION,

@@ -66,9 +66,18 @@ pub struct RunOptions {
     /// Labels per class for the evaluation, comma-separated (e.g. 1,5,10,50).
     #[arg(long, value_delimiter = ',')]
     pub labels_per_class: Option<Vec<usize>>,
-    /// Few-label subsets (seeds) per evaluation.
+    /// Few-label subsets (seeds) per label budget (default 3, and 5 at the headline budget;
+    /// given, it applies to every budget unless --headline-seeds is given too).
     #[arg(long)]
     pub seeds: Option<usize>,
+    /// Seeds at the headline budget (10 labels per class where evaluated, else the fewest above 1).
+    #[arg(long)]
+    pub headline_seeds: Option<usize>,
+    /// The full evaluation protocol: at least 5 seeds everywhere, 5-fold cross-validation of
+    /// fine-tuning on every seed's subset (the default cross-validates 3-fold on the first seed's
+    /// subset per budget and reuses the choice).
+    #[arg(long)]
+    pub full_protocol: bool,
     /// Evaluations to run: linear, knn, finetune (comma-separated).
     #[arg(long, value_delimiter = ',')]
     pub eval: Option<Vec<EvalKind>>,

@@ -107,6 +107,9 @@ impl RunOptions {
         if self.seeds == Some(0) {
             return Err(invalid("--seeds must be at least 1"));
         }
+        if self.headline_seeds == Some(0) {
+            return Err(invalid("--headline-seeds must be at least 1"));
+        }
         if self.eval.as_ref().is_some_and(Vec::is_empty) {
             return Err(invalid("--eval needs at least one of linear, knn, finetune"));
         }
@@ -237,6 +240,13 @@ impl RunPlan {
         }
         if let Some(s) = o.seeds {
             protocol.seeds = s;
+            protocol.headline_seeds = s;
+        }
+        if let Some(s) = o.headline_seeds {
+            protocol.headline_seeds = s;
+        }
+        if o.full_protocol {
+            *protocol = protocol.clone().full();
         }
         if let Some(e) = &o.eval {
             protocol.evals = e.clone();
@@ -266,6 +276,7 @@ mod tests {
             (RunOptions { labels_per_class: Some(vec![0]), ..opts() }, "--labels-per-class"),
             (RunOptions { labels_per_class: Some(vec![]), ..opts() }, "--labels-per-class"),
             (RunOptions { seeds: Some(0), ..opts() }, "--seeds"),
+            (RunOptions { headline_seeds: Some(0), ..opts() }, "--headline-seeds"),
             (RunOptions { lr: Some(f64::NAN), ..opts() }, "--lr"),
             (RunOptions { lr: Some(-1.0), ..opts() }, "--lr"),
             (RunOptions { epochs: Some(0.0), ..opts() }, "--epochs"),
