@@ -50,6 +50,19 @@ enum Cmd {
         #[arg(long)]
         check: bool,
     },
+    /// The reliability campaign through the `ssl` binary: every generated malformed input, then
+    /// SIGKILL at random moments and resume; writes the table of docs/src/reliability.md.
+    Chaos {
+        /// Kill-and-resume trials.
+        #[arg(long, default_value_t = 20)]
+        trials: usize,
+        /// Seed of the kill moments.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Where to write the table of cases (default: docs/src/reliability-cases.md).
+        #[arg(long)]
+        report: Option<PathBuf>,
+    },
     /// Print the environment that lets plain `cargo` commands build against LibTorch.
     Env,
     /// Run any cargo command with the LibTorch environment set (e.g. `cargo xtask cargo build`).
@@ -184,6 +197,18 @@ fn main() -> ExitCode {
             if check {
                 docs::check(&workspace_root(), &book, &libtorch::test_python(&s)?)?;
             }
+            Ok(())
+        }),
+        Cmd::Chaos { trials, seed, report } => libtorch::provision().and_then(|s| {
+            let report = report.unwrap_or_else(|| workspace_root().join("docs/src/reliability-cases.md"));
+            let mut c =
+                cargo(&s, &["test", "-p", "ssl-cli", "--test", "chaos", "--", "--nocapture", "--test-threads", "1"]);
+            c.env("SSL_CHAOS", "full")
+                .env("SSL_CHAOS_TRIALS", trials.to_string())
+                .env("SSL_CHAOS_SEED", seed.to_string())
+                .env("SSL_CHAOS_REPORT", &report);
+            run(c)?;
+            eprintln!("==> table of cases: {}", report.display());
             Ok(())
         }),
         Cmd::Env => libtorch::provision().map(|s| {

@@ -34,22 +34,23 @@ impl Default for ProbeConfig {
 /// The L2 penalties that cross-validation ([`ProbeConfig::cv_folds`]) chooses from.
 pub const CV_L2: [f64; 5] = [1e-4, 1e-3, 1e-2, 1e-1, 1.0];
 
-/// The L2 penalty with the best validation accuracy over `folds` folds (row `i` is in fold
-/// `i % folds`); the first of equals (the weakest penalty) wins.
+/// The L2 penalty with the best validation accuracy over `cfg.cv_folds` stratified folds
+/// ([`super::selection::splits`]); the first of equals (the weakest penalty) wins. With too few
+/// examples per class to split, `cfg.l2`.
 pub fn cv_l2(x: &Tensor, y: &Tensor, num_classes: i64, cfg: &ProbeConfig, seed: u64) -> Result<f64> {
     let n = x.size()[0];
-    let folds = cfg.cv_folds as i64;
-    let fold_of = Tensor::arange(n, (Kind::Int64, Device::Cpu)).remainder(folds);
+    let labels = Vec::<i64>::try_from(y).unwrap_or_default();
     // (fit x, fit y, validation x, validation y) per fold, split once for every penalty.
-    let splits: Vec<_> = (0..folds)
-        .filter_map(|f| {
-            let val = fold_of.eq(f).nonzero().squeeze_dim(1);
-            let fit = fold_of.ne(f).nonzero().squeeze_dim(1);
-            (val.numel() > 0 && fit.numel() > 0).then(|| {
-                (x.index_select(0, &fit), y.index_select(0, &fit), x.index_select(0, &val), y.index_select(0, &val))
-            })
+    let splits: Vec<_> = super::selection::splits(&labels, num_classes, cfg.cv_folds)
+        .into_iter()
+        .map(|(fit, val)| {
+            let (fit, val) = (Tensor::from_slice(&fit), Tensor::from_slice(&val));
+            (x.index_select(0, &fit), y.index_select(0, &fit), x.index_select(0, &val), y.index_select(0, &val))
         })
         .collect();
+    if splits.is_empty() {
+        return Ok(cfg.l2);
+    }
     let mut best = (f64::NEG_INFINITY, cfg.l2);
     for &l2 in &CV_L2 {
         let one = ProbeConfig { l2, weight_decay: 0.0, cv_folds: 0, ..*cfg };

@@ -256,14 +256,13 @@ fn frozen_cv(
     seed: u64,
 ) -> Result<Option<f64>> {
     let labels = Vec::<i64>::try_from(y).unwrap_or_default();
-    let (k, fold) = selection::folds(&labels, num_classes, cfg.finetune.cv_folds);
-    if k < 2 {
+    let splits = selection::splits(&labels, num_classes, cfg.finetune.cv_folds);
+    if splits.is_empty() {
         return Ok(None);
     }
     let mut correct = 0i64;
-    for f in 0..k {
-        let (fit, val): (Vec<i64>, Vec<i64>) = (0..labels.len() as i64).partition(|&i| fold[i as usize] != f);
-        let (fit, val) = (Tensor::from_slice(&fit), Tensor::from_slice(&val));
+    for (fit, val) in &splits {
+        let (fit, val) = (Tensor::from_slice(fit), Tensor::from_slice(val));
         let predict =
             frozen_predictor(eval, &x.index_select(0, &fit), &y.index_select(0, &fit), num_classes, cfg, seed)?;
         correct +=

@@ -40,6 +40,17 @@ pub fn folds(labels: &[i64], num_classes: i64, wanted: usize) -> (usize, Vec<usi
     (k, fold)
 }
 
+/// The `(fit rows, validation rows)` of each stratified fold of `labels` ([`folds`]); empty
+/// where fewer than 2 folds can be made. Every cross-validation of the protocol (fine-tuning's
+/// selection, the frozen evaluations' accuracies, the probe's L2) splits this way.
+pub fn splits(labels: &[i64], num_classes: i64, wanted: usize) -> Vec<(Vec<i64>, Vec<i64>)> {
+    let (k, fold) = folds(labels, num_classes, wanted);
+    if k < 2 {
+        return Vec::new();
+    }
+    (0..k).map(|f| (0..labels.len() as i64).partition(|&i| fold[i as usize] != f)).collect()
+}
+
 /// One encoder to fine-tune: how to build fresh copies of it (each call the same initial
 /// weights), whether it is pretrained (head and layer learning-rate scales) or scratch, the
 /// augmentation, the device and the seed.
@@ -61,17 +72,16 @@ impl<'a> Candidate<'_, 'a> {
     /// `(lr, stop)` wins, the first in grid order and the earlier stop on ties.
     pub fn select(&self, train: &LabeledSet, cfg: &FinetuneConfig) -> Result<Selection> {
         let labels = train.label_vec();
-        let (k, fold) = folds(&labels, train.num_classes, cfg.cv_folds);
-        if k < 2 {
+        let splits = splits(&labels, train.num_classes, cfg.cv_folds);
+        if splits.is_empty() {
             return Ok(Selection { lr: cfg.lr, stop: 1.0, cv_accuracy: None, folds: 0, cv_steps: 0 });
         }
         let points = cfg.stop_points.max(1);
         let grid = cfg.grid();
         let mut correct = vec![vec![0i64; points]; grid.len()];
         let mut cv_steps = 0;
-        for f in 0..k {
-            let (fit, val): (Vec<i64>, Vec<i64>) = (0..labels.len() as i64).partition(|&i| fold[i as usize] != f);
-            let (fit, val) = (train.select(&fit), train.select(&val));
+        for (fit, val) in &splits {
+            let (fit, val) = (train.select(fit), train.select(val));
             for (g, &lr) in grid.iter().enumerate() {
                 let mut run = self.start(&fit, cfg, lr)?;
                 for j in 1..=points {
@@ -95,7 +105,7 @@ impl<'a> Candidate<'_, 'a> {
             lr: grid[g],
             stop: (j + 1) as f64 / points as f64,
             cv_accuracy: Some(c as f64 / labels.len().max(1) as f64),
-            folds: k,
+            folds: splits.len(),
             cv_steps,
         })
     }
