@@ -37,8 +37,8 @@ enum Cmd {
         #[arg(default_value = "runs")]
         dir: PathBuf,
     },
-    /// Compare runs side by side: best pretrained and scratch accuracy at every label budget,
-    /// and their curves overlaid in one plot.
+    /// Compare runs side by side: the primary pretrained and the trained scratch accuracy at every
+    /// label budget, and their curves overlaid in one plot.
     Compare {
         /// Run directories.
         #[arg(required = true)]
@@ -46,6 +46,13 @@ enum Cmd {
         /// Where the overlaid plot goes.
         #[arg(long, default_value = "compare.png")]
         plot: PathBuf,
+    },
+    /// Rewrite runs' report.md, report.json and plots from their report.json (comparisons derived
+    /// again from the rows; nothing is trained or evaluated).
+    Report {
+        /// Run directories.
+        #[arg(required = true)]
+        runs: Vec<PathBuf>,
     },
     /// Throughput measurements behind `cargo xtask bench`.
     Bench(bench::BenchArgs),
@@ -124,6 +131,7 @@ fn main() -> ExitCode {
             }
             Err(e) => Err(usage(e)),
         },
+        Cmd::Report { runs } => runs.iter().try_for_each(|r| ssl_core::run::rewrite(r).map(drop).map_err(usage)),
         Cmd::Bench(a) => bench::run(a).map_err(running),
     };
     match result {

@@ -40,7 +40,7 @@ fn cli_reference() -> String {
          after changing a flag; a test fails while this page differs from the binary). Through \
          `cargo xtask`, `pretrain-*` commands take the same flags after the command name.\n",
     );
-    for cmd in ["pretrain-vision", "pretrain-text", "pretrain-speech", "runs", "compare", "bench"] {
+    for cmd in ["pretrain-vision", "pretrain-text", "pretrain-speech", "runs", "compare", "report", "bench"] {
         let o = ssl(&[cmd, "--help"]);
         s.push_str(&format!("\n## `ssl {cmd}`\n\n```text\n{}```\n", String::from_utf8_lossy(&o.stdout)));
     }
@@ -161,6 +161,12 @@ fn round_trip(modality: &str, args: &[&str]) {
     let o = ssl(&["compare", a.to_str().unwrap(), b.to_str().unwrap(), "--plot", plot.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("| 2 |") && plot.is_file(), "a side-by-side table and a plot: {}", text(&o));
+    // `ssl report` rewrites report.md from report.json alone.
+    std::fs::remove_file(a.join("report.md")).unwrap();
+    let o = ssl(&["report", a.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let md = std::fs::read_to_string(a.join("report.md")).unwrap();
+    assert!(md.contains("(primary)") && md.contains("**Headline:**"), "{md}");
     let other = if modality == "vision" { "pretrain-text" } else { "pretrain-vision" };
     let o = ssl(&[
         other,

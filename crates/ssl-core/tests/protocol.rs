@@ -166,8 +166,7 @@ fn cross_validated_probe_picks_a_decay_from_the_grid_and_generalises() {
 }
 
 /// What the protocol decided without looking at test data: per row, the selections, the
-/// cross-validated accuracies, the steps taken and the train accuracies (gap + test), and the
-/// evaluation each comparison picked.
+/// cross-validated accuracies, the steps taken and the train accuracies (gap + test).
 fn decisions(ev: &ssl_core::eval::protocol::Evaluation) -> serde_json::Value {
     let rows: Vec<serde_json::Value> = ev
         .evaluations
@@ -188,8 +187,7 @@ fn decisions(ev: &ssl_core::eval::protocol::Evaluation) -> serde_json::Value {
             })
         })
         .collect();
-    let picked: Vec<_> = ev.comparisons.iter().map(|c| (c.labels_per_class, c.eval)).collect();
-    serde_json::json!({ "rows": rows, "picked": picked })
+    serde_json::json!({ "rows": rows })
 }
 
 fn selection_config() -> ProtocolConfig {

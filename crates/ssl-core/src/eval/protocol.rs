@@ -172,8 +172,8 @@ pub struct Corruption {
 pub struct Evaluation {
     pub evaluations: Vec<EvalRow>,
     pub robustness: Vec<RobustRow>,
-    /// Per label budget: the pretrained evaluation chosen by cross-validation against the trained
-    /// scratch baseline and the raw baseline, with paired bootstrap intervals.
+    /// Per label budget and evaluation: the pretrained side against the trained scratch baseline
+    /// and the raw baseline, with paired bootstrap intervals; the primary one flagged.
     #[serde(default)]
     pub comparisons: Vec<Comparison>,
     /// CPU seconds of the one frozen-feature pass per encoder (pretrained once; scratch once per
@@ -520,7 +520,7 @@ pub fn evaluate(
             }
         }
     }
-    out.comparisons = report::compare(&out.evaluations, cfg.seed);
+    out.comparisons = report::compare(&out.evaluations);
     bar.finish();
     Ok(out)
 }

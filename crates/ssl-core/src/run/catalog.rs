@@ -77,8 +77,8 @@ pub fn runs_table(root: &Path) -> String {
     s
 }
 
-/// The table of `ssl compare`: for each label budget, each run's compared pretrained accuracy
-/// (the evaluation chosen by cross-validation) and its trained scratch baseline; with `plot`, the
+/// The table of `ssl compare`: for each label budget, each run's primary pretrained accuracy and
+/// its trained scratch baseline; with `plot`, the
 /// runs' curves overlaid (pretrained solid, scratch dashed, one colour per run).
 pub fn compare(runs: &[PathBuf], plot: Option<&Path>) -> Result<String> {
     if runs.is_empty() {
@@ -123,6 +123,7 @@ pub fn compare(runs: &[PathBuf], plot: Option<&Path>) -> Result<String> {
                 r.evaluation
                     .comparisons
                     .iter()
+                    .filter(|c| c.primary)
                     .filter_map(|c| {
                         let st = if scratch { c.scratch.as_ref()? } else { &c.pretrained };
                         Some((c.labels_per_class as f64, st.mean, st.std))
@@ -135,7 +136,7 @@ pub fn compare(runs: &[PathBuf], plot: Option<&Path>) -> Result<String> {
         let ticks = ks.iter().map(|&k| k as f64).collect();
         curve_chart(
             path,
-            "Pretrained (chosen by CV) and trained scratch, per run",
+            "Pretrained (primary evaluation) and trained scratch, per run",
             "labels per class (log scale)",
             "accuracy",
             &curves,

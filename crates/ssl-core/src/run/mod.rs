@@ -118,10 +118,25 @@ pub fn execute<R: Recipe>(recipe: &mut R, plan: &RunPlan) -> std::result::Result
     Ok(report)
 }
 
-/// Write `report.json`, `report.md` and the plots into `run_dir`, and print the summary.
+/// Write `report.json`, `report.md` and the plots into `run_dir`, log the evaluation to
+/// TensorBoard, and print the summary.
 pub fn finish(run_dir: &Path, report: &Report) -> Result<()> {
-    report.write(run_dir)?;
     crate::sinks::log_evaluation(run_dir, report)?;
+    write_outputs(run_dir, report)
+}
+
+/// `ssl report RUN`: read a run's `report.json`, derive its comparisons again from the rows
+/// (the current rule), and rewrite `report.json`, `report.md` and the plots; nothing is trained
+/// or evaluated.
+pub fn rewrite(run_dir: &Path) -> Result<Report> {
+    let report = Report::read(run_dir)?;
+    let dir = if run_dir.is_dir() { run_dir.to_path_buf() } else { run_dir.parent().unwrap_or(run_dir).to_path_buf() };
+    write_outputs(&dir, &report)?;
+    Ok(report)
+}
+
+fn write_outputs(run_dir: &Path, report: &Report) -> Result<()> {
+    report.write(run_dir)?;
     let mut plots = Vec::new();
     match crate::plots::accuracy_plot(report, &run_dir.join("accuracy.png")) {
         Ok(()) => plots.push("accuracy.png"),
