@@ -53,6 +53,10 @@ enum Cmd {
         /// Run directories.
         #[arg(required = true)]
         runs: Vec<PathBuf>,
+        /// Also write the run's evidence (machine, commit, comparison table, headline) as a
+        /// Markdown snippet to this file, for the docs (one run only).
+        #[arg(long)]
+        table: Option<PathBuf>,
     },
     /// Throughput measurements behind `cargo xtask bench`.
     Bench(bench::BenchArgs),
@@ -131,7 +135,7 @@ fn main() -> ExitCode {
             }
             Err(e) => Err(usage(e)),
         },
-        Cmd::Report { runs } => runs.iter().try_for_each(|r| ssl_core::run::rewrite(r).map(drop).map_err(usage)),
+        Cmd::Report { runs, table } => report(&runs, table.as_deref()),
         Cmd::Bench(a) => bench::run(a).map_err(running),
     };
     match result {
@@ -145,6 +149,21 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `ssl report`: rewrite each run's report; with `table`, write one run's evidence snippet.
+fn report(runs: &[PathBuf], table: Option<&std::path::Path>) -> Result<(), Failure> {
+    if table.is_some() && runs.len() != 1 {
+        return Err(usage(anyhow::anyhow!("--table takes exactly one run directory")));
+    }
+    for r in runs {
+        ssl_core::run::rewrite(r).map_err(usage)?;
+    }
+    if let (Some(path), Some(run)) = (table, runs.first()) {
+        let snippet = ssl_core::run::catalog::evidence_table(run).map_err(usage)?;
+        std::fs::write(path, snippet).map_err(|e| usage(anyhow::anyhow!("{}: {e}", path.display())))?;
+    }
+    Ok(())
 }
 
 /// The error and its causes, joined by `: `, each said once: library errors already quote their
