@@ -399,69 +399,38 @@ fn cases(root: &Path) -> Vec<Case> {
     let mut add = |group, name, quick, expect, args| c.push(Case { group, name, quick, expect, args });
     // Images.
     let good = encode(image::DynamicImage::ImageRgb8(image::RgbImage::new(16, 16)), image::ImageFormat::Png);
-    add(
-        "image",
-        "truncated PNG",
-        true,
-        Expect::Skipped("cut.png"),
-        vision_case(root, "png-cut", Some(("cut.png", good[..good.len() / 2].to_vec()))),
-    );
     let jpg = encode(image::DynamicImage::ImageRgb8(image::RgbImage::new(16, 16)), image::ImageFormat::Jpeg);
-    add(
-        "image",
-        "truncated JPEG",
-        false,
-        Expect::Skipped("cut.jpg"),
-        vision_case(root, "jpg-cut", Some(("cut.jpg", jpg[..jpg.len() / 3].to_vec()))),
-    );
-    add(
-        "image",
-        "zero-length file",
-        false,
-        Expect::Skipped("empty.png"),
-        vision_case(root, "empty", Some(("empty.png", Vec::new()))),
-    );
-    add(
-        "image",
-        "WAV bytes named .png",
-        false,
-        Expect::Skipped("sound.png"),
-        vision_case(root, "wrong-ext", Some(("sound.png", wav(pcm16(), 0.1, 440.0)))),
-    );
-    add(
-        "image",
-        "PNG header claiming 100000 x 100000 (decompression bomb)",
-        true,
-        Expect::Skipped("bomb.png"),
-        vision_case(root, "bomb", Some(("bomb.png", lying_png(100_000, 100_000)))),
-    );
-    add(
-        "image",
-        "PNG header claiming 0 x 0",
-        false,
-        Expect::Skipped("zero.png"),
-        vision_case(root, "zero", Some(("zero.png", lying_png(0, 0)))),
-    );
-    let rgba = encode(
-        image::DynamicImage::ImageRgba8(image::RgbaImage::from_pixel(16, 16, image::Rgba([10, 200, 30, 128]))),
-        image::ImageFormat::Png,
-    );
-    add("image", "RGBA PNG", false, Expect::Accepted, vision_case(root, "rgba", Some(("rgba.png", rgba))));
-    let l16 = encode(
-        image::DynamicImage::ImageLuma16(image::ImageBuffer::from_pixel(16, 16, image::Luma([40000u16]))),
-        image::ImageFormat::Png,
-    );
-    add("image", "16-bit grey PNG", true, Expect::Accepted, vision_case(root, "l16", Some(("l16.png", l16))));
-    let rgba16 = encode(
-        image::DynamicImage::ImageRgba16(image::ImageBuffer::from_pixel(
-            16,
-            16,
-            image::Rgba([1u16, 30000, 65535, 65535]),
-        )),
-        image::ImageFormat::Png,
-    );
-    add("image", "16-bit RGBA PNG", false, Expect::Accepted, vision_case(root, "rgba16", Some(("rgba16.png", rgba16))));
-    add("image", "CMYK JPEG", true, Expect::Accepted, vision_case(root, "cmyk", Some(("cmyk.jpg", cmyk_jpeg()))));
+    let rgba = image::DynamicImage::ImageRgba8(image::RgbaImage::from_pixel(16, 16, image::Rgba([10, 200, 30, 128])));
+    let l16 = image::DynamicImage::ImageLuma16(image::ImageBuffer::from_pixel(16, 16, image::Luma([40000u16])));
+    let rgba16 = image::DynamicImage::ImageRgba16(image::ImageBuffer::from_pixel(
+        16,
+        16,
+        image::Rgba([1u16, 30000, 65535, 65535]),
+    ));
+    let png = image::ImageFormat::Png;
+    let images: Vec<(&'static str, bool, Option<&'static str>, &'static str, Vec<u8>)> = vec![
+        // (case, quick, the skipped file or None for accepted, file name, bytes)
+        ("truncated PNG", true, Some("cut.png"), "cut.png", good[..good.len() / 2].to_vec()),
+        ("truncated JPEG", false, Some("cut.jpg"), "cut.jpg", jpg[..jpg.len() / 3].to_vec()),
+        ("zero-length file", false, Some("empty.png"), "empty.png", Vec::new()),
+        ("WAV bytes named .png", false, Some("sound.png"), "sound.png", wav(pcm16(), 0.1, 440.0)),
+        (
+            "PNG header claiming 100000 x 100000 (decompression bomb)",
+            true,
+            Some("bomb.png"),
+            "bomb.png",
+            lying_png(100_000, 100_000),
+        ),
+        ("PNG header claiming 0 x 0", false, Some("zero.png"), "zero.png", lying_png(0, 0)),
+        ("RGBA PNG", false, None, "rgba.png", encode(rgba, png)),
+        ("16-bit grey PNG", true, None, "l16.png", encode(l16, png)),
+        ("16-bit RGBA PNG", false, None, "rgba16.png", encode(rgba16, png)),
+        ("CMYK JPEG", true, None, "cmyk.jpg", cmyk_jpeg()),
+    ];
+    for (name, quick, skipped, file, bytes) in images {
+        let expect = skipped.map_or(Expect::Accepted, Expect::Skipped);
+        add("image", name, quick, expect, vision_case(root, file, Some((file, bytes))));
+    }
     // IDX and CIFAR files.
     let idx = root.join("idx");
     let mut bad_magic = vec![0u8, 0, 0x09, 3];
