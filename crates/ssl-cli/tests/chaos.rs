@@ -227,19 +227,13 @@ fn vision_case(root: &Path, name: &str, bad: Option<(&str, Vec<u8>)>) -> Vec<Str
     args
 }
 
+/// The smallest evaluation: 2 labels per class, one seed, the linear probe.
+const TINY_EVAL: [&str; 6] = ["--labels-per-class", "2", "--seeds", "1", "--eval", "linear"];
+
 fn tiny_eval(dir: &Path) -> Vec<String> {
-    strings(&[
-        "--labels-per-class",
-        "2",
-        "--seeds",
-        "1",
-        "--eval",
-        "linear",
-        "--threads",
-        "1",
-        "--out",
-        &dir.join("run").display().to_string(),
-    ])
+    let mut a = strings(&TINY_EVAL);
+    a.extend(strings(&["--threads", "1", "--out", &dir.join("run").display().to_string()]));
+    a
 }
 
 fn strings(a: &[&str]) -> Vec<String> {
@@ -408,8 +402,9 @@ fn cases(root: &Path) -> Vec<Case> {
         image::Rgba([1u16, 30000, 65535, 65535]),
     ));
     let png = image::ImageFormat::Png;
-    let images: Vec<(&'static str, bool, Option<&'static str>, &'static str, Vec<u8>)> = vec![
-        // (case, quick, the skipped file or None for accepted, file name, bytes)
+    // (case, quick, the skipped file or None for accepted, file name, bytes)
+    type ImageCase = (&'static str, bool, Option<&'static str>, &'static str, Vec<u8>);
+    let images: Vec<ImageCase> = vec![
         ("truncated PNG", true, Some("cut.png"), "cut.png", good[..good.len() / 2].to_vec()),
         ("truncated JPEG", false, Some("cut.jpg"), "cut.jpg", jpg[..jpg.len() / 3].to_vec()),
         ("zero-length file", false, Some("empty.png"), "empty.png", Vec::new()),
@@ -572,22 +567,10 @@ fn cases(root: &Path) -> Vec<Case> {
     let bytes = std::fs::read(&model).unwrap();
     std::fs::write(&model, &bytes[..bytes.len() / 2]).unwrap();
     add("run dir", "truncated model.safetensors, --eval-only", true, Expect::Refused(1, "model.safetensors"), {
-        strings(&[
-            "pretrain-vision",
-            "--eval-only",
-            "--checkpoint",
-            &newest_checkpoint(&run).display().to_string(),
-            "--labels-per-class",
-            "2",
-            "--seeds",
-            "1",
-            "--eval",
-            "linear",
-            "--max-test",
-            "20",
-            "--out",
-            &run.join("eval").display().to_string(),
-        ])
+        let checkpoint = newest_checkpoint(&run).display().to_string();
+        let mut a = strings(&["pretrain-vision", "--eval-only", "--checkpoint", &checkpoint, "--max-test", "20"]);
+        a.extend(strings(&TINY_EVAL));
+        with(&a, &["--out", &run.join("eval").display().to_string()])
     });
     let _ = args;
     let (run, args) = damaged("run-state");
