@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 fn main() {
     println!("cargo:rerun-if-changed=csrc/kernels.cpp");
+    println!("cargo:rerun-if-changed=csrc/distributed.cpp");
+    println!("cargo:rerun-if-changed=csrc/gloo_api");
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
     // torch-sys (links = "tch") publishes its library folder to direct dependents.
     let lib =
@@ -16,10 +18,16 @@ fn main() {
         .warnings(false)
         .include(root.join("include"))
         .include(root.join("include/torch/csrc/api/include"))
+        // The gloo names c10d's ProcessGroupGloo.hpp mentions (the wheel ships no gloo headers).
+        .include("csrc/gloo_api")
         .flag("-std=c++17")
         .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={abi}"))
         .flag("-DGLOG_USE_GLOG_EXPORT")
+        // Without these, c10d's Gloo header compiles to nothing.
+        .flag("-DUSE_DISTRIBUTED")
+        .flag("-DUSE_C10D_GLOO")
         .file("csrc/kernels.cpp")
+        .file("csrc/distributed.cpp")
         .compile("ssl_core_kernels");
     println!("cargo:libtorch_lib={}", lib.display());
     ssl_build::link_libtorch_dir(&lib);

@@ -49,6 +49,10 @@ pub struct BenchArgs {
     /// Timed windows after the warm-up window (default 5, 2 with --quick).
     #[arg(long)]
     pub windows: Option<u64>,
+    /// Instead of the models: the data-parallel benchmark with N local processes (all-reduce
+    /// against torch.distributed, and scaling against 1 process; see bench_dist.rs).
+    #[arg(long, value_name = "N")]
+    pub nproc_per_node: Option<usize>,
 }
 
 fn cmd_output(program: &str, args: &[&str]) -> String {

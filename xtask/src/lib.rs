@@ -4,6 +4,7 @@
 //! It is also the only crate that touches the network (package installs and dataset downloads).
 
 pub mod bench;
+pub mod bench_dist;
 pub mod datasets;
 pub mod docs;
 pub mod libtorch;

@@ -188,6 +188,11 @@ fn main() -> ExitCode {
         Cmd::Data { what: DataCmd::TextCorpus(a) } => text_corpus::generate(&a),
         Cmd::Bench(a) => libtorch::provision().and_then(|s| {
             let python = libtorch::test_python(&s)?;
+            if let Some(n) = a.nproc_per_node {
+                run(cargo(&s, &["build", "-p", "ssl-cli", "--bin", "ssl"]))?;
+                let ssl = workspace_root().join("target/debug/ssl");
+                return xtask::bench_dist::run(&workspace_root(), &ssl, &python, n, &a.out, a.quick).map(|_| ());
+            }
             let ssl = || cargo(&s, &["run", "--quiet", "-p", "ssl-cli", "--bin", "ssl", "--"]);
             bench::run(&workspace_root(), &ssl, &python, &a).map(|_| ())
         }),

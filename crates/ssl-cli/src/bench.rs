@@ -8,9 +8,15 @@ use std::path::PathBuf;
 /// Flags of `ssl bench`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
-    /// vision, text or speech.
+    /// vision, text or speech; or allreduce (inside torchrun: Gloo all-reduce timings).
     #[arg(default_value = "vision")]
     pub modality: String,
+    /// allreduce: float32 elements per all-reduce, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1000000,10000000")]
+    pub sizes: Vec<usize>,
+    /// allreduce: timed calls per size.
+    #[arg(long, default_value = "20")]
+    pub iters: usize,
     /// Where the JSON results and the reference artefacts go.
     #[arg(long)]
     pub out: PathBuf,
@@ -37,6 +43,9 @@ pub struct BenchArgs {
 }
 
 pub fn run(a: BenchArgs) -> Result<()> {
+    if a.modality == "allreduce" {
+        return all_reduce(&a);
+    }
     let device = ssl_core::device::parse(&a.device)?;
     std::fs::create_dir_all(&a.out)?;
     let options = BenchOptions {
@@ -58,5 +67,25 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let out = measured.record(&ctx);
     std::fs::write(a.out.join(format!("{}_ours.json", out.name)), serde_json::to_vec_pretty(&out)?)?;
     println!("{}", serde_json::to_string(&out)?);
+    Ok(())
+}
+
+/// `ssl bench allreduce`, one rank of a torchrun launch: rank 0 prints one JSON line per size.
+fn all_reduce(a: &BenchArgs) -> Result<()> {
+    ssl_core::tch::set_num_threads(1);
+    let world = ssl_core::dist::World::from_env()?;
+    if !world.is_distributed() {
+        bail!("`ssl bench allreduce` needs a launcher: torchrun --nproc-per-node N --no-python ssl bench allreduce");
+    }
+    let Some(group) = ssl_core::dist::init(&world, ssl_core::dist::Backend::Gloo, std::time::Duration::from_secs(300))?
+    else {
+        bail!("no process group");
+    };
+    for &n in &a.sizes {
+        let run = ssl_core::bench::all_reduce_times(group, n, a.iters)?;
+        if world.is_main() {
+            println!("{}", serde_json::to_string(&run)?);
+        }
+    }
     Ok(())
 }

@@ -279,3 +279,31 @@ impl Measured {
         }
     }
 }
+
+/// Time the sum all-reduce of `elements` float32 values over `group`, `iters` times after 3
+/// warm-up calls, each call after a barrier (as `bench/allreduce.py` does with
+/// `torch.distributed`).
+pub fn all_reduce_times(
+    group: &crate::dist::ProcessGroup,
+    elements: usize,
+    iters: usize,
+) -> Result<ssl_records::bench::AllReduceRun> {
+    let t = Tensor::ones([elements as i64], (Kind::Float, Device::Cpu));
+    for _ in 0..3 {
+        group.all_reduce_sum(&t)?;
+    }
+    let mut ms = Vec::with_capacity(iters);
+    for _ in 0..iters {
+        group.barrier()?;
+        let start = Instant::now();
+        group.all_reduce_sum(&t)?;
+        ms.push(start.elapsed().as_secs_f64() * 1000.0);
+    }
+    Ok(ssl_records::bench::AllReduceRun {
+        side: "ours".into(),
+        world: group.world().size,
+        elements,
+        iters,
+        ms: ssl_records::bench::Spread::of(&ms),
+    })
+}

@@ -40,6 +40,16 @@ pub enum CoreError {
     /// An argument is out of its valid range.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// A collective or the rendezvous of a data-parallel run failed: a peer died, hung past the
+    /// timeout, or could not be reached.
+    #[error("rank {rank}/{size}: {what} failed: {message} (a peer process died, hung past --dist-timeout, or cannot be reached; the last checkpoint is intact: continue with --resume)")]
+    Distributed { rank: usize, size: usize, what: String, message: String },
+    /// A worker started by `--nproc-per-node` failed.
+    #[error("worker rank {rank}/{size} {what}; the others were stopped (the last checkpoint is intact: continue with --resume)")]
+    WorkerFailed { rank: usize, size: usize, what: String },
+    /// SIGINT or SIGTERM stopped the workers of `--nproc-per-node` (each saved its place).
+    #[error("interrupted: the workers stopped at a step with a checkpoint; continue with the same command plus --out RUN_DIR --resume")]
+    WorkersInterrupted,
     /// Drawing a plot failed.
     #[error("plot {path}: {message}")]
     Plot { path: String, message: String },

@@ -7,6 +7,8 @@
 //! - [`trainer`]: the training loop, generic over an [`trainer::Objective`] that a modality
 //!   implements, with gradient accumulation, clipping, LR schedules, a NaN guard, bf16 autocast on
 //!   CUDA, progress and `metrics.jsonl`.
+//! - [`dist`]: data-parallel training on c10d (Gloo), launched by torchrun, Slurm or
+//!   `--nproc-per-node`.
 //! - [`loader`]: parallel decode/augment with rayon and a bounded prefetch queue, resumable.
 //! - [`optim`]: AdamW and SGD whose state is ours (checkpointable), with fused LibTorch kernels
 //!   reached through the C++ layer in [`kernels`] and a composed-ops fallback.
@@ -36,6 +38,7 @@
 pub mod bench;
 pub mod checkpoint;
 pub mod device;
+pub mod dist;
 pub mod error;
 pub mod eval;
 pub mod interrupt;

@@ -108,6 +108,26 @@ impl<B: Send + 'static> Loader<B> {
         prefetch: usize,
         threads: usize,
     ) -> Self {
+        Self::sharded(source, batch_size, seed, position, prefetch, threads, (0, 1))
+    }
+
+    /// A loader for rank `shard.0` of `shard.1` data-parallel processes, like PyTorch's
+    /// `DistributedSampler`: every rank shuffles the epoch the same way, a global batch is
+    /// `batch_size * shard.1` consecutive items of that order, and this rank takes its
+    /// `batch_size` slice of it. Items are augmented from their position in the global order, so
+    /// the global batch holds exactly the items, with exactly the augmentation, that one process
+    /// with a batch of `batch_size * shard.1` would load. The position (epoch, global batch) is
+    /// the same on every rank.
+    pub fn sharded<S: DataSource<Batch = B>>(
+        source: Arc<S>,
+        batch_size: usize,
+        seed: u64,
+        position: LoaderPosition,
+        prefetch: usize,
+        threads: usize,
+        shard: (usize, usize),
+    ) -> Self {
+        let (rank, ranks) = (shard.0, shard.1.max(1));
         let (tx, rx) = sync_channel(prefetch.max(1));
         let stop = Arc::new(AtomicBool::new(false));
         let skipped = Arc::new(AtomicU64::new(0));
@@ -121,9 +141,14 @@ impl<B: Send + 'static> Loader<B> {
                 }
             };
             let len = source.len();
-            let per_epoch = (len / batch_size.max(1)) as u64;
+            let global = batch_size.max(1) * ranks;
+            let per_epoch = (len / global) as u64;
             if per_epoch == 0 {
-                let _ = tx.send(Err(format!("{len} items cannot fill one batch of {batch_size}")));
+                let what = match ranks {
+                    1 => format!("one batch of {batch_size}"),
+                    n => format!("one global batch of {global} ({n} processes x {batch_size})"),
+                };
+                let _ = tx.send(Err(format!("{len} items cannot fill {what}")));
                 return;
             }
             let mut pos = LoaderPosition { seed, ..position };
@@ -134,7 +159,7 @@ impl<B: Send + 'static> Loader<B> {
                     pos.batch = 0;
                     order = epoch_order(len, seed, pos.epoch);
                 }
-                let start = pos.batch as usize * batch_size;
+                let start = pos.batch as usize * global + rank * batch_size;
                 let idx = &order[start..start + batch_size];
                 let results: Vec<std::result::Result<S::Item, Skipped>> = pool.install(|| {
                     idx.par_iter()
@@ -159,7 +184,11 @@ impl<B: Send + 'static> Loader<B> {
                 if items.is_empty() {
                     continue;
                 }
-                let mut rng = ChaCha8Rng::seed_from_u64(mix_seed(&[seed, pos.epoch, pos.batch, 0xC011]));
+                let collate_seed = match ranks {
+                    1 => mix_seed(&[seed, pos.epoch, pos.batch, 0xC011]),
+                    _ => mix_seed(&[seed, pos.epoch, pos.batch, 0xC011, rank as u64]),
+                };
+                let mut rng = ChaCha8Rng::seed_from_u64(collate_seed);
                 let batch = source.collate(items, &mut rng);
                 if tx.send(Ok(LoadedBatch { batch, next: pos })).is_err() {
                     return;

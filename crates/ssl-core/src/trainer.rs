@@ -38,6 +38,12 @@ pub trait Objective {
     fn on_step_end(&mut self, _step: u64, _total: u64) {}
     /// The number of samples in a batch (for samples/s).
     fn batch_samples(&self, batch: &Self::Batch) -> usize;
+    /// How many terms the batch's loss averages: its samples, unless the loss is a mean over
+    /// something else (masked tokens, masked frames). Data-parallel training weights each rank's
+    /// loss by it, so the averaged gradient is exactly that of the global batch's mean loss.
+    fn loss_weight(&self, batch: &Self::Batch) -> f64 {
+        self.batch_samples(batch) as f64
+    }
 }
 
 /// A boxed objective is an objective (a recipe with several methods picks one at run time).
@@ -54,6 +60,9 @@ impl<O: Objective + ?Sized> Objective for Box<O> {
     }
     fn batch_samples(&self, batch: &Self::Batch) -> usize {
         (**self).batch_samples(batch)
+    }
+    fn loss_weight(&self, batch: &Self::Batch) -> f64 {
+        (**self).loss_weight(batch)
     }
 }
 
@@ -187,7 +196,7 @@ impl Trainer {
         Self { config, run_dir: run_dir.into(), device, model_config: serde_json::Value::Null }
     }
 
-    fn stored_config(&self) -> serde_json::Value {
+    fn stored_config(&self, world: &crate::dist::World) -> serde_json::Value {
         let mut c = serde_json::to_value(&self.config).unwrap_or_default();
         if let Some(obj) = c.as_object_mut() {
             // Fields that may change between a run and its resumption.
@@ -197,7 +206,13 @@ impl Trainer {
                 obj.remove(k);
             }
         }
-        serde_json::json!({ "trainer": c, "model": self.model_config })
+        let mut stored = serde_json::json!({ "trainer": c, "model": self.model_config });
+        // The loader position and the global batch depend on the number of processes; a
+        // one-process run stores nothing, so its checkpoints stay what they were.
+        if world.is_distributed() {
+            stored["world_size"] = serde_json::json!(world.size);
+        }
+        stored
     }
 
     /// Train `objective` on `source`; with `resume`, continue from the newest checkpoint of the
@@ -212,8 +227,11 @@ impl Trainer {
             return Err(CoreError::InvalidArgument("batch_size and grad_accum must be positive".into()));
         }
         fs::create_dir_all(&self.run_dir).map_err(|e| CoreError::io(&self.run_dir, e))?;
+        let group = crate::dist::group();
+        let world = crate::dist::world();
+        let main = world.is_main();
         let mut optimizer = Optimizer::new(objective.var_store(), cfg.optimizer);
-        let stored_config = self.stored_config();
+        let stored_config = self.stored_config(&world);
         let mut state = CheckpointState {
             step: 0,
             optimizer_steps: 0,
@@ -232,6 +250,17 @@ impl Trainer {
             let mut damaged = Vec::new();
             for ckpt in checkpoint::list(&self.run_dir).into_iter().rev() {
                 if let Ok(saved) = checkpoint::read_state(&ckpt) {
+                    let processes = |c: &serde_json::Value| c.get("world_size").and_then(|v| v.as_u64()).unwrap_or(1);
+                    if processes(&saved.config) != world.size as u64 {
+                        return Err(CoreError::CheckpointMismatch(format!(
+                            "{} was written by a run of {} process(es), and this one has {}: resume with the same \
+                             number of processes (--nproc-per-node), because the global batch and the loader \
+                             position depend on it",
+                            ckpt.display(),
+                            processes(&saved.config),
+                            world.size
+                        )));
+                    }
                     if saved.config != stored_config {
                         return Err(CoreError::CheckpointMismatch(format!(
                             "{} was written with another configuration:\n  saved: {}\n  now:   {}",
@@ -261,18 +290,41 @@ impl Trainer {
                 )));
             }
         }
-        let mut sinks = MetricSinks::open(&self.run_dir, state.step)?;
+        // Rank 0 alone writes metrics, event files and checkpoints.
+        let mut sinks = if main { Some(MetricSinks::open(&self.run_dir, state.step)?) } else { None };
+        // Every rank starts from rank 0's weights and buffers; the gradients become views into
+        // one flat buffer that is averaged over the ranks at every update.
+        let sync = match group {
+            Some(g) => {
+                crate::dist::broadcast_vars(g, objective.var_store())?;
+                let mut trainable: Vec<(String, Tensor)> =
+                    objective.var_store().variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
+                trainable.sort_by(|a, b| a.0.cmp(&b.0));
+                Some(crate::dist::GradSync::new(&trainable.into_iter().map(|(_, t)| t).collect::<Vec<_>>())?)
+            }
+            None => None,
+        };
 
         let schedule = cfg.schedule();
         let threads = loader_threads(cfg.loader_threads, self.device);
-        let mut loader = Loader::new(source, cfg.batch_size, cfg.seed, state.loader, cfg.prefetch, threads);
-        let bar = crate::progress::Progress::new("pretraining", cfg.steps, !cfg.progress);
+        let mut loader = Loader::sharded(
+            source,
+            cfg.batch_size,
+            cfg.seed,
+            state.loader,
+            cfg.prefetch,
+            threads,
+            (world.rank, world.size),
+        );
+        let bar = crate::progress::Progress::new("pretraining", cfg.steps, !cfg.progress || !main);
         bar.tick(state.step);
 
         let start = Instant::now();
         let cpu_start = process_cpu_secs();
         let mut losses = Vec::new();
         let mut window_samples = 0usize;
+        // Data-parallel: time in the gradient all-reduce (including waiting for slower ranks).
+        let (mut window_comm, mut window_steps) = (0.0f64, 0u64);
         let mut window_start = Instant::now();
         let mut last_loss = f64::NAN;
         let mut last_ckpt = None;
@@ -284,25 +336,50 @@ impl Trainer {
             let step = state.step;
             torch_rng.reseed(mix_seed(&[step_seed, step]));
             let lr = schedule.lr_at(step);
-            optimizer.zero_grad();
+            match &sync {
+                Some(s) => s.zero(),
+                None => optimizer.zero_grad(),
+            }
             let mut loss_sum = Tensor::zeros([], (Kind::Float, self.device));
+            let mut weight_sum = 0.0;
             let mut extra: Vec<(String, Tensor)> = Vec::new();
             for _ in 0..cfg.grad_accum {
                 let loaded = loader.next_batch()?;
                 window_samples += objective.batch_samples(&loaded.batch);
                 state.loader = loaded.next;
+                let weight = objective.loss_weight(&loaded.batch);
                 let out = {
                     let _autocast = Bf16Autocast::new(cfg.bf16, self.device)?;
                     objective.forward(&loaded.batch, self.device)?
                 };
                 let loss = out.loss.to_kind(Kind::Float);
-                (&loss / cfg.grad_accum as f64).backward();
-                loss_sum += loss.detach();
+                if sync.is_some() {
+                    // Sums weighted by each micro-batch's loss terms; divided by the global sum
+                    // after the all-reduce.
+                    (&loss * weight).backward();
+                    loss_sum += loss.detach() * weight;
+                    weight_sum += weight;
+                } else {
+                    (&loss / cfg.grad_accum as f64).backward();
+                    loss_sum += loss.detach();
+                }
                 extra = out.metrics;
             }
+            // Data-parallel: average the gradients, the loss and the stop request over the ranks,
+            // so every decision below is the same on each of them.
+            let (mean_loss, stop_agreed) = match (&sync, group) {
+                (Some(s), g) => {
+                    let t0 = Instant::now();
+                    let r = s.all_reduce(g, &loss_sum, weight_sum, crate::interrupt::requested())?;
+                    window_comm += t0.elapsed().as_secs_f64();
+                    window_steps += 1;
+                    (Tensor::from(r.loss).to_device(self.device), Some(r.stop))
+                }
+                _ => (&loss_sum / cfg.grad_accum as f64, None),
+            };
             let grad_norm = optimizer.clip_grad_norm(cfg.clip_norm)?;
             // One host read per step: the loss and the gradient norm together (the NaN guard).
-            let host = Tensor::stack(&[&loss_sum / cfg.grad_accum as f64, grad_norm.to_device(self.device)], 0)
+            let host = Tensor::stack(&[mean_loss.to_kind(Kind::Float), grad_norm.to_device(self.device)], 0)
                 .to_device(Device::Cpu);
             let loss_v = host.double_value(&[0]);
             let norm_v = host.double_value(&[1]);
@@ -312,7 +389,10 @@ impl Trainer {
                 state.nonfinite_in_row = 0;
                 last_loss = loss_v;
             } else {
-                optimizer.zero_grad();
+                match &sync {
+                    Some(s) => s.zero(),
+                    None => optimizer.zero_grad(),
+                }
                 state.nonfinite_steps += 1;
                 state.nonfinite_in_row += 1;
                 eprintln!(
@@ -330,10 +410,15 @@ impl Trainer {
             let is_last = state.step == cfg.steps;
             if cfg.log_every > 0 && (state.step.is_multiple_of(cfg.log_every) || is_last) {
                 let secs = window_start.elapsed().as_secs_f64().max(1e-9);
-                let sps = window_samples as f64 / secs;
+                // Every rank loads the same number of samples per step.
+                let sps = (window_samples * world.size) as f64 / secs;
                 window_samples = 0;
                 window_start = Instant::now();
                 let mut map = serde_json::Map::new();
+                if window_steps > 0 {
+                    map.insert("allreduce_ms".into(), serde_json::json!(1000.0 * window_comm / window_steps as f64));
+                    (window_comm, window_steps) = (0.0, 0);
+                }
                 for (k, t) in &extra {
                     let v = t.to_device(Device::Cpu).to_kind(Kind::Double).double_value(&[]);
                     map.insert(k.clone(), serde_json::json!(v));
@@ -347,12 +432,16 @@ impl Trainer {
                     wall_time: state.elapsed_secs + start.elapsed().as_secs_f64(),
                     extra: map,
                 };
-                sinks.log(&line)?;
+                if let Some(sinks) = sinks.as_mut() {
+                    sinks.log(&line)?;
+                }
                 bar.update(state.step, &format!("loss {loss_v:.4} lr {lr:.2e} {sps:.0} samples/s"));
             }
             bar.tick(state.step);
-            let interrupted = crate::interrupt::requested() && !is_last;
-            if (cfg.checkpoint_every > 0 && state.step.is_multiple_of(cfg.checkpoint_every)) || is_last || interrupted {
+            let interrupted = stop_agreed.unwrap_or_else(crate::interrupt::requested) && !is_last;
+            let save =
+                (cfg.checkpoint_every > 0 && state.step.is_multiple_of(cfg.checkpoint_every)) || is_last || interrupted;
+            if save && main {
                 let mut s = state.clone();
                 s.elapsed_secs += start.elapsed().as_secs_f64();
                 last_ckpt =
@@ -369,7 +458,7 @@ impl Trainer {
         }
         bar.finish();
         let wall = start.elapsed().as_secs_f64();
-        let ran = losses.len() as f64 * (cfg.batch_size * cfg.grad_accum) as f64;
+        let ran = losses.len() as f64 * (cfg.batch_size * cfg.grad_accum * world.size) as f64;
         Ok(TrainSummary {
             report: ssl_records::summary::PretrainingSummary {
                 steps: state.step,

@@ -334,3 +334,24 @@ mod tests {
         assert!(serde_json::from_value::<OursRun>(json).unwrap().first_step_loss.is_nan());
     }
 }
+
+/// One all-reduce measurement of `cargo xtask bench --nproc-per-node N`: `elements` float32
+/// values summed over `world` ranks on 127.0.0.1 with Gloo, `iters` times after a warm-up.
+/// `side` is `ours` (`ssl bench allreduce`) or `pytorch` (`bench/allreduce.py`, Python's
+/// `torch.distributed`); both print one JSON line per size from rank 0.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AllReduceRun {
+    pub side: String,
+    pub world: usize,
+    pub elements: usize,
+    pub iters: usize,
+    /// Milliseconds per all-reduce.
+    pub ms: Spread,
+}
+
+impl AllReduceRun {
+    /// Algorithm bandwidth at the median: bytes reduced per second, in GB/s.
+    pub fn gb_per_s(&self) -> f64 {
+        (self.elements * 4) as f64 / (self.ms.median / 1000.0).max(1e-12) / 1e9
+    }
+}

@@ -237,7 +237,8 @@ pub struct SpeechBatch {
     pub mask: Tensor,
 }
 
-/// Random fixed-length crops of a corpus, span-masked in `collate`.
+/// Random fixed-length crops of a corpus, each span-masked with its own item RNG (so a crop's mask
+/// does not depend on the batch it lands in: a data-parallel run masks as one process does).
 pub struct CropSource {
     corpus: AudioCorpus,
     crop: usize,
@@ -267,28 +268,39 @@ impl CropSource {
     }
 }
 
+/// A crop and the span mask over its frames.
+pub struct MaskedCrop {
+    pub samples: Vec<f32>,
+    pub mask: Vec<bool>,
+}
+
 impl DataSource for CropSource {
-    type Item = Vec<f32>;
+    type Item = MaskedCrop;
     type Batch = SpeechBatch;
 
     fn len(&self) -> usize {
         self.corpus.clips.len()
     }
 
-    fn get(&self, index: usize, rng: &mut ChaCha8Rng) -> std::result::Result<Vec<f32>, Skipped> {
+    fn get(&self, index: usize, rng: &mut ChaCha8Rng) -> std::result::Result<MaskedCrop, Skipped> {
         let clip = self
             .corpus
             .clips
             .get(index)
             .ok_or_else(|| Skipped::record("pretraining audio", index as u64, "no such clip"))?;
-        if clip.len() <= self.crop {
-            return Ok(clip.clone());
-        }
-        let start = rng.random_range(0..=clip.len() - self.crop);
-        Ok(clip[start..start + self.crop].to_vec())
+        let samples = if clip.len() <= self.crop {
+            clip.clone()
+        } else {
+            let start = rng.random_range(0..=clip.len() - self.crop);
+            clip[start..start + self.crop].to_vec()
+        };
+        let frames = self.model.frames(samples.len() as i64).max(0) as usize;
+        let mask = self.masker.sample(frames, frames, rng);
+        Ok(MaskedCrop { samples, mask })
     }
 
-    fn collate(&self, items: Vec<Vec<f32>>, rng: &mut ChaCha8Rng) -> SpeechBatch {
+    fn collate(&self, crops: Vec<MaskedCrop>, _rng: &mut ChaCha8Rng) -> SpeechBatch {
+        let (items, masks): (Vec<Vec<f32>>, Vec<Vec<bool>>) = crops.into_iter().map(|c| (c.samples, c.mask)).unzip();
         let b = items.len();
         let lengths: Vec<i64> = items.iter().map(|x| x.len() as i64).collect();
         // Pad to the longest item of the batch, not to the crop length: with short clips most of
@@ -300,9 +312,15 @@ impl DataSource for CropSource {
             flat.resize(flat.len() + width - x.len().min(width), 0.0);
         }
         let waves = Tensor::from_slice(&flat).view([b as i64, width as i64]);
-        let total = self.model.frames(width as i64) as usize;
-        let valid: Vec<usize> = lengths.iter().map(|&l| self.model.frames(l) as usize).collect();
-        let mask = self.masker.sample_batch(&valid, total, rng);
+        let total = self.model.frames(width as i64).max(0) as usize;
+        // Each crop's mask covers its own frames; padding frames are never masked.
+        let mut flat_mask = Vec::with_capacity(b * total);
+        for m in &masks {
+            let n = m.len().min(total);
+            flat_mask.extend_from_slice(&m[..n]);
+            flat_mask.resize(flat_mask.len() + total - n, false);
+        }
+        let mask = Tensor::from_slice(&flat_mask).view([b as i64, total as i64]);
         SpeechBatch { waves, lengths, mask }
     }
 }

@@ -234,6 +234,11 @@ impl Objective for SpeechObjective {
     fn batch_samples(&self, batch: &SpeechBatch) -> usize {
         batch.lengths.len()
     }
+
+    /// The masked-prediction losses are means over the masked frames.
+    fn loss_weight(&self, batch: &SpeechBatch) -> f64 {
+        batch.mask.f_sum(Kind::Int64).map(|n| n.int64_value(&[]) as f64).unwrap_or(batch.lengths.len() as f64)
+    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
-//! The pretraining [`DataSource`]: packed sequences read by index, masked dynamically in
-//! `collate` with the loader's seeded RNG (a fresh mask every time a sequence is seen, the same
-//! masks for the same seed).
+//! The pretraining [`DataSource`]: packed sequences read by index and masked dynamically, each
+//! with its own item RNG from the loader (a fresh mask every time a sequence is seen, the same
+//! masks for the same seed). Masking per item, not per batch, keeps a sequence's mask independent
+//! of the batch it lands in, so a data-parallel run masks exactly as one process does.
 //!
 //! ```
 //! use rand::SeedableRng;
@@ -15,7 +16,7 @@
 //! assert_eq!(batch.input_ids.size(), [2, 8]);
 //! assert_eq!(batch.positions.size(), [2, 2]);
 //! ```
-use crate::masking::Masker;
+use crate::masking::{MaskedSeq, Masker};
 use crate::packing::{PackedCorpus, PackedSeq};
 use rand_chacha::ChaCha8Rng;
 use ssl_core::loader::DataSource;
@@ -57,15 +58,19 @@ impl MlmBatch {
 
 /// Mask every sequence with `rng` and stack the results.
 pub fn collate_masked(masker: &Masker, items: &[PackedSeq], rng: &mut ChaCha8Rng) -> MlmBatch {
+    stack_masked(masker, items.iter().map(|s| masker.mask(&s.ids, &s.word_starts, rng)).collect())
+}
+
+/// Stack masked sequences (of one length) into a batch.
+pub fn stack_masked(masker: &Masker, items: Vec<MaskedSeq>) -> MlmBatch {
     let b = items.len() as i64;
-    let len = items.first().map(|s| s.ids.len()).unwrap_or(0) as i64;
+    let len = items.first().map(|s| s.input_ids.len()).unwrap_or(0) as i64;
     let slots = masker.slots() as i64;
     let mut ids = Vec::with_capacity((b * len) as usize);
     let mut pos = Vec::with_capacity((b * slots) as usize);
     let mut tgt = Vec::with_capacity((b * slots) as usize);
     let mut valid = Vec::with_capacity((b * slots) as usize);
-    for s in items {
-        let m = masker.mask(&s.ids, &s.word_starts, rng);
+    for m in items {
         ids.extend(m.input_ids);
         pos.extend(m.positions);
         tgt.extend(m.targets);
@@ -93,21 +98,23 @@ impl MlmDataset {
 }
 
 impl DataSource for MlmDataset {
-    type Item = PackedSeq;
+    type Item = MaskedSeq;
     type Batch = MlmBatch;
 
     fn len(&self) -> usize {
         self.indices.len()
     }
 
-    fn get(&self, index: usize, _rng: &mut ChaCha8Rng) -> Result<PackedSeq, ssl_core::loader::Skipped> {
+    fn get(&self, index: usize, rng: &mut ChaCha8Rng) -> Result<MaskedSeq, ssl_core::loader::Skipped> {
         use ssl_core::loader::Skipped;
         let i =
             *self.indices.get(index).ok_or_else(|| Skipped::record("corpus.packed", index as u64, "out of range"))?;
-        self.corpus.get(i).map_err(|e| Skipped::record("corpus.packed", i as u64, e.to_string()))
+        let seq: PackedSeq =
+            self.corpus.get(i).map_err(|e| Skipped::record("corpus.packed", i as u64, e.to_string()))?;
+        Ok(self.masker.mask(&seq.ids, &seq.word_starts, rng))
     }
 
-    fn collate(&self, items: Vec<PackedSeq>, rng: &mut ChaCha8Rng) -> MlmBatch {
-        collate_masked(&self.masker, &items, rng)
+    fn collate(&self, items: Vec<MaskedSeq>, _rng: &mut ChaCha8Rng) -> MlmBatch {
+        stack_masked(&self.masker, items)
     }
 }

@@ -65,6 +65,11 @@ impl Objective for MlmObjective {
     fn batch_samples(&self, batch: &MlmBatch) -> usize {
         batch.len()
     }
+
+    /// The loss is a mean over the masked tokens, whose number varies by batch.
+    fn loss_weight(&self, batch: &MlmBatch) -> f64 {
+        batch.valid.f_sum(tch::Kind::Int64).map(|n| n.int64_value(&[]) as f64).unwrap_or(batch.len() as f64)
+    }
 }
 
 /// Masked-token accuracy and perplexity on held-out sequences.

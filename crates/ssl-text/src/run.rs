@@ -214,14 +214,19 @@ impl Recipe for TextRecipe {
                 self.tokenizer = Some(tok);
                 summary["evaluated_run"] = run.display().to_string().into();
             }
-            Mode::Pretrain { resume } => {
+            Mode::Pretrain { .. } => {
                 let corpus = self.corpus_paths();
                 eprintln!(
                     "==> tokenizer and packing ({})",
                     corpus.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
                 );
-                let data =
-                    pipeline::prepare(&corpus, self.flags.tokenizer.as_deref(), &self.cfg, &plan.run_dir, *resume)?;
+                let data = pipeline::prepare(
+                    &corpus,
+                    self.flags.tokenizer.as_deref(),
+                    &self.cfg,
+                    &plan.run_dir,
+                    plan.reuses_prepared_data(),
+                )?;
                 let meta = &data.packed.meta;
                 plan.apply_train(&mut self.cfg.train, data.train_indices.len());
                 summary["corpus_files"] = serde_json::to_value(&data.corpus_files).unwrap_or_default();

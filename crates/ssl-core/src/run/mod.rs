@@ -4,7 +4,9 @@
 //! validated [`plan::RunPlan`]; a [`recipe::Recipe`] supplies what differs between methods; and
 //! [`execute`] runs the same life cycle for all of them:
 //!
-//! 1. validate the plan and the recipe's own flags and paths (before anything is read);
+//! 1. validate the plan and the recipe's own flags and paths (before anything is read); with
+//!    `--nproc-per-node N`, start N workers of this command ([`crate::dist::launch`]) and return
+//!    rank 0's report; a worker (or a rank of torchrun or srun) joins the process group;
 //! 2. lock the run directory (a second run on it is refused), catch SIGINT/SIGTERM (the trainer
 //!    then stops at the next step with a checkpoint), open the data and apply the plan to the
 //!    typed configuration;
@@ -17,11 +19,17 @@
 //! `report.md`, `accuracy.png` and `loss.png`; an `--eval-only` run writes the same files except
 //! the pretraining ones, into `--out` or `<evaluated run>/eval`.
 //!
+//! In a data-parallel run rank 0 alone locks the run directory, prepares the data (the others
+//! wait, then read what it prepared), writes `config.json`, checkpoints, metrics and the report,
+//! and evaluates; every rank pretrains.
+//!
 //! ```no_run
 //! # fn demo<R: ssl_core::run::Recipe>(mut recipe: R, options: ssl_core::run::RunOptions) -> Result<(), R::Error> {
 //! let plan = options.resolve(recipe.modality(), &recipe.method())?;
-//! let report = ssl_core::run::execute(&mut recipe, &plan)?;
-//! println!("{}", report.headline());
+//! // `None` on the ranks other than 0 of a data-parallel run.
+//! if let Some(report) = ssl_core::run::execute(&mut recipe, &plan)? {
+//!     println!("{}", report.headline());
+//! }
 //! # Ok(()) }
 //! ```
 
@@ -44,17 +52,31 @@ use std::path::Path;
 pub const REPORT_SCHEMA_VERSION: u32 = 3;
 
 /// Run `recipe` as `plan` says: validate, open the data, pretrain (unless `--eval-only`),
-/// evaluate, report. Returns the report it wrote.
-pub fn execute<R: Recipe>(recipe: &mut R, plan: &RunPlan) -> std::result::Result<Report, R::Error> {
+/// evaluate, report. Returns the report it wrote (rank 0's, read back, when this process
+/// launched workers), or `None` on a rank other than 0.
+pub fn execute<R: Recipe>(recipe: &mut R, plan: &RunPlan) -> std::result::Result<Option<Report>, R::Error> {
     recipe.validate(plan)?;
-    plan.apply_threads();
     let run_dir = plan.run_dir.clone();
+    if let Some(n) = plan.launch {
+        launch_workers(plan, n)?;
+        return Ok(Some(Report::read(&run_dir)?));
+    }
+    plan.apply_threads();
+    let group = crate::dist::init(&plan.world, plan.dist_backend, plan.dist_timeout)?;
+    let main = plan.world.is_main();
     std::fs::create_dir_all(&run_dir).map_err(|e| CoreError::io(&run_dir, e))?;
     // Before anything is read or written: a recipe may write into the run directory as it
-    // opens its data (text packs its corpus there).
-    let _lock = lock::RunLock::acquire(&run_dir)?;
+    // opens its data (text packs its corpus there). Rank 0 holds the lock for all ranks.
+    let _lock = if main { Some(lock::RunLock::acquire(&run_dir)?) } else { None };
     crate::interrupt::install().map_err(|e| CoreError::io("signal handlers", e))?;
+    // Rank 0 prepares the data first; the others then read what it wrote.
+    if let (Some(g), false) = (group, main) {
+        g.barrier()?;
+    }
     let data = recipe.open(plan)?;
+    if let (Some(g), true) = (group, main) {
+        g.barrier()?;
+    }
     let record = RunRecord {
         schema_version: SCHEMA_VERSION,
         modality: recipe.modality().into(),
@@ -65,7 +87,9 @@ pub fn execute<R: Recipe>(recipe: &mut R, plan: &RunPlan) -> std::result::Result
         versions: Versions { toolkit: env!("CARGO_PKG_VERSION").into(), libtorch: LIBTORCH_VERSION.into() },
         git_revision: ssl_records::run::git_revision(Path::new(env!("CARGO_MANIFEST_DIR"))),
     };
-    record.write(&run_dir).map_err(|e| CoreError::InvalidArgument(e.to_string()))?;
+    if main {
+        record.write(&run_dir).map_err(|e| CoreError::InvalidArgument(e.to_string()))?;
+    }
     for s in data.skipped.items.iter().take(5) {
         eprintln!("warning: skipped {s}");
     }
@@ -75,12 +99,20 @@ pub fn execute<R: Recipe>(recipe: &mut R, plan: &RunPlan) -> std::result::Result
     let ctx = RunContext { plan, run_dir: run_dir.clone(), device: plan.device };
     let (summary, weights) = match &plan.mode {
         Mode::Pretrain { .. } => {
-            eprintln!("==> {} (run directory {})", recipe.describe(), run_dir.display());
+            let world = match plan.world.is_distributed() {
+                true => format!(", {} processes", plan.world.size),
+                false => String::new(),
+            };
+            eprintln!("==> {} (run directory {}{world})", recipe.describe(), run_dir.display());
             let s = recipe.pretrain(&ctx)?;
             (Some(s), run_dir.clone())
         }
         Mode::EvalOnly { weights, .. } => (None, weights.clone()),
     };
+    // Rank 0 alone evaluates and reports.
+    if !main {
+        return Ok(None);
+    }
     let protocol = recipe.protocol();
     eprintln!(
         "==> evaluating against scratch ({} labels/class, {} seeds ({} at the headline budget), {})",
@@ -115,7 +147,24 @@ pub fn execute<R: Recipe>(recipe: &mut R, plan: &RunPlan) -> std::result::Result
         evaluation,
     };
     finish(&run_dir, &report)?;
-    Ok(report)
+    Ok(Some(report))
+}
+
+/// Start `n` workers of this command (`--nproc-per-node`) and wait for them. They get the same
+/// arguments, plus the run directory this process resolved when none was given (every rank must
+/// use the same one), and an equal share of the cores unless `--threads` was given.
+fn launch_workers(plan: &RunPlan, n: usize) -> Result<()> {
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    if plan.options().out.is_none() {
+        args.push("--out".into());
+        args.push(plan.run_dir.clone().into_os_string());
+    }
+    let cores = std::thread::available_parallelism().map(|c| c.get()).unwrap_or(1);
+    let threads = match plan.threads {
+        Some(_) => None,
+        None => Some((cores / n).max(1) as i32),
+    };
+    crate::dist::launch::run_workers(n, &args, threads)
 }
 
 /// Write `report.json`, `report.md` and the plots into `run_dir`, log the evaluation to

@@ -53,6 +53,9 @@ pub struct RunOptions {
     /// Write a resumable checkpoint every N steps, besides the last one (0: only the last).
     #[arg(long)]
     pub checkpoint_every: Option<u64>,
+    /// Log the loss and metrics every N steps (default: the method's).
+    #[arg(long, value_name = "N")]
+    pub log_every: Option<u64>,
     /// Continue the run in --out from its newest checkpoint.
     #[arg(long)]
     pub resume: bool,
@@ -81,6 +84,18 @@ pub struct RunOptions {
     /// Evaluations to run: linear, knn, finetune (comma-separated).
     #[arg(long, value_delimiter = ',')]
     pub eval: Option<Vec<EvalKind>>,
+    /// Data-parallel pretraining with N local worker processes (started by this command, with
+    /// torchrun's variables); --batch-size is per process. Ignored inside torchrun or srun,
+    /// which start the processes themselves.
+    #[arg(long, value_name = "N")]
+    pub nproc_per_node: Option<usize>,
+    /// The collective backend of a data-parallel run (default: gloo on the CPU, nccl on CUDA).
+    #[arg(long, value_enum)]
+    pub dist_backend: Option<crate::dist::Backend>,
+    /// Seconds a data-parallel collective may wait for a peer before the run fails (default
+    /// 600); a crashed peer fails the others at once.
+    #[arg(long, value_name = "SECS")]
+    pub dist_timeout: Option<f64>,
 }
 
 /// Merge a config file under the flags a command was given.

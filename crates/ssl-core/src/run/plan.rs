@@ -45,8 +45,17 @@ pub struct RunPlan {
     pub threads: Option<i32>,
     pub mode: Mode,
     pub seed: u64,
+    /// This process's place in a data-parallel run (one process unless a launcher set it).
+    pub world: World,
+    /// `--nproc-per-node N` outside a launcher: this process starts N workers and waits.
+    pub launch: Option<usize>,
+    pub dist_backend: Backend,
+    pub dist_timeout: Duration,
     options: RunOptions,
 }
+
+use crate::dist::{Backend, World};
+use std::time::Duration;
 
 fn invalid(msg: impl Into<String>) -> CoreError {
     CoreError::InvalidArgument(msg.into())
@@ -71,6 +80,11 @@ impl RunOptions {
     /// Check every option and derive the plan. Nothing is read but the file system's metadata
     /// (and CUDA's availability for `--device cuda`).
     pub fn resolve(&self, modality: &str, method: &str) -> Result<RunPlan> {
+        self.resolve_in(modality, method, World::from_env()?)
+    }
+
+    /// [`RunOptions::resolve`] for a process at `world` (as its launcher's variables say).
+    pub fn resolve_in(&self, modality: &str, method: &str, world: World) -> Result<RunPlan> {
         if self.steps == Some(0) {
             return Err(invalid(
                 "--steps 0 would train nothing; to evaluate an existing run use --eval-only --checkpoint RUN_DIR",
@@ -80,6 +94,9 @@ impl RunOptions {
             if !(e.is_finite() && e > 0.0) {
                 return Err(invalid(format!("--epochs must be positive, got {e}")));
             }
+        }
+        if self.log_every == Some(0) {
+            return Err(invalid("--log-every must be at least 1"));
         }
         if self.batch_size == Some(0) {
             return Err(invalid("--batch-size must be at least 1"));
@@ -113,7 +130,38 @@ impl RunOptions {
         if self.eval.as_ref().is_some_and(Vec::is_empty) {
             return Err(invalid("--eval needs at least one of linear, knn, finetune"));
         }
-        let device = crate::device::parse(self.device.as_deref().unwrap_or("cpu"))?;
+        let launch = match self.nproc_per_node {
+            Some(0) => return Err(invalid("--nproc-per-node must be at least 1")),
+            // Inside torchrun or srun the launcher already started the processes.
+            Some(n) if n > 1 && !world.is_distributed() => Some(n),
+            _ => None,
+        };
+        let distributed = world.is_distributed() || launch.is_some();
+        let dist_timeout = match self.dist_timeout {
+            Some(t) if !(t.is_finite() && t > 0.0) => {
+                return Err(invalid(format!("--dist-timeout must be a positive number of seconds, got {t}")))
+            }
+            Some(t) => Duration::from_secs_f64(t),
+            None => Duration::from_secs_f64(crate::dist::DEFAULT_TIMEOUT_SECS),
+        };
+        if distributed && self.eval_only {
+            return Err(invalid("--eval-only runs in one process: drop --nproc-per-node (and torchrun/srun)"));
+        }
+        if world.is_distributed() && self.out.is_none() {
+            return Err(invalid(format!(
+                "a run of {} processes needs --out RUN_DIR: every rank must use the same run directory",
+                world.size
+            )));
+        }
+        let mut device = crate::device::parse(self.device.as_deref().unwrap_or("cpu"))?;
+        // One GPU per process: `--device cuda` means this rank's local GPU.
+        if world.is_distributed() && self.device.as_deref() == Some("cuda") {
+            device = crate::device::parse(&format!("cuda:{}", world.local_rank))?;
+        }
+        let dist_backend = Backend::for_device(self.dist_backend, device);
+        if distributed {
+            dist_backend.check_available()?;
+        }
         let mode =
             match (self.eval_only, &self.checkpoint, self.resume) {
                 (true, _, true) => return Err(invalid("--resume and --eval-only exclude each other")),
@@ -162,6 +210,10 @@ impl RunOptions {
             threads: self.threads,
             mode,
             seed: self.seed.unwrap_or(0),
+            world,
+            launch,
+            dist_backend,
+            dist_timeout,
             options: self.clone(),
         })
     }
@@ -200,6 +252,13 @@ impl RunPlan {
         matches!(self.mode, Mode::Pretrain { resume: true })
     }
 
+    /// Whether data prepared in the run directory (a tokenizer, a packed corpus) is read as it
+    /// is rather than made again: when resuming, and on every rank but 0 of a data-parallel run
+    /// (rank 0 prepares it while the others wait).
+    pub fn reuses_prepared_data(&self) -> bool {
+        self.resume() || !self.world.is_main()
+    }
+
     /// Set LibTorch's intra-op threads (`--threads`).
     pub fn apply_threads(&self) {
         if let Some(t) = self.threads {
@@ -213,6 +272,9 @@ impl RunPlan {
         let (default_steps, default_warmup) = (train.steps.max(1), train.warmup_steps);
         if let Some(b) = o.batch_size {
             train.batch_size = b;
+        }
+        if let Some(n) = o.log_every {
+            train.log_every = n;
         }
         if let Some(e) = o.epochs {
             train.steps = ((e * items as f64) / train.batch_size.max(1) as f64).ceil().max(1.0) as u64;

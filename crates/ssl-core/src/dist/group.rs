@@ -1,0 +1,153 @@
+//! A c10d process group (TCPStore rendezvous, ProcessGroupGloo collectives), through the C++
+//! layer in `csrc/distributed.cpp`.
+use super::world::World;
+use crate::error::{CoreError, Result};
+use std::ffi::{c_char, c_int, c_void, CStr, CString};
+use std::time::Duration;
+use tch::Tensor;
+
+mod ffi {
+    use std::ffi::{c_char, c_int, c_void};
+    extern "C" {
+        pub fn ssl_free_error(err: *mut c_char);
+        pub fn ssl_dist_gloo_new(
+            host: *const c_char,
+            port: c_int,
+            rank: c_int,
+            world: c_int,
+            serve: c_int,
+            prefix: *const c_char,
+            timeout_s: f64,
+            out: *mut *mut c_void,
+        ) -> *mut c_char;
+        pub fn ssl_dist_free(g: *mut c_void);
+        pub fn ssl_dist_broadcast(g: *mut c_void, t: *const c_void, root: c_int) -> *mut c_char;
+        pub fn ssl_dist_allreduce_sum_async(g: *mut c_void, t: *const c_void) -> *mut c_char;
+        pub fn ssl_dist_wait(g: *mut c_void) -> *mut c_char;
+        pub fn ssl_dist_barrier(g: *mut c_void) -> *mut c_char;
+        pub fn ssl_set_grad(param: *const c_void, grad: *const c_void) -> *mut c_char;
+    }
+}
+
+fn raw(t: &Tensor) -> *const c_void {
+    t.as_ptr() as *const c_void
+}
+
+/// The error string the C++ layer returned, if any, as this rank's error.
+fn check(what: &str, world: &World, err: *mut c_char) -> Result<()> {
+    if err.is_null() {
+        return Ok(());
+    }
+    // SAFETY: a non-null return is a NUL-terminated string malloc'ed by the C++ layer.
+    let message = unsafe { CStr::from_ptr(err) }.to_string_lossy().into_owned();
+    unsafe { ffi::ssl_free_error(err) };
+    Err(CoreError::Distributed { rank: world.rank, size: world.size, what: what.to_owned(), message })
+}
+
+/// Make `grad` the `.grad` of `param`, so backward accumulates into it (a view into a flat
+/// buffer). tch binds no setter for it.
+pub(crate) fn set_grad(param: &Tensor, grad: &Tensor) -> Result<()> {
+    let err = unsafe { ffi::ssl_set_grad(raw(param), raw(grad)) };
+    check("set_grad", &World::single(), err)
+}
+
+/// The process group of a data-parallel run: every rank must make the same calls in the same
+/// order.
+pub struct ProcessGroup {
+    raw: *mut c_void,
+    world: World,
+    timeout: Duration,
+}
+
+// SAFETY: c10d process groups are thread-safe; the handle is only freed in Drop.
+unsafe impl Send for ProcessGroup {}
+unsafe impl Sync for ProcessGroup {}
+
+impl ProcessGroup {
+    /// Rendezvous with the other ranks and create a Gloo group. Fails (rather than waits
+    /// forever) when the others do not arrive within `timeout`; the same timeout bounds every
+    /// collective afterwards.
+    pub fn gloo(world: &World, timeout: Duration) -> Result<Self> {
+        let host = CString::new(world.master_addr.clone())
+            .map_err(|_| CoreError::InvalidArgument("MASTER_ADDR contains a NUL byte".into()))?;
+        let prefix = CString::new(world.store_prefix())
+            .map_err(|_| CoreError::InvalidArgument("the store prefix contains a NUL byte".into()))?;
+        let mut out: *mut c_void = std::ptr::null_mut();
+        let err = unsafe {
+            ffi::ssl_dist_gloo_new(
+                host.as_ptr(),
+                world.master_port as c_int,
+                world.rank as c_int,
+                world.size as c_int,
+                world.serves_store() as c_int,
+                prefix.as_ptr(),
+                timeout.as_secs_f64(),
+                &mut out,
+            )
+        };
+        check(&format!("rendezvous at {}:{}", world.master_addr, world.master_port), world, err)?;
+        Ok(ProcessGroup { raw: out, world: world.clone(), timeout })
+    }
+
+    pub fn world(&self) -> &World {
+        &self.world
+    }
+
+    /// The collective timeout.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Copy `t` from rank `root` to every rank, in place.
+    pub fn broadcast_(&self, t: &Tensor, root: usize) -> Result<()> {
+        let err = unsafe { ffi::ssl_dist_broadcast(self.raw, raw(t), root as c_int) };
+        check("broadcast", &self.world, err)
+    }
+
+    /// Start summing `t` over the ranks, in place; [`ProcessGroup::wait`] completes every
+    /// collective started. `t` must stay alive and untouched until then.
+    pub fn all_reduce_sum_async(&self, t: &Tensor) -> Result<()> {
+        let err = unsafe { ffi::ssl_dist_allreduce_sum_async(self.raw, raw(t)) };
+        check("all-reduce", &self.world, err)
+    }
+
+    /// Wait for every collective started since the last wait.
+    pub fn wait(&self) -> Result<()> {
+        let err = unsafe { ffi::ssl_dist_wait(self.raw) };
+        check("all-reduce", &self.world, err)
+    }
+
+    /// Sum `t` over the ranks, in place, and wait for it.
+    pub fn all_reduce_sum(&self, t: &Tensor) -> Result<()> {
+        self.all_reduce_sum_async(t)?;
+        self.wait()
+    }
+
+    /// Wait until every rank gets here.
+    pub fn barrier(&self) -> Result<()> {
+        let err = unsafe { ffi::ssl_dist_barrier(self.raw) };
+        check("barrier", &self.world, err)
+    }
+}
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        unsafe { ffi::ssl_dist_free(self.raw) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::Kind;
+
+    #[test]
+    fn set_grad_makes_backward_accumulate_into_a_view_of_a_flat_buffer() {
+        let p = Tensor::ones([3], (Kind::Float, tch::Device::Cpu)).set_requires_grad(true);
+        let flat = Tensor::zeros([5], (Kind::Float, tch::Device::Cpu));
+        set_grad(&p, &flat.narrow(0, 1, 3)).unwrap();
+        (&p * 2.0).sum(Kind::Float).backward();
+        let got: Vec<f32> = Vec::try_from(&flat).unwrap();
+        assert_eq!(got, vec![0.0, 2.0, 2.0, 2.0, 0.0]);
+    }
+}
