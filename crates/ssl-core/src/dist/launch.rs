@@ -12,9 +12,9 @@ use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-/// How long the other workers get to exit on their own after one failed (a dead peer fails their
-/// next collective within about a second) before they are killed.
-pub const GRACE: Duration = Duration::from_secs(15);
+/// How long the other workers get after one failed, from the SIGTERM they are sent then (a dead
+/// peer fails their next collective within about a second anyway), before they are killed.
+pub const GRACE: Duration = Duration::from_secs(10);
 
 /// A port that was free a moment ago on 127.0.0.1.
 pub fn free_port() -> Result<u16> {
@@ -116,6 +116,7 @@ pub fn run_workers(nproc: usize, args: &[OsString], threads: Option<i32>) -> Res
     let mut failed: Option<(usize, String)> = None;
     let mut failed_at: Option<Instant> = None;
     let mut any_failed = false;
+    let mut stopping = false;
     while children.iter().any(Option::is_some) {
         if crate::interrupt::requested() && !forwarded {
             forwarded = true;
@@ -138,6 +139,12 @@ pub fn run_workers(nproc: usize, args: &[OsString], threads: Option<i32>) -> Res
             }
         }
         if let Some(t) = failed_at {
+            if !stopping {
+                stopping = true;
+                for c in children.iter().flatten() {
+                    signal(c, libc::SIGTERM);
+                }
+            }
             if t.elapsed() > GRACE {
                 for c in children.iter().flatten() {
                     signal(c, libc::SIGKILL);
