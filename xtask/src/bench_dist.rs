@@ -37,16 +37,22 @@ fn json_lines(mut c: Command, what: &str) -> Result<Vec<AllReduceRun>> {
 }
 
 /// Pretraining throughput of one text run: (samples/s, mean all-reduce ms per step).
+/// How a scaling run is laid out: processes, intra-op threads each, per-process batch.
+struct Layout {
+    nproc: usize,
+    threads: usize,
+    batch: usize,
+}
+
 fn text_run(
     ssl: &Path,
     root: &Path,
     out: &Path,
-    nproc: usize,
-    threads: usize,
-    batch: usize,
+    layout: Layout,
     steps: u64,
     tokenizer: Option<&Path>,
 ) -> Result<(f64, Option<f64>)> {
+    let Layout { nproc, threads, batch } = layout;
     let mut c = Command::new(ssl);
     c.current_dir(root).args(["pretrain-text", "--steps", &steps.to_string(), "--batch-size", &batch.to_string()]);
     c.args(["--threads", &threads.to_string(), "--log-every", "10", "--seed", "0", "--out"]).arg(out);
@@ -103,11 +109,12 @@ pub fn run(root: &Path, ssl: &Path, python: &Path, nproc: usize, out: &Path, qui
     eprintln!("==> scaling: text tiny, {steps} steps of {global} sequences: 1 process x {nproc} threads, then {nproc} processes x 1 thread");
     let one_dir = out.join("scale-1");
     let _ = std::fs::remove_dir_all(&one_dir);
-    let (one, _) = text_run(ssl, root, &one_dir, 1, nproc, global, steps, None)?;
+    let (one, _) = text_run(ssl, root, &one_dir, Layout { nproc: 1, threads: nproc, batch: global }, steps, None)?;
     let many_dir = out.join(format!("scale-{nproc}"));
     let _ = std::fs::remove_dir_all(&many_dir);
     let tok = one_dir.join("tokenizer.json");
-    let (many, comm) = text_run(ssl, root, &many_dir, nproc, 1, global / nproc, steps, Some(&tok))?;
+    let (many, comm) =
+        text_run(ssl, root, &many_dir, Layout { nproc, threads: 1, batch: global / nproc }, steps, Some(&tok))?;
 
     let mut table = String::from("| elements | ours ms median (min-max) | torch.distributed ms median (min-max) | ours GB/s | torch GB/s |\n|---|---|---|---|---|\n");
     for o in &ours {

@@ -132,7 +132,9 @@ struct Cli {
 fn main() -> anyhow::Result<()> {
     let flags = Cli::parse().flags;
     let plan = flags.run.resolve("vision", "jigsaw")?;
-    let report = ssl_core::run::execute(&mut Jigsaw(VisionRecipe::new(flags)), &plan)?;
-    println!("{}", report.headline());
+    // `None` on the ranks other than 0 of a data-parallel run (rank 0 reports).
+    if let Some(report) = ssl_core::run::execute(&mut Jigsaw(VisionRecipe::new(flags)), &plan)? {
+        println!("{}", report.headline());
+    }
     Ok(())
 }
