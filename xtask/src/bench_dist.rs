@@ -116,22 +116,28 @@ pub fn run(root: &Path, ssl: &Path, python: &Path, nproc: usize, out: &Path, qui
     let (many, comm) =
         text_run(ssl, root, &many_dir, Layout { nproc, threads: 1, batch: global / nproc }, steps, Some(&tok))?;
 
-    let mut table = String::from("| elements | ours ms median (min-max) | torch.distributed ms median (min-max) | ours GB/s | torch GB/s |\n|---|---|---|---|---|\n");
-    for o in &ours {
-        let p = pytorch.iter().find(|p| p.elements == o.elements && p.ms.n == o.ms.n);
-        let (pt, pbw) = match p {
-            Some(p) => {
-                (format!("{:.2} ({:.2}-{:.2})", p.ms.median, p.ms.min, p.ms.max), format!("{:.2}", p.gb_per_s()))
-            }
-            None => ("-".into(), "-".into()),
-        };
+    if ours.len() != pytorch.len() || ours.iter().zip(&pytorch).any(|(o, p)| o.elements != p.elements) {
+        bail!("ours and torch.distributed measured different sizes: {} against {} rows", ours.len(), pytorch.len());
+    }
+    let per_round = ours.len() / ROUNDS.max(1);
+    let mut table = String::from(
+        "| round | elements | ours ms median (min-max) | torch.distributed ms median (min-max) | ours GB/s | torch GB/s | ours / torch time |\n|---|---|---|---|---|---|---|\n",
+    );
+    // Paired by round and size: the rounds alternate ours, PyTorch, ours, PyTorch.
+    for (i, (o, p)) in ours.iter().zip(&pytorch).enumerate() {
         table.push_str(&format!(
-            "| {} | {:.2} ({:.2}-{:.2}) | {pt} | {:.2} | {pbw} |\n",
+            "| {} | {} | {:.2} ({:.2}-{:.2}) | {:.2} ({:.2}-{:.2}) | {:.2} | {:.2} | {:.2} |\n",
+            i / per_round.max(1) + 1,
             o.elements,
             o.ms.median,
             o.ms.min,
             o.ms.max,
-            o.gb_per_s()
+            p.ms.median,
+            p.ms.min,
+            p.ms.max,
+            o.gb_per_s(),
+            p.gb_per_s(),
+            o.ms.median / p.ms.median.max(1e-12)
         ));
     }
     let efficiency = many / one.max(1e-9);

@@ -133,6 +133,12 @@ pub fn execute<R: Recipe>(recipe: &mut R, plan: &RunPlan) -> std::result::Result
         )?
     };
     let mut notes = recipe.notes();
+    if plan.world.is_distributed() && summary.is_some() {
+        notes.push(format!(
+            "Pretrained data-parallel by {} processes (c10d, {:?}): the batch size above is per process, the global batch {} times it.",
+            plan.world.size, plan.dist_backend, plan.world.size
+        ));
+    }
     notes.push(protocol.describe());
     notes.extend(recipe.extra_evaluations(&weights, &ctx)?);
     let report = Report {
