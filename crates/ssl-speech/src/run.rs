@@ -45,6 +45,12 @@ pub struct SpeechFlags {
     /// tiny or small.
     #[arg(long, default_value = "tiny")]
     pub preset: String,
+    /// A LayerNorm after the positional convolution: the encoder of runs made before this
+    /// option existed. Without it (the default) the encoder is HuggingFace's pre-LN
+    /// Wav2Vec2Model exactly and exports to it; with it, it does not export.
+    #[arg(long)]
+    #[serde(default)]
+    pub pos_norm: bool,
     /// Probability that a frame starts a masked span (wav2vec 2.0: 0.065).
     #[arg(long)]
     pub mask_prob: Option<f64>,
@@ -88,6 +94,7 @@ impl SpeechRecipe {
     pub fn new(flags: SpeechFlags) -> Result<Self> {
         let mut cfg = SpeechConfig::preset(&flags.preset)?;
         cfg.objective.method = flags.objective.parse().map_err(SpeechError::InvalidArgument)?;
+        cfg.model.pos_norm = flags.pos_norm;
         if let Some(p) = flags.mask_prob {
             cfg.masking.prob = p;
         }
