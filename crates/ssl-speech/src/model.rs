@@ -5,7 +5,7 @@
 //!
 //! With [`ModelConfig::pos_norm`] off (the default of new runs) the encoder is exactly
 //! HuggingFace's pre-LN `Wav2Vec2Model` (`do_stable_layer_norm`, a group norm on the first conv
-//! only). Runs written before that option existed
+//! only), so it exports to it ([`crate::hf_export`]). Runs written before that option existed
 //! had a LayerNorm after the positional convolution, which HF's pre-LN encoder lacks; their
 //! `config.json` has no `pos_norm` key and they still load as they were.
 //!
