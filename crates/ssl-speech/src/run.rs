@@ -11,6 +11,7 @@ use crate::error::{Result, SpeechError};
 use crate::pretrain::{pretrain, SpeechConfig};
 use serde::{Deserialize, Serialize};
 use ssl_core::eval::{EvalKind, ProtocolConfig};
+use ssl_core::interop::{ExportFormat, RunWeights};
 use ssl_core::run::{DataReport, EvalInputs, Mode, Recipe, RunContext, RunOptions, RunPlan};
 use ssl_core::trainer::TrainSummary;
 use ssl_records::skipped::SkippedInputs;
@@ -275,6 +276,16 @@ impl Recipe for SpeechRecipe {
             test: split.test.shallow_clone(),
             corruptions: speech_corruptions(self.cfg.protocol.seed),
         })
+    }
+
+    /// HuggingFace `Wav2Vec2Model` (`hf`, the only format).
+    fn export(run_dir: &Path, to: &Path, format: Option<ExportFormat>) -> Result<()> {
+        if let Some(f) = format.filter(|&f| f != ExportFormat::Hf) {
+            return Err(invalid(format!("speech encoders export as hf (Wav2Vec2Model), not {f}")));
+        }
+        let run = RunWeights::read(run_dir, "speech")?;
+        let cfg: SpeechConfig = run.resolved()?;
+        crate::hf_export::export_hf(to, &cfg, &run.weights)
     }
 
     fn protocol(&self) -> ProtocolConfig {

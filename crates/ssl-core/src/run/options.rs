@@ -9,6 +9,7 @@
 //! that, once.
 use crate::error::{CoreError, Result};
 use crate::eval::EvalKind;
+use crate::interop::ExportFormat;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -81,6 +82,14 @@ pub struct RunOptions {
     /// Evaluations to run: linear, knn, finetune (comma-separated).
     #[arg(long, value_delimiter = ',')]
     pub eval: Option<Vec<EvalKind>>,
+    /// After pretraining, export the encoder into this new (or empty) folder, as `ssl export`
+    /// does.
+    #[arg(long)]
+    pub export: Option<PathBuf>,
+    /// The format of --export: hf, timm or safetensors (default: the encoder's natural one, see
+    /// `ssl export --help`).
+    #[arg(long)]
+    pub export_format: Option<ExportFormat>,
 }
 
 /// Merge a config file under the flags a command was given.
