@@ -255,11 +255,13 @@ impl SpeechModel {
         } * &validf;
         let t = x.size()[1];
         let pos = self.pos_conv.forward(&x.transpose(1, 2)).narrow(2, 0, t).gelu("none").transpose(1, 2);
-        x = x + pos;
-        if let Some(norm) = &self.pos_norm {
-            x = norm.forward(&x);
-        }
-        x = x * &validf;
+        // New tensors, not in-place sums: the positional conv's backward pass still needs `x`.
+        let summed = &x + pos;
+        let summed = match &self.pos_norm {
+            Some(norm) => norm.forward(&summed),
+            None => summed,
+        };
+        x = summed * &validf;
         let key_bias = (valid.logical_not().to_kind(Kind::Float) * -1e9).view([valid.size()[0], 1, 1, t]);
         let mut outs = vec![x.shallow_clone()];
         let n = self.layers.len();
