@@ -71,8 +71,18 @@ impl std::fmt::Display for ExportFormat {
 /// The modality of the run in `run_dir` (or of the run of a checkpoint inside it), from its
 /// `config.json`.
 pub fn run_modality(run_dir: &Path) -> Result<String> {
-    let run = crate::run::plan::run_of_checkpoint(run_dir)?;
+    let run = run_of(run_dir)?;
     Ok(RunRecord::read(&run).map_err(|e| CoreError::InvalidArgument(e.to_string()))?.modality)
+}
+
+/// The run directory of `path` (itself, or the run of one of its checkpoints).
+fn run_of(path: &Path) -> Result<PathBuf> {
+    crate::run::plan::run_of_checkpoint(path).map_err(|_| {
+        CoreError::InvalidArgument(format!(
+            "{}: not a run directory (no config.json in it or two levels above it)",
+            path.display()
+        ))
+    })
 }
 
 /// A finished run read back for export: its `config.json` and the weights of its newest
@@ -87,7 +97,7 @@ impl RunWeights {
     /// Read the run in `run_dir` (or the run of a checkpoint inside it), which must be of
     /// `modality`.
     pub fn read(run_dir: &Path, modality: &str) -> Result<Self> {
-        let run = crate::run::plan::run_of_checkpoint(run_dir)?;
+        let run = run_of(run_dir)?;
         let record = RunRecord::read_for(&run, modality).map_err(|e| CoreError::InvalidArgument(e.to_string()))?;
         let ckpt = crate::checkpoint::resolve(run_dir)?;
         let file = ckpt.join("model.safetensors");
