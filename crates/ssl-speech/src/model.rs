@@ -44,14 +44,19 @@ pub struct ModelConfig {
     pub pos_conv_groups: i64,
     /// A LayerNorm after the positional embedding is added (before the first layer). Off, the
     /// encoder is HuggingFace's pre-LN wav2vec2 exactly; configurations without the key (runs
-    /// written before it existed) had it on.
-    #[serde(default = "pos_norm_of_old_runs")]
+    /// written before it existed) had it on. On, the key is not written, so the configuration
+    /// (and the one stored in checkpoints, which `--resume` compares) reads as an old run's.
+    #[serde(default = "pos_norm_of_old_runs", skip_serializing_if = "is_old_shape")]
     pub pos_norm: bool,
 }
 
 /// Runs written before [`ModelConfig::pos_norm`] existed normalised after the positional conv.
 fn pos_norm_of_old_runs() -> bool {
     true
+}
+
+fn is_old_shape(pos_norm: &bool) -> bool {
+    *pos_norm
 }
 
 impl ModelConfig {
@@ -317,10 +322,11 @@ mod tests {
 
     #[test]
     fn configurations_without_pos_norm_are_old_runs_with_it() {
-        let mut old = serde_json::to_value(ModelConfig::tiny()).unwrap();
-        old.as_object_mut().unwrap().remove("pos_norm");
-        let cfg: ModelConfig = serde_json::from_value(old).unwrap();
+        let mut old_json = serde_json::to_value(ModelConfig::tiny()).unwrap();
+        old_json.as_object_mut().unwrap().remove("pos_norm");
+        let cfg: ModelConfig = serde_json::from_value(old_json.clone()).unwrap();
         assert!(cfg.pos_norm, "an old run's config.json loads with the LayerNorm it was trained with");
+        assert_eq!(serde_json::to_value(&cfg).unwrap(), old_json, "and writes back as it was, so --resume matches");
         assert!(!ModelConfig::tiny().pos_norm && !ModelConfig::small().pos_norm, "new runs are HF's shape");
         let names = |cfg: &ModelConfig| {
             let vs = VarStore::new(Device::Cpu);
