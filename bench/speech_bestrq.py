@@ -3,7 +3,8 @@ ssl-speech with its BEST-RQ objective, written independently with torch.nn.
 
 Model: a conv feature encoder on the raw waveform (no bias; a per-channel GroupNorm after the
 first conv; exact GELU), LayerNorm, a projection, a learned mask embedding on masked frames, a
-grouped convolutional positional embedding (padding k/2, trimmed to T frames), pre-LN Transformer
+grouped convolutional positional embedding (padding k/2, trimmed to T frames; a LayerNorm after it
+only with --pos-norm), pre-LN Transformer
 layers (fused QKV, padding keys biased by -1e9) and a final LayerNorm, then a linear classifier
 over the codebook on every frame. Padding frames are zeroed.
 
@@ -59,7 +60,8 @@ class Encoder(nn.Module):
         self.proj = nn.Linear(c, d)
         self.mask_embedding = nn.Parameter(torch.zeros(d))
         self.pos_conv = nn.Conv1d(d, d, a.pos_kernel, padding=a.pos_kernel // 2, groups=a.pos_groups)
-        self.pos_norm = nn.LayerNorm(d)
+        # Only runs with `pos_norm` on (the old default) normalise after the positional conv.
+        self.pos_norm = nn.LayerNorm(d) if a.pos_norm else None
         self.layer = nn.ModuleList([Layer(d, a.ffn, a.heads) for _ in range(a.layers)])
         self.final_norm = nn.LayerNorm(d)
 
@@ -86,7 +88,10 @@ class Encoder(nn.Module):
         x = torch.where(mask.unsqueeze(-1), self.mask_embedding.to(x.dtype), x) * validf
         t = x.shape[1]
         pos = F.gelu(self.pos_conv(x.transpose(1, 2))[..., :t]).transpose(1, 2)
-        x = self.pos_norm(x + pos) * validf
+        x = x + pos
+        if self.pos_norm is not None:
+            x = self.pos_norm(x)
+        x = x * validf
         key_bias = ((~valid).float() * -1e9).view(valid.shape[0], 1, 1, t)
         for layer in self.layer:
             x = layer(x, key_bias)
@@ -147,6 +152,7 @@ def main():
     p.add_argument("--ffn", type=int, default=256)
     p.add_argument("--pos-kernel", type=int, default=16)
     p.add_argument("--pos-groups", type=int, default=8)
+    p.add_argument("--pos-norm", action="store_true", help="a LayerNorm after the positional conv")
     p.add_argument("--codebook", type=int, default=512)
     a = p.parse_args()
     model, device = reference.build(BestRq, a)

@@ -165,13 +165,16 @@ fn install(venv: &Path) -> Result<()> {
 /// The `transformers` release the HF interoperability test is run against.
 pub const TRANSFORMERS_VERSION: &str = "5.24.0";
 
+/// The `timm` release the vision export test loads our ViT into (`VisionTransformer`).
+pub const TIMM_VERSION: &str = "1.0.31";
+
 /// The `tensorboard` release that reads our event files back in the TensorBoard interoperability
 /// test (`crates/ssl-records/tests/tensorboard_python.rs`). 2.21.0 needs Python 3.9+ (torch needs
 /// 3.10+ anyway); pip brings its dependencies (protobuf, numpy, setuptools, ...), and reading event
 /// files needs no TensorFlow.
 pub const TENSORBOARD_VERSION: &str = "2.21.0";
 
-/// A Python with torch, safetensors, transformers and tensorboard for the tests and benchmarks
+/// A Python with torch, safetensors, transformers, timm and tensorboard for the tests and benchmarks
 /// that compare against PyTorch/HuggingFace/TensorBoard: `SSL_PYTHON` if set, else our cached
 /// virtual environment (when the user's own LibTorch is used, that is the cache if it exists, then
 /// `python3`). transformers and tensorboard are installed on first use.
@@ -197,13 +200,16 @@ pub fn test_python(source: &Source) -> Result<PathBuf> {
             py.display()
         );
     }
+    // torch is named in every install too, so pip picks dependencies (timm's torchvision) built
+    // for our torch instead of replacing it.
+    let torch = format!("torch=={TORCH_VERSION}");
     let install = |module: &str, version: &str, why: &str| -> Result<()> {
         if has(module) {
             return Ok(());
         }
         eprintln!("==> installing {module}=={version} for {why}");
         let ok = Command::new(&py)
-            .args(["-m", "pip", "install", "--disable-pip-version-check", &format!("{module}=={version}")])
+            .args(["-m", "pip", "install", "--disable-pip-version-check", &format!("{module}=={version}"), &torch])
             .status()
             .with_context(|| format!("running pip install {module}"))?;
         if !ok.success() || !has(module) {
@@ -211,7 +217,8 @@ pub fn test_python(source: &Source) -> Result<PathBuf> {
         }
         Ok(())
     };
-    install("transformers", TRANSFORMERS_VERSION, "the HuggingFace interoperability test")?;
+    install("transformers", TRANSFORMERS_VERSION, "the HuggingFace interoperability tests")?;
+    install("timm", TIMM_VERSION, "the timm interoperability test")?;
     install("tensorboard", TENSORBOARD_VERSION, "the TensorBoard interoperability test")?;
     Ok(py)
 }

@@ -9,11 +9,12 @@ mod bench;
 use anyhow::Result;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 use serde::{de::DeserializeOwned, Serialize};
+use ssl_core::interop::ExportFormat;
 use ssl_core::run::{Recipe, RunOptions};
 use ssl_speech::run::{SpeechFlags, SpeechRecipe};
 use ssl_text::run::{TextFlags, TextRecipe};
 use ssl_vision::run::{VisionFlags, VisionRecipe};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -57,6 +58,21 @@ enum Cmd {
         /// Markdown snippet to this file, for the docs (one run only).
         #[arg(long)]
         table: Option<PathBuf>,
+    },
+    /// Export a finished run's encoder for the Python ecosystem: speech as HuggingFace
+    /// Wav2Vec2Model (Wav2Vec2ForPreTraining with the contrastive head), text as HuggingFace
+    /// BertForMaskedLM (RobertaPreLayerNormForMaskedLM when pre-LN), a ViT as a timm
+    /// VisionTransformer, a ResNet as safetensors with its own PyTorch module. Also `--export
+    /// DIR` on every pretrain command.
+    Export {
+        /// The run directory (or one of its checkpoints).
+        run: PathBuf,
+        /// The new (or empty) folder to write.
+        #[arg(long)]
+        to: PathBuf,
+        /// hf, timm or safetensors (default: the encoder's natural format above).
+        #[arg(long)]
+        format: Option<ExportFormat>,
     },
     /// Throughput measurements behind `cargo xtask bench`.
     Bench(bench::BenchArgs),
@@ -136,6 +152,7 @@ fn main() -> ExitCode {
             Err(e) => Err(usage(e)),
         },
         Cmd::Report { runs, table } => report(&runs, table.as_deref()),
+        Cmd::Export { run, to, format } => export(&run, &to, format),
         Cmd::Bench(a) => bench::run(a).map_err(running),
     };
     match result {
@@ -147,6 +164,20 @@ fn main() -> ExitCode {
         Err(Failure::Run(e)) => {
             eprintln!("error: {}", message(&e));
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// `ssl export`: the run's modality picks the recipe whose export writes it.
+fn export(run: &Path, to: &Path, format: Option<ExportFormat>) -> Result<(), Failure> {
+    let modality = ssl_core::interop::run_modality(run).map_err(usage)?;
+    ssl_core::interop::create_export_dir(to).map_err(usage)?;
+    match modality.as_str() {
+        "vision" => ssl_core::run::export::<VisionRecipe>(run, to, format).map_err(running),
+        "text" => ssl_core::run::export::<TextRecipe>(run, to, format).map_err(running),
+        "speech" => ssl_core::run::export::<SpeechRecipe>(run, to, format).map_err(running),
+        other => {
+            Err(usage(anyhow::anyhow!("{}: a {other} run; ssl export knows vision, text and speech", run.display())))
         }
     }
 }

@@ -40,7 +40,7 @@ fn cli_reference() -> String {
          after changing a flag; a test fails while this page differs from the binary). Through \
          `cargo xtask`, `pretrain-*` commands take the same flags after the command name.\n",
     );
-    for cmd in ["pretrain-vision", "pretrain-text", "pretrain-speech", "runs", "compare", "report", "bench"] {
+    for cmd in ["pretrain-vision", "pretrain-text", "pretrain-speech", "runs", "compare", "report", "export", "bench"] {
         let o = ssl(&[cmd, "--help"]);
         s.push_str(&format!("\n## `ssl {cmd}`\n\n```text\n{}```\n", String::from_utf8_lossy(&o.stdout)));
     }
@@ -147,6 +147,21 @@ fn round_trip(modality: &str, args: &[&str]) {
     let eval = json(&a.join("eval/report.json"));
     assert!(eval["pretraining"].is_null(), "an --eval-only report has no pretraining");
     assert_eq!(eval["evaluations"].as_array().map(Vec::len), report["evaluations"].as_array().map(Vec::len));
+    // `ssl export` writes the encoder in its natural format, into a new folder only.
+    let exported = d.path().join("exported");
+    let o = ssl(&["export", a.to_str().unwrap(), "--to", exported.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "ssl export: {}", text(&o));
+    for f in ["model.safetensors", "config.json"] {
+        assert!(exported.join(f).is_file(), "ssl export wrote no {f}: {}", text(&o));
+    }
+    let o = ssl(&["export", a.to_str().unwrap(), "--to", exported.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "a non-empty --to is refused: {}", text(&o));
+    assert!(text(&o).contains("not empty"), "{}", text(&o));
+    let o = ssl(&["export", a.to_str().unwrap(), "--to", d.path().join("e2").to_str().unwrap(), "--format", "timm"]);
+    if modality != "vision" {
+        assert_eq!(o.status.code(), Some(1), "{modality} has no timm export: {}", text(&o));
+        assert!(text(&o).contains("not timm"), "{}", text(&o));
+    }
     let o = ssl(&["runs", d.path().to_str().unwrap()]);
     let listed = text(&o);
     assert!(o.status.success(), "{listed}");
@@ -201,4 +216,36 @@ fn speech_config_round_trip_and_eval_only() {
     let mut args = vec!["--steps", "3", "--batch-size", "2", "--max-files", "12", "--crop-seconds", "0.5"];
     args.extend(EVAL);
     round_trip("speech", &args);
+}
+
+#[test]
+fn export_after_pretraining_with_the_export_flag() {
+    let d = tempfile::tempdir().unwrap();
+    let (run, exported) = (d.path().join("run"), d.path().join("timm"));
+    let mut args = vec![
+        "pretrain-vision",
+        "--method",
+        "mae",
+        "--steps",
+        "2",
+        "--batch-size",
+        "8",
+        "--max-images",
+        "32",
+        "--max-test",
+        "20",
+        "--out",
+        run.to_str().unwrap(),
+        "--export",
+        exported.to_str().unwrap(),
+    ];
+    args.extend(EVAL);
+    let o = ssl(&args);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let config = json(&exported.join("config.json"));
+    assert_eq!(config["model_args"]["class_token"], false, "a timm VisionTransformer: {config}");
+    assert!(exported.join("model.safetensors").is_file());
+    let o = ssl(&["pretrain-vision", "--export-format", "timm", "--out", d.path().join("x").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("--export-format needs --export"), "{}", text(&o));
 }

@@ -18,6 +18,8 @@
 //! - [`interrupt`]: SIGINT/SIGTERM stop a run at a safe point, with a checkpoint.
 //! - [`sinks`]: `metrics.jsonl` and TensorBoard event files.
 //! - [`checkpoint`]: atomic safetensors checkpoints with exact resume.
+//! - [`interop`]: what every export to another ecosystem shares (formats, a finished run read
+//!   back, tensor renaming that fails on any unmapped name).
 //! - [`run`]: the one run pipeline every modality plugs into through [`run::Recipe`]: options
 //!   resolved once into a validated plan, `config.json`, pretraining, evaluation, report.
 //! - [`eval`]: the evaluation protocol (linear probe, kNN, fine-tuning, scratch and raw baselines,
@@ -41,6 +43,7 @@ pub mod device;
 pub mod dist;
 pub mod error;
 pub mod eval;
+pub mod interop;
 pub mod interrupt;
 pub mod kernels;
 pub mod loader;

@@ -120,6 +120,9 @@ pub fn measure(ctx: &BenchContext) -> Result<Measured> {
         "--codebook".into(),
         o.codebook_size.to_string(),
     ];
+    if m.pos_norm {
+        script_args.push("--pos-norm".into());
+    }
     script_args.extend(optimizer_flags(&cfg.train));
     Ok(Measured {
         model: format!(

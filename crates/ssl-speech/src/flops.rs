@@ -50,6 +50,7 @@ mod tests {
             ffn_dim: 2,
             pos_conv_kernel: 2,
             pos_conv_groups: 1,
+            pos_norm: false,
         };
         // 8 samples -> 4 frames. conv 1->1, k 2: 2*2*4 = 16; projection 1->2: 2*4*1*2 = 16;
         // positional conv 2->2, k 2, 5 outputs: 2*2*2*2*5 = 80; layer: qkv 2*4*2*6 = 96,

@@ -18,7 +18,9 @@
 //!    masked log-mel frames);
 //! 5. evaluation: [`encoder`] adapts the model to ssl-core's protocol (pretrained vs scratch vs a
 //!    log-mel baseline) and [`corruption`] supplies noise, gain and speed corruptions;
-//!    [`pretrain`] holds the configuration and [`run`] the `Recipe` the `ssl` binary runs.
+//!    [`pretrain`] holds the configuration and [`run`] the `Recipe` the `ssl` binary runs;
+//! 6. interop: [`hf_export`] writes the encoder as HuggingFace's `Wav2Vec2Model` (or
+//!    `Wav2Vec2ForPreTraining` with the contrastive head).
 //!
 //! ```
 //! use ssl_speech::masking::SpanMasker;
@@ -53,6 +55,7 @@ pub mod error;
 pub mod features;
 pub mod flac;
 pub mod flops;
+pub mod hf_export;
 pub mod masking;
 pub mod model;
 pub mod objective;

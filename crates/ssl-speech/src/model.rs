@@ -3,6 +3,12 @@
 //! a layer norm and projection, a learned mask embedding, a convolutional relative positional
 //! embedding and a pre-LN Transformer encoder.
 //!
+//! With [`ModelConfig::pos_norm`] off (the default of new runs) the encoder is exactly
+//! HuggingFace's pre-LN `Wav2Vec2Model` (`do_stable_layer_norm`, a group norm on the first conv
+//! only), so it exports to it ([`crate::hf_export`]). Runs written before that option existed
+//! had a LayerNorm after the positional convolution, which HF's pre-LN encoder lacks; their
+//! `config.json` has no `pos_norm` key and they still load as they were.
+//!
 //! ```
 //! use ssl_speech::model::{ModelConfig, SpeechModel};
 //! use tch::{nn::VarStore, Device, Kind, Tensor};
@@ -36,6 +42,21 @@ pub struct ModelConfig {
     /// Kernel and groups of the convolutional positional embedding (wav2vec 2.0: 128 and 16).
     pub pos_conv_kernel: i64,
     pub pos_conv_groups: i64,
+    /// A LayerNorm after the positional embedding is added (before the first layer). Off, the
+    /// encoder is HuggingFace's pre-LN wav2vec2 exactly; configurations without the key (runs
+    /// written before it existed) had it on. On, the key is not written, so the configuration
+    /// (and the one stored in checkpoints, which `--resume` compares) reads as an old run's.
+    #[serde(default = "pos_norm_of_old_runs", skip_serializing_if = "is_old_shape")]
+    pub pos_norm: bool,
+}
+
+/// Runs written before [`ModelConfig::pos_norm`] existed normalised after the positional conv.
+fn pos_norm_of_old_runs() -> bool {
+    true
+}
+
+fn is_old_shape(pos_norm: &bool) -> bool {
+    *pos_norm
 }
 
 impl ModelConfig {
@@ -51,6 +72,7 @@ impl ModelConfig {
             ffn_dim: 256,
             pos_conv_kernel: 16,
             pos_conv_groups: 8,
+            pos_norm: false,
         }
     }
 
@@ -162,7 +184,7 @@ pub struct SpeechModel {
     proj: nn::Linear,
     mask_embedding: Tensor,
     pos_conv: nn::Conv1D,
-    pos_norm: nn::LayerNorm,
+    pos_norm: Option<nn::LayerNorm>,
     layers: Vec<TransformerLayer>,
     final_norm: nn::LayerNorm,
     config: ModelConfig,
@@ -197,7 +219,7 @@ impl SpeechModel {
             proj: nn::linear(&p / "proj", c, cfg.dim, Default::default()),
             mask_embedding: p.var("mask_embedding", &[cfg.dim], nn::Init::Uniform { lo: 0.0, up: 1.0 }),
             pos_conv: nn::conv1d(&p / "pos_conv", cfg.dim, cfg.dim, cfg.pos_conv_kernel, pos_cfg),
-            pos_norm: nn::layer_norm(&p / "pos_norm", vec![cfg.dim], Default::default()),
+            pos_norm: cfg.pos_norm.then(|| nn::layer_norm(&p / "pos_norm", vec![cfg.dim], Default::default())),
             layers: (0..cfg.layers).map(|i| TransformerLayer::new(&p / "layer" / i, cfg)).collect(),
             final_norm: nn::layer_norm(&p / "final_norm", vec![cfg.dim], Default::default()),
             config: cfg.clone(),
@@ -238,7 +260,13 @@ impl SpeechModel {
         } * &validf;
         let t = x.size()[1];
         let pos = self.pos_conv.forward(&x.transpose(1, 2)).narrow(2, 0, t).gelu("none").transpose(1, 2);
-        x = self.pos_norm.forward(&(x + pos)) * &validf;
+        // New tensors, not in-place sums: the positional conv's backward pass still needs `x`.
+        let summed = &x + pos;
+        let summed = match &self.pos_norm {
+            Some(norm) => norm.forward(&summed),
+            None => summed,
+        };
+        x = summed * &validf;
         let key_bias = (valid.logical_not().to_kind(Kind::Float) * -1e9).view([valid.size()[0], 1, 1, t]);
         let mut outs = vec![x.shallow_clone()];
         let n = self.layers.len();
@@ -290,6 +318,22 @@ mod tests {
         }
         assert_eq!(cfg.frames(399), 0);
         assert_eq!(cfg.hop(), 320);
+    }
+
+    #[test]
+    fn configurations_without_pos_norm_are_old_runs_with_it() {
+        let mut old_json = serde_json::to_value(ModelConfig::tiny()).unwrap();
+        old_json.as_object_mut().unwrap().remove("pos_norm");
+        let cfg: ModelConfig = serde_json::from_value(old_json.clone()).unwrap();
+        assert!(cfg.pos_norm, "an old run's config.json loads with the LayerNorm it was trained with");
+        assert_eq!(serde_json::to_value(&cfg).unwrap(), old_json, "and writes back as it was, so --resume matches");
+        assert!(!ModelConfig::tiny().pos_norm && !ModelConfig::small().pos_norm, "new runs are HF's shape");
+        let names = |cfg: &ModelConfig| {
+            let vs = VarStore::new(Device::Cpu);
+            let _ = SpeechModel::new(vs.root(), cfg);
+            vs.variables().into_keys().filter(|n| n.starts_with("pos_norm")).count()
+        };
+        assert_eq!((names(&cfg), names(&ModelConfig::tiny())), (2, 0));
     }
 
     #[test]

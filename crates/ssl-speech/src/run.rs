@@ -11,6 +11,7 @@ use crate::error::{Result, SpeechError};
 use crate::pretrain::{pretrain, SpeechConfig};
 use serde::{Deserialize, Serialize};
 use ssl_core::eval::{EvalKind, ProtocolConfig};
+use ssl_core::interop::{ExportFormat, RunWeights};
 use ssl_core::run::{DataReport, EvalInputs, Mode, Recipe, RunContext, RunOptions, RunPlan};
 use ssl_core::trainer::TrainSummary;
 use ssl_records::skipped::SkippedInputs;
@@ -45,6 +46,12 @@ pub struct SpeechFlags {
     /// tiny or small.
     #[arg(long, default_value = "tiny")]
     pub preset: String,
+    /// A LayerNorm after the positional convolution: the encoder of runs made before this
+    /// option existed. Without it (the default) the encoder is HuggingFace's pre-LN
+    /// Wav2Vec2Model exactly and exports to it; with it, it does not export.
+    #[arg(long)]
+    #[serde(default)]
+    pub pos_norm: bool,
     /// Probability that a frame starts a masked span (wav2vec 2.0: 0.065).
     #[arg(long)]
     pub mask_prob: Option<f64>,
@@ -88,6 +95,7 @@ impl SpeechRecipe {
     pub fn new(flags: SpeechFlags) -> Result<Self> {
         let mut cfg = SpeechConfig::preset(&flags.preset)?;
         cfg.objective.method = flags.objective.parse().map_err(SpeechError::InvalidArgument)?;
+        cfg.model.pos_norm = flags.pos_norm;
         if let Some(p) = flags.mask_prob {
             cfg.masking.prob = p;
         }
@@ -268,6 +276,16 @@ impl Recipe for SpeechRecipe {
             test: split.test.shallow_clone(),
             corruptions: speech_corruptions(self.cfg.protocol.seed),
         })
+    }
+
+    /// HuggingFace `Wav2Vec2Model` (`hf`, the only format).
+    fn export(run_dir: &Path, to: &Path, format: Option<ExportFormat>) -> Result<()> {
+        if let Some(f) = format.filter(|&f| f != ExportFormat::Hf) {
+            return Err(invalid(format!("speech encoders export as hf (Wav2Vec2Model), not {f}")));
+        }
+        let run = RunWeights::read(run_dir, "speech")?;
+        let cfg: SpeechConfig = run.resolved()?;
+        crate::hf_export::export_hf(to, &cfg, &run.weights)
     }
 
     fn protocol(&self) -> ProtocolConfig {

@@ -11,7 +11,10 @@
 //! 6. [`objective`]: the MLM loss on masked positions only, for ssl-core's trainer, and the held-out
 //!    masked-token accuracy and perplexity;
 //! 7. [`encoder`], [`labeled`], [`corruption`]: what the evaluation protocol needs;
-//! 8. [`pipeline`]: all of the above in a few calls, as `ssl pretrain-text` runs them.
+//! 8. [`pipeline`]: all of the above in a few calls, as `ssl pretrain-text` runs them;
+//! 9. interop: [`export`] writes a HuggingFace `BertForMaskedLM` (post-LN) or
+//!    `RobertaPreLayerNormForMaskedLM` (pre-LN) directory, and [`import`] reads a HuggingFace
+//!    `BertModel` or `BertForMaskedLM` back into our BERT.
 //!
 //! ```
 //! use rand::SeedableRng;
@@ -47,6 +50,7 @@ pub mod encoder;
 pub mod error;
 pub mod export;
 pub mod flops;
+pub mod import;
 pub mod labeled;
 pub mod masking;
 pub mod model;

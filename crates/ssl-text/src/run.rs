@@ -12,6 +12,7 @@ use crate::tokenizer::TextTokenizer;
 use crate::{Result, TextError};
 use serde::{Deserialize, Serialize};
 use ssl_core::eval::ProtocolConfig;
+use ssl_core::interop::{ExportFormat, RunWeights};
 use ssl_core::run::{DataReport, EvalInputs, Mode, Recipe, RunContext, RunOptions, RunPlan};
 use ssl_core::trainer::TrainSummary;
 use ssl_records::skipped::{Skipped, SkippedInputs};
@@ -64,16 +65,13 @@ pub struct TextFlags {
     /// Use this tokenizer.json instead of training one.
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
-    /// Pre-LayerNorm blocks (not exportable to HuggingFace BERT).
+    /// Pre-LayerNorm blocks (exported as HuggingFace RobertaPreLayerNorm instead of BERT).
     #[arg(long)]
     pub pre_ln: bool,
     /// Sentence features for evaluation: the mean of the last layer's hidden states (`last`) or
     /// of every layer's, embedding output included (`layers`).
     #[arg(long, default_value = "last")]
     pub pool: Pooling,
-    /// Also write a HuggingFace BertForMaskedLM directory here.
-    #[arg(long)]
-    pub export: Option<PathBuf>,
 }
 
 /// The text recipe: flags in, a pretrained and evaluated encoder out.
@@ -126,15 +124,6 @@ impl TextRecipe {
 
     fn labeled_path(&self) -> PathBuf {
         self.flags.labeled.clone().unwrap_or_else(|| ssl_core::run::workspace_path(DEFAULT_LABELED))
-    }
-
-    fn export(&self, dir: &Path, weights: &Path, device: tch::Device) -> Result<()> {
-        let (Some(model), Some(tok)) = (&self.model, &self.tokenizer) else { return Ok(()) };
-        let m = MlmObjective::new(model, device)?;
-        ssl_core::checkpoint::load_weights(weights, &m.vs)?;
-        crate::export::export_hf(dir, &m, tok)?;
-        eprintln!("==> exported a HuggingFace BertForMaskedLM to {}", dir.display());
-        Ok(())
     }
 }
 
@@ -287,14 +276,32 @@ impl Recipe for TextRecipe {
         Ok(pre.summary)
     }
 
-    fn evaluation(&mut self, weights: &Path, ctx: &RunContext<'_>) -> Result<EvalInputs<'_>> {
-        if let Some(dir) = self.flags.export.clone() {
-            self.export(&dir, weights, ctx.device)?;
-        }
+    fn evaluation(&mut self, weights: &Path, _ctx: &RunContext<'_>) -> Result<EvalInputs<'_>> {
         let (Some(model), Some(tok), Some(labeled)) = (&self.model, &self.tokenizer, &self.labeled) else {
             return Err(invalid("the recipe has not opened its data"));
         };
         pipeline::eval_inputs(tok, model, labeled, weights, &self.protocol, self.flags.pool)
+    }
+
+    /// HuggingFace (`hf`, the only format): `BertForMaskedLM` for post-LN models,
+    /// `RobertaPreLayerNormForMaskedLM` for pre-LN ones, with the run's `tokenizer.json`.
+    fn export(run_dir: &Path, to: &Path, format: Option<ExportFormat>) -> Result<()> {
+        if let Some(f) = format.filter(|&f| f != ExportFormat::Hf) {
+            return Err(invalid(format!("text encoders export as hf, not {f}")));
+        }
+        let run = RunWeights::read(run_dir, "text")?;
+        let model: BertConfig = run.resolved::<serde_json::Value>().and_then(|v| {
+            serde_json::from_value(v["model"].clone()).map_err(|e| {
+                ssl_core::CoreError::InvalidArgument(format!(
+                    "{}: no text model in config.json: {e}",
+                    run_dir.display()
+                ))
+            })
+        })?;
+        let tok = TextTokenizer::load(&run.run_dir.join("tokenizer.json"))?;
+        let m = MlmObjective::new(&model, tch::Device::Cpu)?;
+        ssl_core::checkpoint::load_weights(run_dir, &m.vs)?;
+        crate::export::export_hf(to, &m, &tok)
     }
 
     fn protocol(&self) -> ProtocolConfig {

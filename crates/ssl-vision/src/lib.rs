@@ -5,7 +5,8 @@
 //! [`vit`], [`encoder`]) -> pretext task ([`rotation`], [`inpainting`], [`mae`]) -> ssl-core's
 //! trainer -> ssl-core's evaluation protocol with image [`corruptions`]. [`recipe`] holds the
 //! configuration and library calls; [`run`] plugs them into ssl-core's run pipeline as a
-//! [`ssl_core::run::Recipe`], which `ssl pretrain-vision` calls.
+//! [`ssl_core::run::Recipe`], which `ssl pretrain-vision` calls. [`export`] writes a ViT as a
+//! timm `VisionTransformer` and a ResNet as safetensors with a PyTorch module of its own.
 //!
 //! ```
 //! use ssl_vision::encoder::{EncoderConfig, VisionEncoder};
@@ -24,6 +25,7 @@ pub mod corruptions;
 pub mod data;
 pub mod encoder;
 pub mod error;
+pub mod export;
 pub mod flops;
 pub mod inpainting;
 pub mod mae;

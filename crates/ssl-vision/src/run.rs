@@ -9,6 +9,7 @@ use crate::error::{Result, VisionError};
 use crate::recipe::{self, Method, VisionConfig, VisionFactory};
 use serde::{Deserialize, Serialize};
 use ssl_core::eval::ProtocolConfig;
+use ssl_core::interop::{ExportFormat, RunWeights};
 use ssl_core::run::{DataReport, EvalInputs, Mode, Recipe, RunContext, RunOptions, RunPlan};
 use ssl_core::trainer::TrainSummary;
 use ssl_records::skipped::SkippedInputs;
@@ -267,6 +268,13 @@ impl Recipe for VisionRecipe {
             test: recipe::labeled(test, cfg.max_test)?,
             corruptions: crate::corruptions::standard(),
         })
+    }
+
+    /// A ViT as timm's `VisionTransformer`, a ResNet as safetensors with `modeling_ssl_resnet.py`.
+    fn export(run_dir: &Path, to: &Path, format: Option<ExportFormat>) -> Result<()> {
+        let run = RunWeights::read(run_dir, "vision")?;
+        let cfg: VisionConfig = run.resolved()?;
+        crate::export::export(to, &cfg.encoder, &run.weights, format)
     }
 
     fn protocol(&self) -> ProtocolConfig {

@@ -15,6 +15,9 @@
 //! 5. run the evaluation protocol against scratch and the raw baseline, under corruptions;
 //! 6. write `report.json`, `report.md` and the plots, and print the summary.
 //!
+//! With `--export DIR`, the encoder is then exported by [`export`], the same function `ssl
+//! export` calls.
+//!
 //! A run directory always holds `config.json`, `metrics.jsonl`, `checkpoints/`, `report.json`,
 //! `report.md`, `accuracy.png` and `loss.png`; an `--eval-only` run writes the same files except
 //! the pretraining ones, into `--out` or `<evaluated run>/eval`.
@@ -40,7 +43,7 @@ pub mod plan;
 pub mod recipe;
 
 pub use options::RunOptions;
-pub use plan::{Mode, RunPlan};
+pub use plan::{Export, Mode, RunPlan};
 pub use recipe::{DataReport, EvalInputs, Recipe, RunContext};
 
 use crate::error::{CoreError, Result};
@@ -153,6 +156,9 @@ pub fn execute<R: Recipe>(recipe: &mut R, plan: &RunPlan) -> std::result::Result
         evaluation,
     };
     finish(&run_dir, &report)?;
+    if let (Some(export), Mode::Pretrain { .. }) = (&plan.export, &plan.mode) {
+        self::export::<R>(&run_dir, &export.dir, export.format)?;
+    }
     Ok(Some(report))
 }
 
@@ -171,6 +177,25 @@ fn launch_workers(plan: &RunPlan, n: usize) -> Result<()> {
         None => Some((cores / n).max(1) as i32),
     };
     crate::dist::launch::run_workers(n, &args, threads)
+}
+
+/// Export the encoder of the finished run `run_dir` into the new or empty folder `to`
+/// (`ssl export`, and `--export` after pretraining): the folder is checked, then the recipe
+/// writes it ([`Recipe::export`]).
+pub fn export<R: Recipe>(
+    run_dir: &Path,
+    to: &Path,
+    format: Option<crate::interop::ExportFormat>,
+) -> std::result::Result<(), R::Error> {
+    crate::interop::create_export_dir(to)?;
+    R::export(run_dir, to, format)?;
+    eprintln!(
+        "==> exported {} into {}{}",
+        run_dir.display(),
+        to.display(),
+        format.map(|f| format!(" ({f})")).unwrap_or_default()
+    );
+    Ok(())
 }
 
 /// Write `report.json`, `report.md` and the plots into `run_dir`, log the evaluation to

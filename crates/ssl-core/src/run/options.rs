@@ -9,6 +9,7 @@
 //! that, once.
 use crate::error::{CoreError, Result};
 use crate::eval::EvalKind;
+use crate::interop::ExportFormat;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -96,6 +97,14 @@ pub struct RunOptions {
     /// 600); a crashed peer fails the others at once.
     #[arg(long, value_name = "SECS")]
     pub dist_timeout: Option<f64>,
+    /// After pretraining, export the encoder into this new (or empty) folder, as `ssl export`
+    /// does.
+    #[arg(long)]
+    pub export: Option<PathBuf>,
+    /// The format of --export: hf, timm or safetensors (default: the encoder's natural one, see
+    /// `ssl export --help`).
+    #[arg(long)]
+    pub export_format: Option<ExportFormat>,
 }
 
 /// Merge a config file under the flags a command was given.

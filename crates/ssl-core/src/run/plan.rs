@@ -10,13 +10,17 @@
 //! | seed | `--seed` (default 0) seeds the trainer and the evaluation protocol alike |
 //! | run directory | `--out`; else `runs/<modality>-<method>-<unix time>`; with `--eval-only`, `--out` or `<evaluated run>/eval` |
 //! | evaluated run | `--checkpoint` is a run directory, or a checkpoint inside `<run>/checkpoints/` |
+//! | export | `--export DIR` (a new or empty folder; not with `--eval-only`) in `--export-format`, else the encoder's natural format |
 use super::options::RunOptions;
+use crate::dist::{Backend, World};
 use crate::error::{CoreError, Result};
 use crate::eval::{EvalKind, ProtocolConfig};
+use crate::interop::ExportFormat;
 use crate::trainer::TrainConfig;
 use serde::de::DeserializeOwned;
 use ssl_records::run::RunRecord;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 use tch::Device;
 
 /// What the run does.
@@ -51,11 +55,18 @@ pub struct RunPlan {
     pub launch: Option<usize>,
     pub dist_backend: Backend,
     pub dist_timeout: Duration,
+    /// `--export`: where the encoder goes after pretraining, and in which format (`None`: the
+    /// encoder's natural one).
+    pub export: Option<Export>,
     options: RunOptions,
 }
 
-use crate::dist::{Backend, World};
-use std::time::Duration;
+/// The export a run ends with (`--export DIR [--export-format F]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Export {
+    pub dir: PathBuf,
+    pub format: Option<ExportFormat>,
+}
 
 fn invalid(msg: impl Into<String>) -> CoreError {
     CoreError::InvalidArgument(msg.into())
@@ -193,6 +204,21 @@ impl RunOptions {
                 PathBuf::from("runs").join(format!("{modality}-{method}-{t}"))
             }
         };
+        let export = match (&self.export, &mode) {
+            (None, _) if self.export_format.is_some() => {
+                return Err(invalid("--export-format needs --export DIR (the folder to export into)"))
+            }
+            (None, _) => None,
+            (Some(_), Mode::EvalOnly { .. }) => return Err(invalid(
+                "--export exports a run after pretraining; to export an existing run use `ssl export RUN_DIR --to DIR`",
+            )),
+            (Some(dir), _) => {
+                if dir.exists() && std::fs::read_dir(dir).map(|mut d| d.next().is_some()).unwrap_or(true) {
+                    return Err(invalid(format!("--export {}: not an empty folder", dir.display())));
+                }
+                Some(Export { dir: dir.clone(), format: self.export_format })
+            }
+        };
         if run_dir.exists() && !run_dir.is_dir() {
             return Err(invalid(format!("--out {}: exists and is not a directory", run_dir.display())));
         }
@@ -214,6 +240,7 @@ impl RunOptions {
             launch,
             dist_backend,
             dist_timeout,
+            export,
             options: self.clone(),
         })
     }
@@ -332,6 +359,8 @@ mod tests {
 
     #[test]
     fn bad_options_are_refused_before_any_work() {
+        let full = tempfile::tempdir().unwrap().keep();
+        std::fs::write(full.join("model.safetensors"), "").unwrap();
         let cases: Vec<(RunOptions, &str)> = vec![
             (RunOptions { steps: Some(0), ..opts() }, "--steps 0"),
             (RunOptions { batch_size: Some(0), ..opts() }, "--batch-size"),
@@ -350,6 +379,8 @@ mod tests {
             (RunOptions { resume: true, out: None, ..opts() }, "--resume needs --out"),
             (RunOptions { device: Some("tpu".into()), ..opts() }, "unknown device"),
             (RunOptions { eval_only: true, checkpoint: Some("/nonexistent/run".into()), ..opts() }, "no such file"),
+            (RunOptions { export_format: Some(ExportFormat::Hf), ..opts() }, "--export-format needs --export"),
+            (RunOptions { export: Some(full), ..opts() }, "not an empty folder"),
         ];
         for (o, needle) in cases {
             let e = o.resolve("vision", "rotation").unwrap_err().to_string();

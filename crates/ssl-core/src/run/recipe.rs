@@ -96,6 +96,25 @@ pub trait Recipe {
     fn protocol(&self) -> crate::eval::ProtocolConfig;
     /// Notes for the report: the encoder, the baselines, anything a reader needs.
     fn notes(&self) -> Vec<String>;
+    /// Export the encoder of the finished run in `run_dir` into the new folder `to`, in
+    /// `format` (`None`: the encoder's natural format). The run's own `config.json` and newest
+    /// checkpoint say what is exported ([`crate::interop::RunWeights`]), so no recipe is needed. Called by [`super::export`] (`ssl export`) and after pretraining with `--export`.
+    /// Recipes without an export refuse.
+    fn export(
+        run_dir: &Path,
+        _to: &Path,
+        format: Option<crate::interop::ExportFormat>,
+    ) -> std::result::Result<(), Self::Error>
+    where
+        Self: Sized,
+    {
+        Err(CoreError::InvalidArgument(format!(
+            "{}: this method's encoder has no export{}",
+            run_dir.display(),
+            format.map(|f| format!(" as {f}")).unwrap_or_default()
+        ))
+        .into())
+    }
     /// Further evaluations after the main one (e.g. a second test set); their lines go into the
     /// report's notes.
     fn extra_evaluations(

@@ -1,0 +1,142 @@
+//! Exported vision encoders load in Python and give our features within 1e-4: a ViT as timm's
+//! `VisionTransformer` (built from the exported `config.json`, inputs normalised with its mean
+//! and std), a ResNet through the exported `modeling_ssl_resnet.py` (batch-norm running
+//! statistics included).
+//!
+//! Needs a Python with torch, safetensors and timm, named by `SSL_PYTHON` (`cargo xtask test`
+//! sets it). Without it the test fails: it is never skipped silently.
+use ssl_vision::encoder::{EncoderConfig, Net, VisionEncoder};
+use ssl_vision::export::export;
+use ssl_vision::resnet::ResNetConfig;
+use ssl_vision::vit::VitConfig;
+use std::path::Path;
+use std::process::Command;
+use tch::{Device, Kind, Tensor};
+
+const CHECK_TIMM: &str = r#"
+import json, sys, torch
+from functools import partial
+from safetensors.torch import load_file
+from timm.models.vision_transformer import VisionTransformer
+d = sys.argv[1]
+cfg = json.load(open(d + "/config.json"))
+model = VisionTransformer(**cfg["model_args"], norm_layer=partial(torch.nn.LayerNorm, eps=cfg["layer_norm_eps"]))
+model.load_state_dict(load_file(d + "/model.safetensors"), strict=True)
+ref = load_file(d + "/../expected.safetensors")
+p = cfg["pretrained_cfg"]
+mean = torch.tensor(p["mean"]).view(1, -1, 1, 1)
+std = torch.tensor(p["std"]).view(1, -1, 1, 1)
+with torch.no_grad():
+    out = model.eval()((ref["images"] - mean) / std)
+diff = (out - ref["features"]).abs().max().item()
+print(f"max_abs_diff={diff:.3e}")
+sys.exit(0 if diff < 1e-4 and out.shape == ref["features"].shape else 1)
+"#;
+
+const CHECK_RESNET: &str = r#"
+import sys, torch
+from safetensors.torch import load_file
+d = sys.argv[1]
+sys.path.insert(0, d)
+from modeling_ssl_resnet import SslResNet
+model = SslResNet.from_pretrained(d).eval()
+ref = load_file(d + "/../expected.safetensors")
+with torch.no_grad():
+    feats = model.features(ref["images"])
+    pooled = model.pooled(ref["images"])
+diff = max((feats - ref["features"]).abs().max().item(), (pooled - ref["pooled"]).abs().max().item())
+print(f"max_abs_diff={diff:.3e}")
+sys.exit(0 if diff < 1e-4 and feats.shape[1] == model.feature_dim else 1)
+"#;
+
+fn run_python(script: &str, dir: &Path) {
+    let python = std::env::var("SSL_PYTHON").unwrap_or_else(|_| {
+        panic!(
+            "SSL_PYTHON is not set: this test needs a Python with torch, safetensors and timm \
+             (`cargo xtask test` sets SSL_PYTHON); it is not skipped"
+        )
+    });
+    let out = Command::new(&python)
+        .arg("-c")
+        .arg(script)
+        .arg(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run SSL_PYTHON={python}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "Python disagrees:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("max_abs_diff="), "{stdout}");
+    println!("{stdout}");
+}
+
+/// An encoder with every variable perturbed (norm gains around 1, running variances positive),
+/// so every tensor's name and layout matters.
+fn perturbed(cfg: &EncoderConfig) -> VisionEncoder {
+    let enc = VisionEncoder::new(cfg, Device::Cpu, 7);
+    let _rng = ssl_core::rng::torch_rng(11);
+    tch::no_grad(|| {
+        for (name, mut var) in enc.vs.variables() {
+            let noise = Tensor::randn(var.size(), (Kind::Float, Device::Cpu)) * 0.05;
+            if name.ends_with("running_var") {
+                var.copy_(&(noise.abs() * 4.0 + 0.5));
+            } else if (name.contains(".ln") && name.ends_with("weight")) || name.contains("norm.weight") {
+                var.copy_(&(noise + 1.0));
+            } else {
+                var.copy_(&(var.shallow_clone() + noise));
+            }
+        }
+    });
+    enc
+}
+
+fn images(channels: i64, size: i64) -> Tensor {
+    let _rng = ssl_core::rng::torch_rng(3);
+    Tensor::rand([3, channels, size, size], (Kind::Float, Device::Cpu))
+}
+
+#[test]
+fn vit_exports_to_timm_vision_transformer() {
+    let cfg = EncoderConfig::Vit(VitConfig {
+        in_channels: 3,
+        image_size: 16,
+        patch_size: 4,
+        dim: 32,
+        depth: 2,
+        heads: 4,
+        mlp_ratio: 2,
+    });
+    let enc = perturbed(&cfg);
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("timm");
+    let weights: Vec<(String, Tensor)> = enc.vs.variables().into_iter().collect();
+    export(&dir, &cfg, &weights, None).unwrap();
+    let x = images(3, 16);
+    let feats = tch::no_grad(|| enc.net.features_t(&x, false));
+    Tensor::write_safetensors(&[("images", x), ("features", feats)], root.path().join("expected.safetensors")).unwrap();
+    run_python(CHECK_TIMM, &dir);
+}
+
+#[test]
+fn resnet_exports_with_its_own_pytorch_module() {
+    let cfg = EncoderConfig::Resnet(ResNetConfig {
+        in_channels: 1,
+        width: 8,
+        blocks_per_stage: vec![1, 2, 1],
+        feature_stage: 2,
+        feature_pool: 2,
+    });
+    let enc = perturbed(&cfg);
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("resnet");
+    let weights: Vec<(String, Tensor)> = enc.vs.variables().into_iter().collect();
+    export(&dir, &cfg, &weights, None).unwrap();
+    let x = images(1, 16);
+    let Net::Resnet(r) = &enc.net else { unreachable!("a ResNet config builds a ResNet") };
+    let (feats, pooled) = tch::no_grad(|| (r.features_t(&x, false), r.pooled_last(&x, false)));
+    Tensor::write_safetensors(
+        &[("images", x), ("features", feats), ("pooled", pooled)],
+        root.path().join("expected.safetensors"),
+    )
+    .unwrap();
+    run_python(CHECK_RESNET, &dir);
+}
