@@ -247,26 +247,31 @@ fn wait_for_step(run: &Path, step: u64, limit: Duration) {
     panic!("{} did not reach step {step} within {limit:?}", run.display());
 }
 
+/// Start a 2-rank run with `extra` flags, send `sig` to rank 1 once step 12 is logged, and wait
+/// (at most a minute) for the launcher to exit: its output and how long it took after the signal.
+fn signal_rank_1_mid_run(run: &Path, steps: u64, extra: &[&str], sig: i32) -> (Output, Duration) {
+    let mut a = text_args(run, 8, steps, None);
+    a.extend(["--nproc-per-node", "2"].iter().chain(extra).map(|s| s.to_string()));
+    let mut launcher = ssl().args(&a).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    wait_for_step(run, 12, Duration::from_secs(120));
+    let victim = pid_of_rank(launcher.id(), 1).expect("rank 1's process");
+    unsafe { libc::kill(victim as i32, sig) };
+    let sent = Instant::now();
+    loop {
+        if launcher.try_wait().unwrap().is_some() {
+            return (launcher.wait_with_output().unwrap(), sent.elapsed());
+        }
+        assert!(sent.elapsed() < Duration::from_secs(60), "the run did not stop after signal {sig} to rank 1");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn a_killed_rank_stops_the_run_within_seconds_and_resume_finishes_it() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
     let steps = 400;
-    let mut a = text_args(&run, 8, steps, None);
-    a.extend(["--nproc-per-node".into(), "2".into()]);
-    let mut launcher = ssl().args(&a).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    wait_for_step(&run, 12, Duration::from_secs(120));
-    let victim = pid_of_rank(launcher.id(), 1).expect("rank 1's process");
-    unsafe { libc::kill(victim as i32, libc::SIGKILL) };
-    let killed = Instant::now();
-    let out = loop {
-        if let Some(_status) = launcher.try_wait().unwrap() {
-            break launcher.wait_with_output().unwrap();
-        }
-        assert!(killed.elapsed() < Duration::from_secs(30), "the run did not stop after a rank was killed");
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let took = killed.elapsed();
+    let (out, took) = signal_rank_1_mid_run(&run, steps, &[], libc::SIGKILL);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(took < Duration::from_secs(10), "the run took {took:?} to stop after rank 1 was killed:\n{stderr}");
@@ -289,21 +294,7 @@ fn a_killed_rank_stops_the_run_within_seconds_and_resume_finishes_it() {
 fn a_hung_rank_fails_the_run_at_the_collective_timeout() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
-    let mut a = text_args(&run, 8, 400, None);
-    a.extend(["--nproc-per-node", "2", "--dist-timeout", "5"].map(String::from));
-    let mut launcher = ssl().args(&a).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    wait_for_step(&run, 12, Duration::from_secs(120));
-    let victim = pid_of_rank(launcher.id(), 1).expect("rank 1's process");
-    unsafe { libc::kill(victim as i32, libc::SIGSTOP) };
-    let hung = Instant::now();
-    let out = loop {
-        if launcher.try_wait().unwrap().is_some() {
-            break launcher.wait_with_output().unwrap();
-        }
-        assert!(hung.elapsed() < Duration::from_secs(60), "the run hangs with a stopped rank");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let took = hung.elapsed();
+    let (out, took) = signal_rank_1_mid_run(&run, 400, &["--dist-timeout", "5"], libc::SIGSTOP);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(took < Duration::from_secs(30), "took {took:?}:\n{stderr}");

@@ -1,8 +1,8 @@
 // Data-parallel collectives through PyTorch's own distributed engine (c10d): a TCPStore for the
 // rendezvous and ProcessGroupGloo for the collectives, both compiled into the LibTorch we link.
 //
-// Conventions as in kernels.cpp: tensors cross as `at::Tensor*`, every entry point catches every
-// C++ exception and returns it as a heap string (freed with `ssl_free_error`), null is success.
+// Conventions as in kernels.cpp: tensors cross as `at::Tensor*`, and every entry point reports
+// failure through `ssl::guarded` (guarded.h).
 //
 // The gloo headers that ProcessGroupGloo.hpp includes are not in the PyTorch wheel; the few names
 // it needs are declared in `gloo_api/` (see its README for why that, and not Debian's libgloo-dev).
@@ -12,32 +12,14 @@
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #include <torch/csrc/distributed/c10d/Work.hpp>
 
+#include "guarded.h"
+
 #include <chrono>
 #include <cstring>
 #include <string>
 #include <vector>
 
 namespace {
-
-char *dist_error(const std::string &msg) {
-  char *s = static_cast<char *>(std::malloc(msg.size() + 1));
-  std::memcpy(s, msg.c_str(), msg.size() + 1);
-  return s;
-}
-
-template <typename F> char *dist_guarded(F f) {
-  try {
-    f();
-    return nullptr;
-  } catch (const c10::Error &e) {
-    // c10 errors carry a C++ backtrace after the message; the first line is what a user needs.
-    return dist_error(e.what_without_backtrace());
-  } catch (const std::exception &e) {
-    return dist_error(e.what());
-  } catch (...) {
-    return dist_error("unknown C++ exception");
-  }
-}
 
 std::chrono::milliseconds millis(double seconds) {
   return std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000.0));
@@ -60,7 +42,7 @@ extern "C" {
 // `prefix` namespaces the keys (torchrun's `/worker/attempt_<n>`); empty for none.
 char *ssl_dist_gloo_new(const char *host, int port, int rank, int world, int serve,
                         const char *prefix, double timeout_s, SslGroup **out) {
-  return dist_guarded([&] {
+  return ssl::guarded([&] {
     auto timeout = millis(timeout_s);
     c10d::TCPStoreOptions opts;
     opts.port = static_cast<std::uint16_t>(port);
@@ -84,7 +66,7 @@ void ssl_dist_free(SslGroup *g) { delete g; }
 
 // Broadcast one tensor from `root` to every rank, in place; waits for it.
 char *ssl_dist_broadcast(SslGroup *g, at::Tensor *t, int root) {
-  return dist_guarded([&] {
+  return ssl::guarded([&] {
     at::NoGradGuard no_grad;
     std::vector<at::Tensor> ts{*t};
     c10d::BroadcastOptions opts;
@@ -96,7 +78,7 @@ char *ssl_dist_broadcast(SslGroup *g, at::Tensor *t, int root) {
 
 // Start a sum all-reduce of one tensor, in place; `ssl_dist_wait` completes it.
 char *ssl_dist_allreduce_sum_async(SslGroup *g, at::Tensor *t) {
-  return dist_guarded([&] {
+  return ssl::guarded([&] {
     std::vector<at::Tensor> ts{*t};
     c10d::AllreduceOptions opts;
     opts.reduceOp = c10d::ReduceOp::SUM;
@@ -108,7 +90,7 @@ char *ssl_dist_allreduce_sum_async(SslGroup *g, at::Tensor *t) {
 // Wait for every collective started since the last wait. Every pending work is waited for (or
 // dropped) even when one fails, so no tensor stays borrowed by a collective.
 char *ssl_dist_wait(SslGroup *g) {
-  return dist_guarded([&] {
+  return ssl::guarded([&] {
     auto pending = std::move(g->pending);
     g->pending.clear();
     std::string first_error;
@@ -126,7 +108,7 @@ char *ssl_dist_wait(SslGroup *g) {
 }
 
 char *ssl_dist_barrier(SslGroup *g) {
-  return dist_guarded([&] {
+  return ssl::guarded([&] {
     c10d::BarrierOptions opts;
     opts.timeout = g->timeout;
     g->backend->barrier(opts)->wait(g->timeout);
@@ -135,7 +117,7 @@ char *ssl_dist_barrier(SslGroup *g) {
 
 // Make `grad` the `.grad` of `param` (a view into a flat buffer), so backward accumulates into it.
 char *ssl_set_grad(at::Tensor *param, at::Tensor *grad) {
-  return dist_guarded([&] { param->mutable_grad() = *grad; });
+  return ssl::guarded([&] { param->mutable_grad() = *grad; });
 }
 
 }  // extern "C"

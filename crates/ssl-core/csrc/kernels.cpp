@@ -5,34 +5,21 @@
 // `ssl_free_error`. A null return means success.
 #include <ATen/ATen.h>
 #include <ATen/autocast_mode.h>
+
+#include "guarded.h"
 #include <cstring>
 #include <string>
 #include <vector>
 
 namespace {
 
+using ssl::guarded;
+
 std::vector<at::Tensor> gather(at::Tensor **ts, int n) {
   std::vector<at::Tensor> out;
   out.reserve(n);
   for (int i = 0; i < n; ++i) out.push_back(*ts[i]);
   return out;
-}
-
-char *error_string(const std::string &msg) {
-  char *s = static_cast<char *>(std::malloc(msg.size() + 1));
-  std::memcpy(s, msg.c_str(), msg.size() + 1);
-  return s;
-}
-
-template <typename F> char *guarded(F f) {
-  try {
-    f();
-    return nullptr;
-  } catch (const std::exception &e) {
-    return error_string(e.what());
-  } catch (...) {
-    return error_string("unknown C++ exception");
-  }
 }
 
 }  // namespace

@@ -2,14 +2,14 @@
 //! ProcessGroupGloo collectives, the same ones `torch.distributed` uses, reached through the C++
 //! layer (`csrc/distributed.cpp`).
 //!
-//! - [`world`]: which process this is, from torchrun's or Slurm's variables.
-//! - [`group`]: the process group (broadcast, asynchronous all-reduce, barrier), with a timeout on
+//! - [`mod@world`]: which process this is, from torchrun's or Slurm's variables.
+//! - [`mod@group`]: the process group (broadcast, asynchronous all-reduce, barrier), with a timeout on
 //!   every collective, so a dead or hung peer is an error and never a hang.
-//! - [`grads`]: the flat gradient buffer the trainer averages in asynchronous buckets.
-//! - [`launch`]: `--nproc-per-node N` starts N local workers with torchrun's variables.
+//! - [`mod@grads`]: the flat gradient buffer the trainer averages in asynchronous buckets.
+//! - [`mod@launch`]: `--nproc-per-node N` starts N local workers with torchrun's variables.
 //!
 //! A process joins at most one group, created once by [`init`] (as `torch.distributed`'s default
-//! group is); the trainer finds it with [`group`].
+//! group is); the trainer finds it with [`group()`].
 //!
 //! ```
 //! // One process: no group, and rank 0 does everything.
