@@ -8,6 +8,8 @@ pub mod bench_dist;
 pub mod datasets;
 pub mod docs;
 pub mod libtorch;
+pub mod minilm;
+pub mod packages;
 pub mod spoken_words;
 pub mod text_corpus;
 

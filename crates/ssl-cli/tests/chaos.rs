@@ -79,7 +79,8 @@ fn run_ssl(args: &[String]) -> Observed {
     let dir = tempfile::tempdir().unwrap();
     let (out_path, err_path) = (dir.path().join("stdout"), dir.path().join("stderr"));
     let start = Instant::now();
-    // Reaped below by `wait4` (polled, so the timeout can kill it).
+    // Reaped below by `waitpid` (polled, so the timeout can kill it; the peak memory is read from
+    // /proc while it runs).
     #[allow(clippy::zombie_processes)]
     let child = Command::new(env!("CARGO_BIN_EXE_ssl"))
         .args(args)
@@ -91,14 +92,14 @@ fn run_ssl(args: &[String]) -> Observed {
         .spawn()
         .expect("the ssl binary runs");
     let pid = child.id() as libc::pid_t;
-    let (mut status, mut usage): (libc::c_int, libc::rusage) = (0, unsafe { std::mem::zeroed() });
+    let mut status: libc::c_int = 0;
     let mut peak_mb = 0f64;
     loop {
         if let Some(mb) = high_water_mb(pid) {
             peak_mb = peak_mb.max(mb);
         }
         // SAFETY: plain system call on our own child, with valid out-pointers.
-        let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
         if r == pid {
             break;
         }

@@ -201,27 +201,16 @@ fn two_ranks_follow_one_rank_step_for_step_under_every_launcher() {
     assert_eq!(losses(&slurm), l2, "srun's ranks train as the built-in launcher's");
 
     // torchrun --no-python, from the Python that set-up installed.
-    match std::env::var("SSL_PYTHON") {
-        Ok(python) => {
-            let run = dir.path().join("torchrun");
-            let mut cmd = Command::new(python);
-            cmd.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
-                .args([
-                    "-m",
-                    "torch.distributed.run",
-                    "--nproc-per-node",
-                    "2",
-                    "--no-python",
-                    env!("CARGO_BIN_EXE_ssl"),
-                ])
-                .args(text_args(&run, 8, 20, Some(&tok)))
-                .env("TMPDIR", dir.path())
-                .env("OMP_NUM_THREADS", "1");
-            check(&cmd.output().unwrap(), "torchrun");
-            assert_eq!(losses(&run), l2, "torchrun's ranks train as the built-in launcher's");
-        }
-        Err(_) => eprintln!("SSL_PYTHON is not set: the torchrun launch is not checked (cargo xtask test sets it)"),
-    }
+    let python = ssl_records::test_python::python("torch");
+    let run = dir.path().join("torchrun");
+    let mut cmd = Command::new(python);
+    cmd.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+        .args(["-m", "torch.distributed.run", "--nproc-per-node", "2", "--no-python", env!("CARGO_BIN_EXE_ssl")])
+        .args(text_args(&run, 8, 20, Some(&tok)))
+        .env("TMPDIR", dir.path())
+        .env("OMP_NUM_THREADS", "1");
+    check(&cmd.output().unwrap(), "torchrun");
+    assert_eq!(losses(&run), l2, "torchrun's ranks train as the built-in launcher's");
 }
 
 fn pid_of_rank(launcher: u32, rank: usize) -> Option<u32> {

@@ -5,19 +5,8 @@
 //! the variable); it is not skipped.
 use std::process::Command;
 
-const READ: &str = r#"
-import json, sys
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-acc = EventAccumulator(sys.argv[1], size_guidance={"scalars": 0})
-acc.Reload()
-print(json.dumps({t: [[e.step, e.value] for e in acc.Scalars(t)] for t in acc.Tags()["scalars"]}))
-"#;
-
 #[test]
 fn tensorboard_reads_a_finished_run() {
-    let python = std::env::var("SSL_PYTHON").unwrap_or_else(|_| {
-        panic!("SSL_PYTHON is not set: this test needs a Python with tensorboard (`cargo xtask test` sets SSL_PYTHON); it is not skipped")
-    });
     let d = tempfile::tempdir().unwrap();
     let run = d.path().join("run");
     let o = Command::new(env!("CARGO_BIN_EXE_ssl"))
@@ -30,9 +19,7 @@ fn tensorboard_reads_a_finished_run() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let o = Command::new(&python).arg("-c").arg(READ).arg(&run).output().unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let scalars: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let scalars = ssl_records::test_python::tensorboard_scalars(&run);
     let loss = scalars["train/loss"].as_array().expect("train/loss");
     // log_every is 10 for vision: steps 10 and 20.
     assert_eq!(loss.iter().map(|p| p[0].as_i64().unwrap()).collect::<Vec<_>>(), vec![10, 20]);

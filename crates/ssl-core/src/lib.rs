@@ -20,6 +20,8 @@
 //! - [`checkpoint`]: atomic safetensors checkpoints with exact resume.
 //! - [`interop`]: what every export to another ecosystem shares (formats, a finished run read
 //!   back, tensor renaming that fails on any unmapped name).
+//! - [`init`]: `--init-from`: a run started from weights trained elsewhere (one of our runs, or
+//!   another tool's checkpoint converted by the modality), loaded strictly by name and shape.
 //! - [`run`]: the one run pipeline every modality plugs into through [`run::Recipe`]: options
 //!   resolved once into a validated plan, `config.json`, pretraining, evaluation, report.
 //! - [`eval`]: the evaluation protocol (linear probe, kNN, fine-tuning, scratch and raw baselines,
@@ -43,6 +45,7 @@ pub mod device;
 pub mod dist;
 pub mod error;
 pub mod eval;
+pub mod init;
 pub mod interop;
 pub mod interrupt;
 pub mod kernels;

@@ -18,6 +18,22 @@ use std::sync::Arc;
 use std::time::Instant;
 use tch::{nn::VarStore, Device, Kind, Tensor};
 
+/// How [`Trainer::fit`] starts: from the newest checkpoint of the run directory (`resume`), and
+/// otherwise (a new run, or a resumed one with no checkpoint yet) from `init` when given
+/// (`--init-from`), else from the objective's fresh initialisation. A `bool` converts to
+/// `Start { resume, init: None }`.
+#[derive(Clone, Copy, Default)]
+pub struct Start<'a> {
+    pub resume: bool,
+    pub init: Option<&'a crate::init::InitWeights>,
+}
+
+impl From<bool> for Start<'_> {
+    fn from(resume: bool) -> Self {
+        Start { resume, init: None }
+    }
+}
+
 /// What one forward pass of an objective returns.
 pub struct StepOutput {
     /// The scalar loss to minimise.
@@ -215,13 +231,15 @@ impl Trainer {
         stored
     }
 
-    /// Train `objective` on `source`; with `resume`, continue from the newest checkpoint of the
-    /// run directory (a missing checkpoint starts from scratch).
-    pub fn fit<O, S>(&self, objective: &mut O, source: Arc<S>, resume: bool) -> Result<TrainSummary>
+    /// Train `objective` on `source`, starting as `start` says: with `resume`, continue from the
+    /// newest checkpoint of the run directory (a missing checkpoint starts anew); a run that
+    /// starts anew loads `start.init` first, when given.
+    pub fn fit<'a, O, S>(&self, objective: &mut O, source: Arc<S>, start: impl Into<Start<'a>>) -> Result<TrainSummary>
     where
         O: Objective + ?Sized,
         S: DataSource<Batch = O::Batch>,
     {
+        let Start { resume, init } = start.into();
         let cfg = &self.config;
         if cfg.batch_size == 0 || cfg.grad_accum == 0 {
             return Err(CoreError::InvalidArgument("batch_size and grad_accum must be positive".into()));
@@ -290,6 +308,21 @@ impl Trainer {
                 )));
             }
         }
+        if let (None, Some(init)) = (resumed_from, init) {
+            let fresh = init.load_into(objective.var_store())?;
+            if main {
+                eprintln!(
+                    "==> initialised from {} ({}: {} tensors{})",
+                    init.source.display(),
+                    init.kind,
+                    init.tensors.len(),
+                    match fresh.len() {
+                        0 => String::new(),
+                        n => format!(", {n} fresh: {}", fresh.join(", ")),
+                    }
+                );
+            }
+        }
         // Rank 0 alone writes metrics, event files and checkpoints.
         let mut sinks = if main { Some(MetricSinks::open(&self.run_dir, state.step)?) } else { None };
         // Every rank starts from rank 0's weights and buffers; the gradients become views into
@@ -332,6 +365,12 @@ impl Trainer {
         // LibTorch draws inside the steps (dropout, random masks) come from the step's own seed.
         let step_seed = crate::rng::derive(cfg.seed, "step");
         let torch_rng = crate::rng::torch_rng(step_seed);
+        // No step at all (`--steps 0 --init-from`: the source evaluated as it is): the starting
+        // weights are the run's checkpoint.
+        if cfg.steps == 0 && main {
+            last_ckpt =
+                Some(checkpoint::save(&self.run_dir, objective.var_store(), &optimizer, &state, cfg.keep_checkpoints)?);
+        }
         while state.step < cfg.steps {
             let step = state.step;
             torch_rng.reseed(mix_seed(&[step_seed, step]));
@@ -347,7 +386,8 @@ impl Trainer {
                 let loaded = loader.next_batch()?;
                 window_samples += objective.batch_samples(&loaded.batch);
                 state.loader = loaded.next;
-                let weight = objective.loss_weight(&loaded.batch);
+                // Only a data-parallel step weighs its micro-batches.
+                let weight = if sync.is_some() { objective.loss_weight(&loaded.batch) } else { 0.0 };
                 let out = {
                     let _autocast = Bf16Autocast::new(cfg.bf16, self.device)?;
                     objective.forward(&loaded.batch, self.device)?
@@ -373,16 +413,19 @@ impl Trainer {
                     let r = s.all_reduce(g, &loss_sum, weight_sum, crate::interrupt::requested())?;
                     window_comm += t0.elapsed().as_secs_f64();
                     window_steps += 1;
-                    (Tensor::from(r.loss).to_device(self.device), Some(r.stop))
+                    (r.loss, Some(r.stop))
                 }
                 _ => (&loss_sum / cfg.grad_accum as f64, None),
             };
             let grad_norm = optimizer.clip_grad_norm(cfg.clip_norm)?;
-            // One host read per step: the loss and the gradient norm together (the NaN guard).
-            let host = Tensor::stack(&[mean_loss.to_kind(Kind::Float), grad_norm.to_device(self.device)], 0)
-                .to_device(Device::Cpu);
+            // One host read per step: the loss, the gradient norm (the NaN guard) and the ranks'
+            // stop request together.
+            let mut parts = vec![mean_loss.to_kind(Kind::Float), grad_norm.to_device(self.device).to_kind(Kind::Float)];
+            parts.extend(stop_agreed.iter().map(|s| s.to_kind(Kind::Float)));
+            let host = Tensor::stack(&parts, 0).to_device(Device::Cpu);
             let loss_v = host.double_value(&[0]);
             let norm_v = host.double_value(&[1]);
+            let stop_agreed = stop_agreed.map(|_| host.double_value(&[2]) > 0.0);
             if loss_v.is_finite() && norm_v.is_finite() {
                 optimizer.step(lr)?;
                 state.optimizer_steps = optimizer.steps_taken();

@@ -12,6 +12,7 @@
 //! - [`tensorboard`]: TensorBoard event files ([`tensorboard::EventWriter`]) that
 //!   `tensorboard --logdir` shows and `wandb sync` imports, and a checking reader
 //!   ([`tensorboard::read_scalars`]).
+//! - [`test_python`]: how tests find the test Python (`SSL_PYTHON`) and run a check script in it.
 //!
 //! ```
 //! use ssl_records::skipped::{Skipped, SkippedInputs};
@@ -26,3 +27,4 @@ pub mod run;
 pub mod skipped;
 pub mod summary;
 pub mod tensorboard;
+pub mod test_python;

@@ -4,25 +4,9 @@
 //! Needs a Python with `tensorboard`, named by `SSL_PYTHON` (`cargo xtask test` sets it and
 //! installs the pinned tensorboard). Without it the test fails: it is never skipped silently.
 use ssl_records::tensorboard::{read_scalars, EventWriter};
-use std::process::Command;
-
-const LOAD: &str = r#"
-import json, sys
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-acc = EventAccumulator(sys.argv[1], size_guidance={"scalars": 0})
-acc.Reload()
-out = {tag: [[e.step, e.value, e.wall_time] for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
-print(json.dumps(out))
-"#;
 
 #[test]
 fn event_file_loads_in_tensorboard() {
-    let python = std::env::var("SSL_PYTHON").unwrap_or_else(|_| {
-        panic!(
-            "SSL_PYTHON is not set: this test needs a Python with tensorboard \
-             (`cargo xtask test` sets SSL_PYTHON and installs tensorboard); it is not skipped"
-        )
-    });
     let written: Vec<(&str, i64, f64)> = vec![
         ("train/loss", 1, 2.2894),
         ("train/lr", 1, 1e-4),
@@ -43,18 +27,8 @@ fn event_file_loads_in_tensorboard() {
     assert_eq!(read_scalars(w.path()).unwrap().len(), written.len());
     drop(w);
 
-    let out = Command::new(&python)
-        .arg("-c")
-        .arg(LOAD)
-        .arg(&dir)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run SSL_PYTHON={python}: {e}"));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "tensorboard could not load the event file:\n{stdout}\n{stderr}");
-    let line =
-        stdout.lines().rev().find(|l| l.starts_with('{')).unwrap_or_else(|| panic!("no JSON:\n{stdout}\n{stderr}"));
-    let loaded: std::collections::BTreeMap<String, Vec<(i64, f64, f64)>> = serde_json::from_str(line).unwrap();
+    let loaded: std::collections::BTreeMap<String, Vec<(i64, f64, f64)>> =
+        serde_json::from_value(ssl_records::test_python::tensorboard_scalars(&dir)).unwrap();
 
     let tags: Vec<&str> = loaded.keys().map(String::as_str).collect();
     assert_eq!(tags, ["eval/linear_10", "train/loss", "train/lr"]);

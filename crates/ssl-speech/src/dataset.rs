@@ -148,6 +148,8 @@ fn class_dirs(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
         .map(|e| e.path())
         .filter(|p| p.is_dir())
         .filter_map(|p| p.file_name().and_then(|n| n.to_str()).map(|n| (n.to_string(), p.clone())))
+        // Hidden folders (`.git`, `.ipynb_checkpoints`) are not classes.
+        .filter(|(n, _)| !n.starts_with('.'))
         .collect();
     v.sort();
     Ok(v)

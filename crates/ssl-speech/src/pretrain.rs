@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use ssl_core::eval::protocol::Evaluation;
 use ssl_core::eval::{evaluate, EvalKind, ProtocolConfig};
 use ssl_core::optim::OptimizerConfig;
-use ssl_core::trainer::{TrainConfig, TrainSummary, Trainer};
+use ssl_core::trainer::{Start, TrainConfig, TrainSummary, Trainer};
 use std::path::Path;
 use std::sync::Arc;
 use tch::{Device, Tensor};
@@ -103,14 +103,14 @@ pub struct Pretrained {
     pub encoder: Vec<(String, Tensor)>,
 }
 
-/// Pretrain on `corpus` into `run_dir` (metrics.jsonl, checkpoints/); with `resume`, continue
-/// from the newest checkpoint there.
-pub fn pretrain(
+/// Pretrain on `corpus` into `run_dir` (metrics.jsonl, checkpoints/); `start`: resume from the
+/// newest checkpoint there, or the initial weights (a `bool` is `resume`).
+pub fn pretrain<'a>(
     cfg: &SpeechConfig,
     corpus: AudioCorpus,
     run_dir: &Path,
     device: Device,
-    resume: bool,
+    start: impl Into<Start<'a>>,
 ) -> Result<Pretrained> {
     cfg.validate()?;
     let source = CropSource::new(corpus, cfg.crop_seconds, cfg.masking, cfg.model.clone())?;
@@ -129,7 +129,7 @@ pub fn pretrain(
     };
     let mut trainer = Trainer::new(train, run_dir, device);
     trainer.model_config = cfg.model_json();
-    let summary = trainer.fit(&mut objective, Arc::new(source), resume)?;
+    let summary = trainer.fit(&mut objective, Arc::new(source), start)?;
     Ok(Pretrained { summary, encoder: objective.encoder_weights() })
 }
 

@@ -264,7 +264,7 @@ impl Recipe for SpeechRecipe {
 
     fn pretrain(&mut self, ctx: &RunContext<'_>) -> Result<TrainSummary> {
         let corpus = self.corpus.take().ok_or_else(|| invalid("no pretraining audio was opened"))?;
-        Ok(pretrain(&self.cfg, corpus, &ctx.run_dir, ctx.device, ctx.plan.resume())?.summary)
+        Ok(pretrain(&self.cfg, corpus, &ctx.run_dir, ctx.device, ctx.start())?.summary)
     }
 
     fn evaluation(&mut self, weights: &Path, _ctx: &RunContext<'_>) -> Result<EvalInputs<'_>> {

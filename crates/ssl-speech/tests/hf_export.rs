@@ -10,7 +10,6 @@ use ssl_speech::hf_export::export_hf;
 use ssl_speech::model::{frame_validity, ModelConfig};
 use ssl_speech::objective::{Method, SpeechObjective};
 use ssl_speech::pretrain::SpeechConfig;
-use std::process::Command;
 use tch::{Device, Kind, Tensor};
 
 const CHECK: &str = r#"
@@ -46,15 +45,6 @@ ok = max(diffs.values()) < 1e-4 and not missing and len(out.hidden_states) == hi
 sys.exit(0 if ok else 1)
 "#;
 
-fn python() -> String {
-    std::env::var("SSL_PYTHON").unwrap_or_else(|_| {
-        panic!(
-            "SSL_PYTHON is not set: this test needs a Python with torch, safetensors and transformers \
-             (`cargo xtask test` sets SSL_PYTHON); it is not skipped"
-        )
-    })
-}
-
 fn linear(x: &Tensor, weights: &[(String, Tensor)], name: &str) -> Tensor {
     let get = |n: String| weights.iter().find(|(k, _)| *k == n).map(|(_, t)| t.shallow_clone()).unwrap();
     x.matmul(&get(format!("{name}.weight")).tr()) + get(format!("{name}.bias"))
@@ -62,7 +52,6 @@ fn linear(x: &Tensor, weights: &[(String, Tensor)], name: &str) -> Tensor {
 
 #[test]
 fn exported_encoder_matches_transformers_on_a_padded_batch() {
-    let python = python();
     let mut cfg = SpeechConfig::preset("tiny").unwrap();
     // An even positional kernel: HF trims its extra frame as we do.
     cfg.model = ModelConfig {
@@ -144,17 +133,7 @@ fn exported_encoder_matches_transformers_on_a_padded_batch() {
     )
     .unwrap();
 
-    let out = Command::new(&python)
-        .arg("-c")
-        .arg(CHECK)
-        .arg(&dir)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run SSL_PYTHON={python}: {e}"));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "transformers disagrees:\n{stdout}\n{stderr}");
-    assert!(stdout.contains("max_abs_diff="), "{stdout}");
-    println!("{stdout}");
+    ssl_records::test_python::check(CHECK, &[&dir], "torch, safetensors and transformers");
 }
 
 #[test]

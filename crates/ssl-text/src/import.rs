@@ -22,6 +22,7 @@
 //! ```
 use crate::error::{Result, TextError};
 use crate::model::BertConfig;
+use ssl_core::init::InitWeights;
 use std::path::{Path, PathBuf};
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
@@ -74,31 +75,22 @@ impl HfBert {
         self.tensors.iter().any(|(n, _)| n.starts_with("cls."))
     }
 
-    /// Copy the tensors into the variables of `vs` (an [`crate::objective::MlmObjective`]'s).
-    /// Every imported tensor must find its variable with the same shape; variables without a
-    /// tensor must be the MLM head's (kept as initialised). Returns those fresh variables' names.
+    /// The tensors as `--init-from` weights: every one must map, only the MLM head (`cls.`) may
+    /// be missing (it is then initialised fresh, tied to the word embeddings).
+    pub fn init_weights(&self) -> InitWeights {
+        let kind = if self.has_head() { "HF BertForMaskedLM" } else { "HF BertModel" };
+        InitWeights {
+            source: self.dir.clone(),
+            kind: kind.into(),
+            tensors: self.tensors.iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect(),
+            fresh_prefixes: vec!["cls.".into()],
+        }
+    }
+
+    /// Copy the tensors into the variables of `vs` (an [`crate::objective::MlmObjective`]'s),
+    /// as [`InitWeights::load_into`] does. Returns the fresh (MLM head) variables' names.
     pub fn load_into(&self, vs: &VarStore) -> Result<Vec<String>> {
-        let vars = vs.variables();
-        for (name, t) in &self.tensors {
-            let dst = vars
-                .get(name)
-                .ok_or_else(|| invalid(&self.dir, format!("tensor `{name}` has no counterpart in the model")))?;
-            if dst.size() != t.size() {
-                return Err(invalid(
-                    &self.dir,
-                    format!("tensor `{name}` has shape {:?}, the model expects {:?}", t.size(), dst.size()),
-                ));
-            }
-            let mut d = dst.shallow_clone();
-            tch::no_grad(|| d.copy_(&t.to_device(d.device()).to_kind(d.kind())));
-        }
-        let mut fresh: Vec<String> =
-            vars.keys().filter(|n| !self.tensors.iter().any(|(m, _)| m == *n)).cloned().collect();
-        fresh.sort();
-        if let Some(n) = fresh.iter().find(|n| !n.starts_with("cls.")) {
-            return Err(invalid(&self.dir, format!("tensor `{n}` is missing from the checkpoint")));
-        }
-        Ok(fresh)
+        Ok(self.init_weights().load_into(vs)?)
     }
 }
 

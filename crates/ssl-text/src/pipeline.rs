@@ -22,7 +22,7 @@ use ssl_core::eval::{EvalKind, ProtocolConfig};
 use ssl_core::optim::{OptimizerConfig, OptimizerKind};
 use ssl_core::run::EvalInputs;
 use ssl_core::schedule::Decay;
-use ssl_core::trainer::{TrainConfig, TrainSummary, Trainer};
+use ssl_core::trainer::{Start, TrainConfig, TrainSummary, Trainer};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tch::Device;
@@ -44,6 +44,9 @@ pub struct TextConfig {
     pub heldout_every: usize,
     /// ... at most this many.
     pub max_heldout: usize,
+    /// The model's number of positions when it is not `max_len`: a model imported with
+    /// `--init-from` keeps its own (512 for BERT).
+    pub positions: Option<usize>,
 }
 
 impl Default for TextConfig {
@@ -84,6 +87,7 @@ impl TextConfig {
             train,
             heldout_every: 20,
             max_heldout: 256,
+            positions: None,
         })
     }
 
@@ -135,7 +139,7 @@ impl PreparedData {
     pub fn model_config(&self, cfg: &TextConfig) -> BertConfig {
         BertConfig {
             vocab_size: self.tokenizer.vocab_size() as i64,
-            max_position: cfg.max_len as i64,
+            max_position: cfg.positions.unwrap_or(cfg.max_len) as i64,
             ..cfg.model.clone()
         }
     }
@@ -250,13 +254,14 @@ pub struct Pretrained {
     pub tokens_seen: u64,
 }
 
-/// Pretrain with ssl-core's trainer, then measure the held-out MLM metrics.
-pub fn pretrain(
+/// Pretrain with ssl-core's trainer, then measure the held-out MLM metrics. `start`: resume, or
+/// the initial weights (a `bool` is `resume`).
+pub fn pretrain<'a>(
     data: &PreparedData,
     cfg: &TextConfig,
     run_dir: &Path,
     device: Device,
-    resume: bool,
+    start: impl Into<Start<'a>>,
 ) -> Result<Pretrained> {
     let model_cfg = data.model_config(cfg);
     let masker = data.masker(cfg)?;
@@ -281,7 +286,7 @@ pub fn pretrain(
         "max_len": cfg.max_len,
         "tokenizer": cfg.tokenizer,
     });
-    let summary = trainer.fit(&mut objective, source, resume)?;
+    let summary = trainer.fit(&mut objective, source, start)?;
     let heldout = if data.heldout_indices.is_empty() {
         None
     } else {
@@ -296,17 +301,24 @@ pub fn pretrain(
 /// What ssl-core's protocol needs to evaluate the encoder of `weights` (a run directory or a
 /// checkpoint) on `labeled`: the tokenized labeled split, pretrained and scratch encoders (with the
 /// TF-IDF raw baseline fitted on the train split) and the text corruptions. `model` is the full
-/// model configuration ([`PreparedData::model_config`], or the `model` saved with a run); `pooling`
-/// picks the hidden states the features average (for the probe and the fine-tuning head alike).
+/// model configuration ([`PreparedData::model_config`], or the `model` saved with a run); texts
+/// are cut to `max_len` tokens; `pooling` picks the hidden states the features average (for the
+/// probe and the fine-tuning head alike).
 pub fn eval_inputs(
     tokenizer: &Arc<TextTokenizer>,
     model: &BertConfig,
+    max_len: usize,
     labeled: &LabeledSplit,
     weights: &Path,
     protocol: &ProtocolConfig,
     pooling: Pooling,
 ) -> Result<EvalInputs<'static>> {
-    let max_len = model.max_position as usize;
+    if max_len as i64 > model.max_position {
+        return Err(TextError::InvalidArgument(format!(
+            "--max-len {max_len} is longer than the model's {} positions",
+            model.max_position
+        )));
+    }
     let train = to_labeled_set(&labeled.train, &labeled.classes, tokenizer, max_len)?;
     let test = to_labeled_set(&labeled.test, &labeled.classes, tokenizer, max_len)?;
     let factory = TextEncoderFactory::new(model.clone(), Some(weights.to_path_buf()))

@@ -4,6 +4,7 @@
 //! [`ssl_core::run::execute`]; this file says how the corpus is tokenized and packed, which
 //! model trains, and how the labeled texts are evaluated. A run directory also holds
 //! `tokenizer.json` and the packed corpus.
+use crate::import::HfBert;
 use crate::labeled::{load_labeled, LabeledSplit};
 use crate::model::{BertConfig, Pooling};
 use crate::objective::MlmObjective;
@@ -12,6 +13,7 @@ use crate::tokenizer::TextTokenizer;
 use crate::{Result, TextError};
 use serde::{Deserialize, Serialize};
 use ssl_core::eval::ProtocolConfig;
+use ssl_core::init::{InitSource, InitWeights};
 use ssl_core::interop::{ExportFormat, RunWeights};
 use ssl_core::run::{DataReport, EvalInputs, Mode, Recipe, RunContext, RunOptions, RunPlan};
 use ssl_core::trainer::TrainSummary;
@@ -84,6 +86,8 @@ pub struct TextRecipe {
     tokenizer: Option<Arc<TextTokenizer>>,
     data: Option<PreparedData>,
     labeled: Option<LabeledSplit>,
+    /// `--init-from`: the source's weights, read in `open` with its tokenizer and model.
+    init: Option<InitWeights>,
     notes: Vec<String>,
 }
 
@@ -111,7 +115,17 @@ impl TextRecipe {
         }
         cfg.model.pre_ln = flags.pre_ln;
         let protocol = TextConfig::protocol();
-        Ok(Self { flags, cfg, protocol, model: None, tokenizer: None, data: None, labeled: None, notes: Vec::new() })
+        Ok(Self {
+            flags,
+            cfg,
+            protocol,
+            model: None,
+            tokenizer: None,
+            data: None,
+            labeled: None,
+            init: None,
+            notes: Vec::new(),
+        })
     }
 
     fn corpus_paths(&self) -> Vec<PathBuf> {
@@ -125,6 +139,55 @@ impl TextRecipe {
     fn labeled_path(&self) -> PathBuf {
         self.flags.labeled.clone().unwrap_or_else(|| ssl_core::run::workspace_path(DEFAULT_LABELED))
     }
+}
+
+/// The `tokenizer.json` that comes with an `--init-from` source: in the HF directory, or in the
+/// run directory of our run (or checkpoint).
+fn init_tokenizer(source: &InitSource) -> Result<PathBuf> {
+    Ok(match source {
+        InitSource::Foreign(dir) => dir.join("tokenizer.json"),
+        InitSource::Run(dir) => ssl_core::run::plan::run_of_checkpoint(dir)?.join("tokenizer.json"),
+    })
+}
+
+impl TextRecipe {
+    /// Read the `--init-from` weights and adopt the source's model: its sizes, vocabulary and
+    /// positions (the packed length must fit in them).
+    fn read_init(&mut self, source: &InitSource) -> Result<()> {
+        let (model, init) = match source {
+            InitSource::Foreign(dir) => {
+                let hf = HfBert::read(dir)?;
+                (hf.config.clone(), hf.init_weights())
+            }
+            InitSource::Run(dir) => {
+                let run = RunWeights::read(dir, "text")?;
+                (run_model(&run, dir)?, InitWeights::of_run(dir, run))
+            }
+        };
+        if self.cfg.max_len as i64 > model.max_position {
+            return Err(invalid(format!(
+                "--max-len {} is longer than the --init-from model's {} positions",
+                self.cfg.max_len, model.max_position
+            )));
+        }
+        self.cfg.positions = Some(model.max_position as usize);
+        self.cfg.preset = format!("{} of --init-from", init.kind);
+        // Continued pretraining (Gururangan et al. 2020 use 1e-4 for RoBERTa): a pretrained
+        // model does not take the from-scratch rate; --lr still wins.
+        self.cfg.train.lr = 1e-4;
+        self.cfg.model = model;
+        self.init = Some(init);
+        Ok(())
+    }
+}
+
+/// The full model configuration a text run recorded (`config.resolved.model`).
+fn run_model(run: &RunWeights, dir: &Path) -> Result<BertConfig> {
+    Ok(run.resolved::<serde_json::Value>().and_then(|v| {
+        serde_json::from_value(v["model"].clone()).map_err(|e| {
+            ssl_core::CoreError::InvalidArgument(format!("{}: no text model in config.json: {e}", dir.display()))
+        })
+    })?)
 }
 
 impl Recipe for TextRecipe {
@@ -154,6 +217,22 @@ impl Recipe for TextRecipe {
         if let Some(t) = &self.flags.tokenizer {
             if !t.is_file() {
                 return Err(invalid(format!("--tokenizer {}: no such file", t.display())));
+            }
+        }
+        if let Some(source) = &plan.init_from {
+            if self.flags.tokenizer.is_some() {
+                return Err(invalid(
+                    "--tokenizer and --init-from: the weights come with their own tokenizer.json, which is used; drop --tokenizer",
+                ));
+            }
+            if self.flags.pre_ln || self.flags.preset != "tiny" || self.flags.vocab_size.is_some() {
+                return Err(invalid(
+                    "--init-from takes the model and vocabulary of its source: drop --preset, --pre-ln and --vocab-size",
+                ));
+            }
+            let tok = init_tokenizer(source)?;
+            if !tok.is_file() {
+                return Err(invalid(format!("--init-from: {} is missing (the source's tokenizer)", tok.display())));
             }
         }
         match &plan.mode {
@@ -195,10 +274,15 @@ impl Recipe for TextRecipe {
                     plan.apply_protocol(&mut self.protocol);
                 }
                 let tok = Arc::new(TextTokenizer::load(&run.join("tokenizer.json"))?);
-                self.model = Some(BertConfig {
-                    vocab_size: tok.vocab_size() as i64,
-                    max_position: self.cfg.max_len as i64,
-                    ..self.cfg.model.clone()
+                // The evaluated run's full model (its vocabulary and positions included), else
+                // (runs written before it was recorded) the one its settings give.
+                self.model = Some(match plan.evaluated::<Option<BertConfig>>("/model").transpose()? {
+                    Some(Some(m)) => m,
+                    _ => BertConfig {
+                        vocab_size: tok.vocab_size() as i64,
+                        max_position: self.cfg.positions.unwrap_or(self.cfg.max_len) as i64,
+                        ..self.cfg.model.clone()
+                    },
                 });
                 self.tokenizer = Some(tok);
                 summary["evaluated_run"] = run.display().to_string().into();
@@ -209,9 +293,16 @@ impl Recipe for TextRecipe {
                     "==> tokenizer and packing ({})",
                     corpus.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
                 );
+                if let Some(source) = &plan.init_from {
+                    self.read_init(source)?;
+                }
+                let tokenizer = match &plan.init_from {
+                    Some(source) => Some(init_tokenizer(source)?),
+                    None => self.flags.tokenizer.clone(),
+                };
                 let data = pipeline::prepare(
                     &corpus,
-                    self.flags.tokenizer.as_deref(),
+                    tokenizer.as_deref(),
                     &self.cfg,
                     &plan.run_dir,
                     plan.reuses_prepared_data(),
@@ -237,7 +328,15 @@ impl Recipe for TextRecipe {
                     // tokenizer this run trained: re-running them reproduces the run.
                     self.flags.tokenizer = Some(plan.run_dir.join("tokenizer.json"));
                 }
-                self.model = Some(data.model_config(&self.cfg));
+                let model = data.model_config(&self.cfg);
+                if self.init.is_some() && data.tokenizer.vocab_size() as i64 != model.vocab_size {
+                    return Err(invalid(format!(
+                        "--init-from: the tokenizer has {} entries and the model's vocabulary {}",
+                        data.tokenizer.vocab_size(),
+                        model.vocab_size
+                    )));
+                }
+                self.model = Some(model);
                 self.tokenizer = Some(data.tokenizer.clone());
                 self.data = Some(data);
             }
@@ -254,14 +353,14 @@ impl Recipe for TextRecipe {
 
     fn describe(&self) -> String {
         format!(
-            "pretraining the {} preset with masked language modelling ({} steps of {} sequences of {} tokens)",
+            "pretraining the {} model with masked language modelling ({} steps of {} sequences of {} tokens)",
             self.cfg.preset, self.cfg.train.steps, self.cfg.train.batch_size, self.cfg.max_len
         )
     }
 
     fn pretrain(&mut self, ctx: &RunContext<'_>) -> Result<TrainSummary> {
         let data = self.data.as_ref().ok_or_else(|| invalid("no corpus was prepared"))?;
-        let pre = pipeline::pretrain(data, &self.cfg, &ctx.run_dir, ctx.device, ctx.plan.resume())?;
+        let pre = pipeline::pretrain(data, &self.cfg, &ctx.run_dir, ctx.device, ctx.start())?;
         self.notes.push(format!("tokens seen in pretraining: {}", pre.tokens_seen));
         if let Some(h) = &pre.heldout {
             eprintln!(
@@ -280,7 +379,7 @@ impl Recipe for TextRecipe {
         let (Some(model), Some(tok), Some(labeled)) = (&self.model, &self.tokenizer, &self.labeled) else {
             return Err(invalid("the recipe has not opened its data"));
         };
-        pipeline::eval_inputs(tok, model, labeled, weights, &self.protocol, self.flags.pool)
+        pipeline::eval_inputs(tok, model, self.cfg.max_len, labeled, weights, &self.protocol, self.flags.pool)
     }
 
     /// HuggingFace (`hf`, the only format): `BertForMaskedLM` for post-LN models,
@@ -290,18 +389,16 @@ impl Recipe for TextRecipe {
             return Err(invalid(format!("text encoders export as hf, not {f}")));
         }
         let run = RunWeights::read(run_dir, "text")?;
-        let model: BertConfig = run.resolved::<serde_json::Value>().and_then(|v| {
-            serde_json::from_value(v["model"].clone()).map_err(|e| {
-                ssl_core::CoreError::InvalidArgument(format!(
-                    "{}: no text model in config.json: {e}",
-                    run_dir.display()
-                ))
-            })
-        })?;
+        let model = run_model(&run, run_dir)?;
         let tok = TextTokenizer::load(&run.run_dir.join("tokenizer.json"))?;
         let m = MlmObjective::new(&model, tch::Device::Cpu)?;
         ssl_core::checkpoint::load_weights(run_dir, &m.vs)?;
         crate::export::export_hf(to, &m, &tok)
+    }
+
+    /// Read in `open` (with the tokenizer and the model, which it fixes).
+    fn init_weights(&mut self, source: &InitSource) -> Result<InitWeights> {
+        self.init.take().ok_or_else(|| invalid(format!("--init-from {source:?} was not read")))
     }
 
     fn protocol(&self) -> ProtocolConfig {

@@ -137,11 +137,15 @@ impl TextTokenizer {
     }
 
     /// Load a `tokenizer.json` (ours or any BERT-style one with the five special tokens, `[PAD]`=0).
+    /// Padding and truncation settings in the file (a checkpoint's tokenizer often pads to 128)
+    /// are dropped: packing and [`TextTokenizer::encode_padded`] decide lengths.
     pub fn load(path: &Path) -> Result<Self> {
         if !path.is_file() {
             return Err(TextError::io(path, std::io::Error::new(std::io::ErrorKind::NotFound, "no such file")));
         }
-        let inner = Tokenizer::from_file(path).map_err(|e| TextError::format(path, e.to_string()))?;
+        let mut inner = Tokenizer::from_file(path).map_err(|e| TextError::format(path, e.to_string()))?;
+        inner.with_padding(None);
+        inner.with_truncation(None).map_err(|e| TextError::format(path, format!("cannot turn truncation off: {e}")))?;
         let special = Self::special_ids(&inner)?;
         Ok(Self { inner, special })
     }

@@ -66,7 +66,8 @@ fn tiny_pretrain_then_evaluate() {
     protocol.probe.steps = 50;
     protocol.robustness_max_test = 64;
     let inputs =
-        pipeline::eval_inputs(&data.tokenizer, &pre.model, &labeled, run.path(), &protocol, Pooling::Last).unwrap();
+        pipeline::eval_inputs(&data.tokenizer, &pre.model, cfg.max_len, &labeled, run.path(), &protocol, Pooling::Last)
+            .unwrap();
     let evaluation = ssl_core::eval::evaluate(
         inputs.factory.as_ref(),
         &inputs.train,

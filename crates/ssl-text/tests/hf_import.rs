@@ -9,7 +9,6 @@ use ssl_text::export::export_hf;
 use ssl_text::import::HfBert;
 use ssl_text::objective::MlmObjective;
 use ssl_text::tokenizer::{TextTokenizer, TokenizerConfig};
-use std::process::Command;
 use tch::{Device, Kind, Tensor};
 
 const MAKE: &str = r#"
@@ -38,15 +37,6 @@ with torch.no_grad():
 save_file({"ids": ids, "logits": logits.contiguous(), "hidden": hidden.contiguous()}, root + "/expected.safetensors")
 "#;
 
-fn python() -> String {
-    std::env::var("SSL_PYTHON").unwrap_or_else(|_| {
-        panic!(
-            "SSL_PYTHON is not set: this test needs a Python with torch, safetensors and transformers \
-             (`cargo xtask test` sets SSL_PYTHON); it is not skipped"
-        )
-    })
-}
-
 /// Largest absolute difference over the non-padding positions of `[B, L, *]` tensors.
 fn diff(a: &Tensor, b: &Tensor, ids: &Tensor) -> f64 {
     let keep = ids.ne(0).to_kind(Kind::Float).unsqueeze(-1);
@@ -55,7 +45,6 @@ fn diff(a: &Tensor, b: &Tensor, ids: &Tensor) -> f64 {
 
 #[test]
 fn transformers_checkpoints_import_and_round_trip() {
-    let python = python();
     let docs = ["a thoroughly entertaining film with sharp writing", "the plot drags and the jokes fall flat"];
     let corpus: Vec<String> = (0..10).flat_map(|_| docs.iter().map(|s| s.to_string())).collect();
     let tok = TextTokenizer::train(corpus.iter(), &TokenizerConfig { vocab_size: 100, min_frequency: 1 }).unwrap();
@@ -63,14 +52,11 @@ fn transformers_checkpoints_import_and_round_trip() {
     assert!(vocab > 20, "ids up to 17 must be in the vocabulary");
 
     let root = tempfile::tempdir().unwrap();
-    let out = Command::new(&python)
-        .arg("-c")
-        .arg(MAKE)
-        .arg(root.path())
-        .arg(vocab.to_string())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run SSL_PYTHON={python}: {e}"));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    ssl_records::test_python::run(
+        MAKE,
+        &[root.path().as_os_str(), vocab.to_string().as_ref()],
+        "torch, safetensors and transformers",
+    );
     let expected: std::collections::HashMap<String, Tensor> =
         Tensor::read_safetensors(root.path().join("expected.safetensors")).unwrap().into_iter().collect();
     let ids = &expected["ids"];

@@ -8,7 +8,6 @@ use ssl_text::export::export_hf;
 use ssl_text::model::BertConfig;
 use ssl_text::objective::MlmObjective;
 use ssl_text::tokenizer::{TextTokenizer, TokenizerConfig};
-use std::process::Command;
 use tch::{Device, Kind, Tensor};
 
 const CHECK: &str = r#"
@@ -47,12 +46,6 @@ fn exported_pre_ln_model_matches_roberta_prelayernorm() {
 }
 
 fn exported_model_matches(pre_ln: bool, class: &str) {
-    let python = std::env::var("SSL_PYTHON").unwrap_or_else(|_| {
-        panic!(
-            "SSL_PYTHON is not set: this test needs a Python with torch, safetensors and transformers \
-             (`cargo xtask test` sets SSL_PYTHON); it is not skipped"
-        )
-    });
     let docs = [
         "A thoroughly entertaining film, with sharp writing and warm performances.",
         "The plot drags and the jokes fall flat; a forgettable sequel.",
@@ -105,17 +98,9 @@ fn exported_model_matches(pre_ln: bool, class: &str) {
     )
     .unwrap();
 
-    let out = Command::new(&python)
-        .arg("-c")
-        .arg(CHECK)
-        .arg(&dir)
-        .arg(text)
-        .arg(class)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run SSL_PYTHON={python}: {e}"));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "transformers disagrees:\n{stdout}\n{stderr}");
-    assert!(stdout.contains("max_abs_diff="), "{stdout}");
-    println!("{stdout}");
+    ssl_records::test_python::check(
+        CHECK,
+        &[dir.as_os_str(), text.as_ref(), class.as_ref()],
+        "torch, safetensors and transformers",
+    );
 }

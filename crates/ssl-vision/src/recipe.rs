@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use ssl_core::eval::protocol::{EncoderFactory, Evaluation, ProtocolConfig};
 use ssl_core::eval::{Encoder, LabeledSet};
 use ssl_core::schedule::Decay;
-use ssl_core::trainer::{TrainConfig, TrainSummary, Trainer};
+use ssl_core::trainer::{Start, TrainConfig, TrainSummary, Trainer};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tch::{Device, Kind, Tensor};
@@ -137,14 +137,16 @@ impl VisionConfig {
 }
 
 /// Pretrain with `config.method` on `images`, in `run_dir`. Inpainting and MAE runs also write
-/// `reconstructions.png` (rows: original, masked, reconstructed).
-pub fn pretrain(
+/// `reconstructions.png` (rows: original, masked, reconstructed). `start`: resume, or the
+/// initial weights (a `bool` is `resume`).
+pub fn pretrain<'a>(
     config: &VisionConfig,
     images: Arc<ImageSet>,
     run_dir: &Path,
     device: Device,
-    resume: bool,
+    start: impl Into<Start<'a>>,
 ) -> Result<TrainSummary> {
+    let start: Start = start.into();
     let mut trainer = Trainer::new(config.train.clone(), run_dir, device);
     trainer.model_config =
         serde_json::json!({ "method": config.method, "encoder": config.encoder, "image_size": config.image_size });
@@ -154,12 +156,12 @@ pub fn pretrain(
     match config.method {
         Method::Rotation => {
             let mut task = RotationTask::new(&config.encoder, device, seed);
-            Ok(trainer.fit(&mut task, source, resume)?)
+            Ok(trainer.fit(&mut task, source, start)?)
         }
         Method::Inpainting => {
             let mut task =
                 InpaintingTask::new(&config.encoder, config.inpainting, images.channels as i64, device, seed);
-            let summary = trainer.fit(&mut task, source, resume)?;
+            let summary = trainer.fit(&mut task, source, start)?;
             let (masked, recon) = tch::no_grad(|| {
                 let x = preview.to_device(device);
                 let (_, masked, recon) = task.loss(&x, false);
@@ -173,7 +175,7 @@ pub fn pretrain(
                 return Err(VisionError::Invalid("the mae method needs a ViT encoder".into()));
             };
             let mut task = MaeTask::new(vit, config.mae, device, seed);
-            let summary = trainer.fit(&mut task, source, resume)?;
+            let summary = trainer.fit(&mut task, source, start)?;
             let (masked, recon) = tch::no_grad(|| task.reconstruction(&preview.to_device(device)));
             write_grid(&run_dir.join("reconstructions.png"), &[&preview, &masked, &recon])?;
             Ok(summary)

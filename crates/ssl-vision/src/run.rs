@@ -252,7 +252,7 @@ impl Recipe for VisionRecipe {
 
     fn pretrain(&mut self, ctx: &RunContext<'_>) -> Result<TrainSummary> {
         let set = self.pretrain_set.clone().ok_or_else(|| VisionError::Invalid("no pretraining images".into()))?;
-        recipe::pretrain(self.config()?, set, &ctx.run_dir, ctx.device, ctx.plan.resume())
+        recipe::pretrain(self.config()?, set, &ctx.run_dir, ctx.device, ctx.start())
     }
 
     fn evaluation(&mut self, weights: &Path, _ctx: &RunContext<'_>) -> Result<EvalInputs<'_>> {

@@ -10,7 +10,6 @@ use ssl_vision::export::export;
 use ssl_vision::resnet::ResNetConfig;
 use ssl_vision::vit::VitConfig;
 use std::path::Path;
-use std::process::Command;
 use tch::{Device, Kind, Tensor};
 
 const CHECK_TIMM: &str = r#"
@@ -50,23 +49,7 @@ sys.exit(0 if diff < 1e-4 and feats.shape[1] == model.feature_dim else 1)
 "#;
 
 fn run_python(script: &str, dir: &Path) {
-    let python = std::env::var("SSL_PYTHON").unwrap_or_else(|_| {
-        panic!(
-            "SSL_PYTHON is not set: this test needs a Python with torch, safetensors and timm \
-             (`cargo xtask test` sets SSL_PYTHON); it is not skipped"
-        )
-    });
-    let out = Command::new(&python)
-        .arg("-c")
-        .arg(script)
-        .arg(dir)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run SSL_PYTHON={python}: {e}"));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "Python disagrees:\n{stdout}\n{stderr}");
-    assert!(stdout.contains("max_abs_diff="), "{stdout}");
-    println!("{stdout}");
+    ssl_records::test_python::check(script, &[dir], "torch, safetensors and timm");
 }
 
 /// An encoder with every variable perturbed (norm gains around 1, running variances positive),

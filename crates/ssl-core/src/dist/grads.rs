@@ -17,15 +17,16 @@ pub const BUCKET_BYTES: i64 = 25 << 20;
 /// Number of values after the gradients in the flat buffer: weighted loss, weight, stop flag.
 const TAIL: i64 = 3;
 
-/// What the ranks agree on after a step's all-reduce.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// What the ranks agree on after a step's all-reduce, as scalars on the buffer's device: the
+/// trainer reads them with the gradient norm in its one host read per step.
+#[derive(Debug)]
 pub struct Reduced {
     /// The mean loss over the global batch.
-    pub loss: f64,
+    pub loss: Tensor,
     /// The summed weight (loss terms over every rank and micro-batch).
-    pub weight: f64,
-    /// Whether any rank asked to stop (SIGINT/SIGTERM) at this step.
-    pub stop: bool,
+    pub weight: Tensor,
+    /// Positive when any rank asked to stop (SIGINT/SIGTERM) at this step.
+    pub stop: Tensor,
 }
 
 /// Fault injection for the equivalence test's control run: with this variable set to 1, only
@@ -73,8 +74,8 @@ impl GradSync {
     }
 
     /// Sum the gradients and `[weighted loss, weight, stop]` over the ranks, then divide the
-    /// gradients by the summed weight. `weighted_loss` is a scalar tensor on the buffer's
-    /// device (not read on the host before the all-reduce).
+    /// gradients by the summed weight, on the device: nothing is read on the host here.
+    /// `weighted_loss` is a scalar tensor on the buffer's device.
     pub fn all_reduce(
         &self,
         group: Option<&ProcessGroup>,
@@ -101,15 +102,15 @@ impl GradSync {
             }
             g.wait()?;
         }
-        let host: Vec<f64> = Vec::try_from(&tail.to_device(tch::Device::Cpu).to_kind(Kind::Double)).unwrap_or_default();
-        let (loss_sum, weight_sum, stops) = (host[0], host[1], host[2]);
-        if weight_sum > 0.0 {
-            // Without the gradient all-reduce (the control), a rank's gradient is its own sum.
-            let denom = if self.skip_grads { weight.max(f64::MIN_POSITIVE) } else { weight_sum };
-            let _ = self.grads().g_mul_scalar_(1.0 / denom);
+        // With no loss term on any rank the gradient is zero, and stays zero.
+        let weight_sum = tail.get(1).clamp_min(f64::from(f32::MIN_POSITIVE));
+        if self.skip_grads {
+            // The control: a rank's gradient is its own sum, divided by its own weight.
+            let _ = self.grads().g_mul_scalar_(1.0 / weight.max(f64::from(f32::MIN_POSITIVE)));
+        } else {
+            let _ = self.grads().g_div_(&weight_sum);
         }
-        let _ = tail.zero_();
-        Ok(Reduced { loss: loss_sum / weight_sum.max(f64::MIN_POSITIVE), weight: weight_sum, stop: stops > 0.0 })
+        Ok(Reduced { loss: tail.get(0) / &weight_sum, weight: tail.get(1), stop: tail.get(2) })
     }
 }
 
@@ -130,8 +131,9 @@ mod tests {
         (&l2 * 3.0).backward();
         let wl = l1.detach() * 1.0 + l2.detach() * 3.0;
         let r = sync.all_reduce(None, &wl, 4.0, false).unwrap();
-        assert!((r.loss - (1.0 * 1.0 + 5.0 * 3.0) / 4.0).abs() < 1e-6, "{r:?}");
-        assert!(!r.stop);
+        assert!((r.loss.double_value(&[]) - (1.0 * 1.0 + 5.0 * 3.0) / 4.0).abs() < 1e-6, "{r:?}");
+        assert_eq!(r.weight.double_value(&[]), 4.0);
+        assert_eq!(r.stop.double_value(&[]), 0.0);
         // d(l1*1)/da = 0.25 each, divided by the weight 4; d(l2*3)/db = 5 each, / 4.
         let ga: Vec<f32> = Vec::try_from(&a.grad().reshape([-1])).unwrap();
         let gb: Vec<f32> = Vec::try_from(&b.grad()).unwrap();

@@ -437,7 +437,9 @@ pub fn evaluate(
                                 accuracy(&ft.predict(&test.inputs, fb), &test.labels),
                                 accuracy(&ft.predict(&sub.inputs, fb), &sub.labels),
                                 robust,
-                                sel.cv_accuracy,
+                                // A reused selection's CV accuracy was recorded where it was made:
+                                // one measurement, not one per seed.
+                                sel.cv_accuracy.filter(|_| sel.cv_steps > 0),
                                 ft.steps(),
                                 sel.cv_steps,
                             );

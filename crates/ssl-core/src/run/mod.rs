@@ -11,7 +11,8 @@
 //!    then stops at the next step with a checkpoint), open the data and apply the plan to the
 //!    typed configuration;
 //! 3. write `config.json` (one schema: [`ssl_records::run::RunRecord`]);
-//! 4. pretrain with the shared trainer (skipped by `--eval-only`);
+//! 4. pretrain with the shared trainer (skipped by `--eval-only`), from the weights of
+//!    `--init-from` when given ([`Recipe::init_weights`]);
 //! 5. run the evaluation protocol against scratch and the raw baseline, under corruptions;
 //! 6. write `report.json`, `report.md` and the plots, and print the summary.
 //!
@@ -99,7 +100,14 @@ pub fn execute<R: Recipe>(recipe: &mut R, plan: &RunPlan) -> std::result::Result
     if data.skipped.count > 5 {
         eprintln!("warning: ... {} inputs skipped in all (listed in report.json)", data.skipped.count);
     }
-    let ctx = RunContext { plan, run_dir: run_dir.clone(), device: plan.device };
+    let init = match (&plan.init_from, &plan.mode) {
+        (Some(source), Mode::Pretrain { .. }) => Some(recipe.init_weights(source)?),
+        _ => None,
+    };
+    let init_note = init.as_ref().map(|i| {
+        format!("Pretraining started from {} ({}), not from a random initialisation.", i.source.display(), i.kind)
+    });
+    let ctx = RunContext { plan, run_dir: run_dir.clone(), device: plan.device, init };
     let (summary, weights) = match &plan.mode {
         Mode::Pretrain { .. } => {
             let world = match plan.world.is_distributed() {
@@ -136,6 +144,7 @@ pub fn execute<R: Recipe>(recipe: &mut R, plan: &RunPlan) -> std::result::Result
         )?
     };
     let mut notes = recipe.notes();
+    notes.extend(init_note);
     if plan.world.is_distributed() && summary.is_some() {
         notes.push(format!(
             "Pretrained data-parallel by {} processes (c10d, {:?}): the batch size above is per process, the global batch {} times it.",

@@ -60,6 +60,12 @@ pub struct RunOptions {
     /// Continue the run in --out from its newest checkpoint.
     #[arg(long)]
     pub resume: bool,
+    /// Start pretraining from these weights instead of a random initialisation (continued
+    /// pretraining): one of our run directories (or checkpoints) of this modality, or a
+    /// HuggingFace directory (config.json + model.safetensors) the modality imports. A resumed
+    /// run continues from its own checkpoint.
+    #[arg(long, value_name = "DIR")]
+    pub init_from: Option<PathBuf>,
     /// Skip pretraining and evaluate the encoder of an existing run (`--checkpoint RUN_DIR`);
     /// the report goes to --out, or to RUN_DIR/eval.
     #[arg(long)]

@@ -10,6 +10,7 @@
 //! | seed | `--seed` (default 0) seeds the trainer and the evaluation protocol alike |
 //! | run directory | `--out`; else `runs/<modality>-<method>-<unix time>`; with `--eval-only`, `--out` or `<evaluated run>/eval` |
 //! | evaluated run | `--checkpoint` is a run directory, or a checkpoint inside `<run>/checkpoints/` |
+//! | initial weights | `--init-from DIR`: one of our runs (or checkpoints) or another tool's directory with a `config.json` (not with `--eval-only`) |
 //! | export | `--export DIR` (a new or empty folder; not with `--eval-only`) in `--export-format`, else the encoder's natural format |
 use super::options::RunOptions;
 use crate::dist::{Backend, World};
@@ -58,6 +59,8 @@ pub struct RunPlan {
     /// `--export`: where the encoder goes after pretraining, and in which format (`None`: the
     /// encoder's natural one).
     pub export: Option<Export>,
+    /// `--init-from`: the weights pretraining starts from (the recipe loads them).
+    pub init_from: Option<crate::init::InitSource>,
     options: RunOptions,
 }
 
@@ -96,9 +99,10 @@ impl RunOptions {
 
     /// [`RunOptions::resolve`] for a process at `world` (as its launcher's variables say).
     pub fn resolve_in(&self, modality: &str, method: &str, world: World) -> Result<RunPlan> {
-        if self.steps == Some(0) {
+        if self.steps == Some(0) && self.init_from.is_none() {
             return Err(invalid(
-                "--steps 0 would train nothing; to evaluate an existing run use --eval-only --checkpoint RUN_DIR",
+                "--steps 0 would train nothing; to evaluate an existing run use --eval-only --checkpoint RUN_DIR \
+                 (with --init-from, --steps 0 evaluates the weights it names as they are)",
             ));
         }
         if let Some(e) = self.epochs {
@@ -155,6 +159,9 @@ impl RunOptions {
             Some(t) => Duration::from_secs_f64(t),
             None => Duration::from_secs_f64(crate::dist::DEFAULT_TIMEOUT_SECS),
         };
+        if self.init_from.is_some() && self.eval_only {
+            return Err(invalid("--init-from starts a pretraining run; --eval-only evaluates an existing one"));
+        }
         if distributed && self.eval_only {
             return Err(invalid("--eval-only runs in one process: drop --nproc-per-node (and torchrun/srun)"));
         }
@@ -219,6 +226,17 @@ impl RunOptions {
                 Some(Export { dir: dir.clone(), format: self.export_format })
             }
         };
+        let init_from = self.init_from.as_deref().map(crate::init::InitSource::of).transpose()?;
+        if let Some(crate::init::InitSource::Run(dir)) = &init_from {
+            let record = RunRecord::read(&run_of_checkpoint(dir)?).map_err(|e| invalid(e.to_string()))?;
+            if record.modality != modality {
+                return Err(invalid(format!(
+                    "--init-from {}: a {} run, and this is a {modality} run",
+                    dir.display(),
+                    record.modality
+                )));
+            }
+        }
         if run_dir.exists() && !run_dir.is_dir() {
             return Err(invalid(format!("--out {}: exists and is not a directory", run_dir.display())));
         }
@@ -241,6 +259,7 @@ impl RunOptions {
             dist_backend,
             dist_timeout,
             export,
+            init_from,
             options: self.clone(),
         })
     }
@@ -380,7 +399,13 @@ mod tests {
             (RunOptions { device: Some("tpu".into()), ..opts() }, "unknown device"),
             (RunOptions { eval_only: true, checkpoint: Some("/nonexistent/run".into()), ..opts() }, "no such file"),
             (RunOptions { export_format: Some(ExportFormat::Hf), ..opts() }, "--export-format needs --export"),
-            (RunOptions { export: Some(full), ..opts() }, "not an empty folder"),
+            (RunOptions { export: Some(full.clone()), ..opts() }, "not an empty folder"),
+            (RunOptions { init_from: Some("/nonexistent/model".into()), ..opts() }, "no such directory"),
+            (RunOptions { init_from: Some(full.clone()), ..opts() }, "neither one of our run directories"),
+            (
+                RunOptions { init_from: Some(full), eval_only: true, checkpoint: Some(".".into()), ..opts() },
+                "--init-from starts a pretraining run",
+            ),
         ];
         for (o, needle) in cases {
             let e = o.resolve("vision", "rotation").unwrap_err().to_string();

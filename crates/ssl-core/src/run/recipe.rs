@@ -5,8 +5,9 @@ use super::plan::RunPlan;
 use crate::error::{CoreError, Result};
 use crate::eval::protocol::{Corruption, EncoderFactory};
 use crate::eval::LabeledSet;
+use crate::init::{InitSource, InitWeights};
 use crate::loader::DataSource;
-use crate::trainer::{Objective, TrainConfig, TrainSummary, Trainer};
+use crate::trainer::{Objective, Start, TrainConfig, TrainSummary, Trainer};
 use ssl_records::skipped::SkippedInputs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -32,14 +33,22 @@ pub struct EvalInputs<'a> {
     pub corruptions: Vec<Corruption>,
 }
 
-/// Where a recipe runs: the plan, the run directory, and the one way to train.
+/// Where a recipe runs: the plan, the run directory, the weights pretraining starts from, and
+/// the one way to train.
 pub struct RunContext<'a> {
     pub plan: &'a RunPlan,
     pub run_dir: PathBuf,
     pub device: Device,
+    /// `--init-from`, converted by [`Recipe::init_weights`].
+    pub init: Option<InitWeights>,
 }
 
 impl RunContext<'_> {
+    /// How the trainer starts: resumed (`--resume`), else from [`RunContext::init`] when given.
+    pub fn start(&self) -> Start<'_> {
+        Start { resume: self.plan.resume(), init: self.init.as_ref() }
+    }
+
     /// Train `objective` on `source` with the shared trainer in this run's directory, resuming
     /// when the plan says so. `model_config` (the model and method, not the run length) is stored
     /// in every checkpoint and checked on resume.
@@ -56,7 +65,7 @@ impl RunContext<'_> {
     {
         let mut trainer = Trainer::new(train.clone(), &self.run_dir, self.device);
         trainer.model_config = model_config;
-        trainer.fit(objective, source, self.plan.resume())
+        trainer.fit(objective, source, self.start())
     }
 }
 
@@ -114,6 +123,21 @@ pub trait Recipe {
             format.map(|f| format!(" as {f}")).unwrap_or_default()
         ))
         .into())
+    }
+    /// The weights `--init-from` names, under the objective's variable names. Called after
+    /// [`Recipe::open`] when pretraining starts. The default takes one of our runs of this
+    /// modality (the model flags must give the same model) and refuses other tools' checkpoints.
+    fn init_weights(&mut self, source: &InitSource) -> std::result::Result<InitWeights, Self::Error> {
+        match source {
+            InitSource::Run(dir) => Ok(InitWeights::from_run(dir, self.modality())?),
+            InitSource::Foreign(dir) => Err(CoreError::InvalidArgument(format!(
+                "--init-from {}: importing another tool's {} checkpoint is not supported; give one of our {} runs",
+                dir.display(),
+                self.modality(),
+                self.modality()
+            ))
+            .into()),
+        }
     }
     /// Further evaluations after the main one (e.g. a second test set); their lines go into the
     /// report's notes.

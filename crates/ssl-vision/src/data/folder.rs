@@ -24,12 +24,13 @@ fn image_files(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
+/// The class subfolders, in name order; hidden ones (`.git`, `.ipynb_checkpoints`) are not classes.
 fn class_dirs(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| VisionError::io(dir, e))?
         .flatten()
         .map(|e| e.path())
-        .filter(|p| p.is_dir())
+        .filter(|p| p.is_dir() && !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
         .collect();
     dirs.sort();
     Ok(dirs)
@@ -113,13 +114,44 @@ pub fn read(dir: &Path, size: usize) -> Result<ImageSet> {
 }
 
 /// Read a folder of class subfolders with a given class order (so test labels match train labels).
+/// The images are interleaved class by class (the first of each class, then the second of each,
+/// ...), so any prefix of the set, such as the first `--max-test` test images, holds every class
+/// in its proportion rather than only the first classes.
 pub fn read_with_classes(dir: &Path, size: usize, names: &[String]) -> Result<ImageSet> {
-    let mut files = Vec::new();
-    for (i, name) in names.iter().enumerate() {
+    let mut per_class = Vec::new();
+    for name in names {
         let sub = dir.join(name);
-        if sub.is_dir() {
-            files.extend(image_files(&sub)?.into_iter().map(|p| (p, Some(i as i64))));
+        per_class.push(if sub.is_dir() { image_files(&sub)? } else { Vec::new() });
+    }
+    let longest = per_class.iter().map(Vec::len).max().unwrap_or(0);
+    let mut files = Vec::new();
+    for j in 0..longest {
+        for (i, list) in per_class.iter().enumerate() {
+            if let Some(p) = list.get(j) {
+                files.push((p.clone(), Some(i as i64)));
+            }
         }
     }
     assemble(dir, files, size, names.to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classes_are_interleaved_and_hidden_folders_are_not_classes() {
+        let d = tempfile::tempdir().unwrap();
+        for (class, n) in [("a", 3), ("b", 1), (".hidden", 2)] {
+            std::fs::create_dir_all(d.path().join(class)).unwrap();
+            for i in 0..n {
+                image::GrayImage::from_pixel(4, 4, image::Luma([i as u8 * 50]))
+                    .save(d.path().join(class).join(format!("{i}.png")))
+                    .unwrap();
+            }
+        }
+        let set = read(d.path(), 4).unwrap();
+        assert_eq!(set.class_names, ["a", "b"]);
+        assert_eq!(set.labels.unwrap(), [0, 1, 0, 0]);
+    }
 }

@@ -1,0 +1,163 @@
+//! `--init-from PATH`: start pretraining from weights trained elsewhere instead of a random
+//! initialisation (continued, domain- or task-adaptive pretraining).
+//!
+//! The source is one of our own run directories (or one of its checkpoints) of the same
+//! modality, or another tool's directory (a HuggingFace `config.json` + `model.safetensors`),
+//! which the modality's recipe converts to our names. Either way the result is an
+//! [`InitWeights`]: tensors named as the objective's variables. [`InitWeights::load_into`] copies
+//! them in and fails on any name or shape that does not map, naming the tensor; only variables
+//! under [`InitWeights::fresh_prefixes`] (a head the source does not have) may keep their fresh
+//! initialisation.
+//!
+//! The trainer applies them when a run starts ([`crate::trainer::Start`]); a resumed run
+//! continues from its own checkpoint instead.
+//!
+//! ```
+//! use ssl_core::init::InitWeights;
+//! use tch::{nn, Device, Kind, Tensor};
+//! let vs = nn::VarStore::new(Device::Cpu);
+//! let _w = vs.root().sub("enc").zeros("w", &[2]);
+//! let _h = vs.root().sub("head").zeros("b", &[3]);
+//! let init = InitWeights {
+//!     source: "elsewhere".into(),
+//!     kind: "example".into(),
+//!     tensors: vec![("enc.w".into(), Tensor::ones([2], (Kind::Float, Device::Cpu)))],
+//!     fresh_prefixes: vec!["head.".into()],
+//! };
+//! assert_eq!(init.load_into(&vs).unwrap(), vec!["head.b".to_string()]);
+//! let bad = InitWeights { fresh_prefixes: vec![], ..init };
+//! assert!(bad.load_into(&vs).unwrap_err().to_string().contains("head.b"));
+//! ```
+use crate::error::{CoreError, Result};
+use ssl_records::run::RunRecord;
+use std::path::{Path, PathBuf};
+use tch::nn::VarStore;
+use tch::Tensor;
+
+/// Weights to start a run from, named as the objective's variables.
+pub struct InitWeights {
+    /// Where they came from (for messages and `config.json`).
+    pub source: PathBuf,
+    /// What the source was, in words (`run`, `HF BertModel`, ...).
+    pub kind: String,
+    /// The tensors, under the objective's variable names.
+    pub tensors: Vec<(String, Tensor)>,
+    /// Variables that may be missing from `tensors` and keep their fresh initialisation (name
+    /// prefixes, such as a head the source does not have).
+    pub fresh_prefixes: Vec<String>,
+}
+
+/// What `--init-from` names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InitSource {
+    /// One of our run directories, or a checkpoint inside one.
+    Run(PathBuf),
+    /// Another tool's directory (`config.json` plus weights), for the recipe to convert.
+    Foreign(PathBuf),
+}
+
+impl InitSource {
+    /// Tell which kind of source `path` is; anything else is an error that says what was
+    /// expected. Only files are looked at, nothing is loaded.
+    pub fn of(path: &Path) -> Result<Self> {
+        if !path.exists() {
+            return Err(CoreError::InvalidArgument(format!("--init-from {}: no such directory", path.display())));
+        }
+        if let Ok(run) = crate::run::plan::run_of_checkpoint(path) {
+            if RunRecord::read(&run).is_ok() {
+                return Ok(InitSource::Run(path.to_path_buf()));
+            }
+        }
+        if path.is_dir() && path.join("config.json").is_file() {
+            return Ok(InitSource::Foreign(path.to_path_buf()));
+        }
+        Err(CoreError::InvalidArgument(format!(
+            "--init-from {}: neither one of our run directories (or checkpoints) nor a HuggingFace directory \
+             (config.json with model.safetensors)",
+            path.display()
+        )))
+    }
+}
+
+impl InitWeights {
+    /// The weights of our run `dir` (or of the checkpoint `dir`), which must be of `modality`:
+    /// every variable of the objective, as its newest (or named) checkpoint saved them.
+    pub fn from_run(dir: &Path, modality: &str) -> Result<Self> {
+        Ok(Self::of_run(dir, crate::interop::RunWeights::read(dir, modality)?))
+    }
+
+    /// The weights of a run already read back from `dir`.
+    pub fn of_run(dir: &Path, run: crate::interop::RunWeights) -> Self {
+        Self { source: dir.to_path_buf(), kind: "run".into(), tensors: run.weights, fresh_prefixes: Vec::new() }
+    }
+
+    fn mismatch(&self, msg: String) -> CoreError {
+        CoreError::CheckpointMismatch(format!("--init-from {} ({}): {msg}", self.source.display(), self.kind))
+    }
+
+    /// Copy the tensors into the variables of `vs`. Every tensor must find its variable with
+    /// the same shape, and every variable must get a tensor unless it is under a fresh prefix.
+    /// Returns the variables left as initialised, sorted.
+    pub fn load_into(&self, vs: &VarStore) -> Result<Vec<String>> {
+        let vars = vs.variables();
+        for (name, t) in &self.tensors {
+            let dst = vars
+                .get(name)
+                .ok_or_else(|| self.mismatch(format!("tensor `{name}` has no counterpart in the model")))?;
+            if dst.size() != t.size() {
+                return Err(self.mismatch(format!(
+                    "tensor `{name}` has shape {:?}, the model expects {:?}",
+                    t.size(),
+                    dst.size()
+                )));
+            }
+            let mut d = dst.shallow_clone();
+            let src = t.f_to_device(d.device())?.f_to_kind(d.kind())?;
+            tch::no_grad(|| d.f_copy_(&src))?;
+        }
+        let mut fresh: Vec<String> =
+            vars.keys().filter(|n| !self.tensors.iter().any(|(m, _)| m == *n)).cloned().collect();
+        fresh.sort();
+        if let Some(n) = fresh.iter().find(|n| !self.fresh_prefixes.iter().any(|p| n.starts_with(p.as_str()))) {
+            return Err(self.mismatch(format!(
+                "the model's tensor `{n}` is missing from the source (is it of the same model size?)"
+            )));
+        }
+        Ok(fresh)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::{nn, Device, Kind};
+
+    #[test]
+    fn shapes_must_match_and_values_are_copied() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let w = vs.root().zeros("w", &[2, 3]);
+        let init = InitWeights {
+            source: "src".into(),
+            kind: "test".into(),
+            tensors: vec![("w".into(), Tensor::ones([3, 2], (Kind::Float, Device::Cpu)))],
+            fresh_prefixes: vec![],
+        };
+        let e = init.load_into(&vs).unwrap_err().to_string();
+        assert!(e.contains("`w`") && e.contains("[3, 2]"), "{e}");
+        let init =
+            InitWeights { tensors: vec![("w".into(), Tensor::full([2, 3], 7.0, (Kind::Float, Device::Cpu)))], ..init };
+        assert!(init.load_into(&vs).unwrap().is_empty());
+        assert_eq!(w.sum(Kind::Float).double_value(&[]), 42.0);
+        let extra = InitWeights { tensors: vec![("v".into(), Tensor::ones([1], (Kind::Float, Device::Cpu)))], ..init };
+        assert!(extra.load_into(&vs).unwrap_err().to_string().contains("`v` has no counterpart"));
+    }
+
+    #[test]
+    fn sources_are_told_apart() {
+        let d = tempfile::tempdir().unwrap();
+        assert!(InitSource::of(&d.path().join("none")).unwrap_err().to_string().contains("no such"));
+        assert!(InitSource::of(d.path()).unwrap_err().to_string().contains("neither"));
+        std::fs::write(d.path().join("config.json"), "{}").unwrap();
+        assert_eq!(InitSource::of(d.path()).unwrap(), InitSource::Foreign(d.path().to_path_buf()));
+    }
+}
