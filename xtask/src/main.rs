@@ -135,7 +135,7 @@ fn build_ssl(source: &libtorch::Source) -> Result<PathBuf> {
     // progress (a later run only prints cargo's one "Finished" line).
     if !ssl.is_file() {
         eprintln!(
-            "==> building the workspace: a one-time cost (about 15 minutes on 2 cores: the LibTorch bindings, \
+            "==> building the workspace: a one-time cost (about 18 minutes on 2 cores: the LibTorch bindings, \
              ~330 crates and the test binaries, shared with `cargo xtask test`); later runs start in seconds"
         );
     }

@@ -2,20 +2,9 @@
 //! that reproduces a run's losses bit for bit on the CPU, and `--eval-only` on a finished run, for
 //! every modality.
 use std::path::Path;
-use std::process::{Command, Output};
 
-fn ssl(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ssl"))
-        .args(args)
-        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
-        .env("OMP_NUM_THREADS", "1")
-        .output()
-        .expect("the ssl binary runs")
-}
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
+mod common;
+use common::{json, ssl, text};
 
 const COMMANDS: [&str; 3] = ["pretrain-vision", "pretrain-text", "pretrain-speech"];
 
@@ -107,10 +96,6 @@ fn losses(run: &Path) -> Vec<(u64, String)> {
             (v["step"].as_u64().unwrap(), v["loss"].to_string())
         })
         .collect()
-}
-
-fn json(path: &Path) -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
 }
 
 /// Run `args`, re-run the run's own config.json into a second directory, compare the losses, then

@@ -7,7 +7,10 @@
 use ssl_text::tokenizer::{TextTokenizer, TokenizerConfig};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
+
+mod common;
+use common::{json, ssl, text};
 use tch::Tensor;
 
 /// A randomly initialised `BertModel` saved by transformers as safetensors.
@@ -20,19 +23,6 @@ cfg = BertConfig(vocab_size=vocab, hidden_size=32, num_hidden_layers=2, num_atte
                  intermediate_size=64, max_position_embeddings=96)
 BertModel(cfg).save_pretrained(root, safe_serialization=True)
 "#;
-
-fn ssl(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ssl"))
-        .args(args)
-        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
-        .env("OMP_NUM_THREADS", "1")
-        .output()
-        .expect("the ssl binary runs")
-}
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
 
 fn ok(o: Output) -> String {
     let t = text(&o);
@@ -83,10 +73,6 @@ fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
     (a - b).abs().max().double_value(&[])
 }
 
-fn json(path: &Path) -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
-}
-
 #[test]
 fn text_continues_from_a_transformers_bert_and_from_our_own_run() {
     let d = tempfile::tempdir().unwrap();
@@ -107,7 +93,7 @@ fn text_continues_from_a_transformers_bert_and_from_our_own_run() {
 
     // From transformers' BertModel: every tensor loads, the MLM head starts fresh.
     let run1 = d.path().join("from-hf");
-    let t = ok(ssl(&text_run(&run1, &hf).iter().map(String::as_str).collect::<Vec<_>>()));
+    let t = ok(ssl(&text_run(&run1, &hf)));
     assert!(t.contains("initialised from") && t.contains("fresh: cls.predictions"), "{t}");
     let source = tensors(&hf.join("model.safetensors"));
     let ours = final_weights(&run1);
@@ -129,7 +115,7 @@ fn text_continues_from_a_transformers_bert_and_from_our_own_run() {
 
     // From our own run: its tokenizer and model come along, every tensor (the head too) loads.
     let run2 = d.path().join("from-run");
-    ok(ssl(&text_run(&run2, &run1).iter().map(String::as_str).collect::<Vec<_>>()));
+    ok(ssl(&text_run(&run2, &run1)));
     let (before, after) = (final_weights(&run1), final_weights(&run2));
     assert_eq!(before.len(), after.len());
     for (name, t) in &before {
@@ -142,13 +128,13 @@ fn text_continues_from_a_transformers_bert_and_from_our_own_run() {
     let tokenizer = hf.join("tokenizer.json");
     let mut both = text_run(&d.path().join("both"), &hf);
     both.extend(["--tokenizer".into(), tokenizer.display().to_string()]);
-    let o = ssl(&both.iter().map(String::as_str).collect::<Vec<_>>());
+    let o = ssl(&both);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("--tokenizer and --init-from"), "{}", text(&o));
     let mut long = text_run(&d.path().join("long"), &hf);
     let at = long.iter().position(|a| a == "--max-len").unwrap() + 1;
     long[at] = "128".into();
-    let o = ssl(&long.iter().map(String::as_str).collect::<Vec<_>>());
+    let o = ssl(&long);
     assert!(!o.status.success() && text(&o).contains("96 positions"), "{}", text(&o));
     let o =
         ssl(&["pretrain-vision", "--init-from", run1.to_str().unwrap(), "--out", d.path().join("v").to_str().unwrap()]);

@@ -8,6 +8,9 @@ pub struct PretrainingSummary {
     pub steps: u64,
     /// The step this process resumed from, if it resumed.
     pub resumed_from: Option<u64>,
+    /// The last finite loss; NaN when no step ran (`--steps 0 --init-from`) or none was finite.
+    /// JSON has no NaN: it is written as `null` and read back as NaN.
+    #[serde(deserialize_with = "nan_if_null")]
     pub final_loss: f64,
     /// Wall-clock and CPU seconds of the pretraining in this process.
     pub wall_secs: f64,
@@ -17,6 +20,11 @@ pub struct PretrainingSummary {
     pub nonfinite_steps: u64,
     /// Training items the loader skipped as unreadable.
     pub skipped_inputs: u64,
+}
+
+/// A number that JSON holds as `null` when it was NaN (serde_json writes NaN as `null`).
+fn nan_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
 impl PretrainingSummary {
@@ -32,5 +40,31 @@ impl PretrainingSummary {
             ("non-finite steps skipped", self.nonfinite_steps.to_string()),
             ("training inputs skipped", self.skipped_inputs.to_string()),
         ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_without_a_finite_loss_reads_back() {
+        let s = PretrainingSummary {
+            steps: 0,
+            resumed_from: None,
+            final_loss: f64::NAN,
+            wall_secs: 1.0,
+            cpu_secs: 0.0,
+            samples_per_s: 0.0,
+            nonfinite_steps: 0,
+            skipped_inputs: 0,
+        };
+        let json = serde_json::to_string(&s).unwrap();
+        assert!(json.contains("\"final_loss\":null"), "{json}");
+        let back: PretrainingSummary = serde_json::from_str(&json).unwrap();
+        assert!(back.final_loss.is_nan() && back.steps == 0);
+        let finite: PretrainingSummary =
+            serde_json::from_str(&json.replace("\"final_loss\":null", "\"final_loss\":2.5")).unwrap();
+        assert_eq!(finite.final_loss, 2.5);
     }
 }
