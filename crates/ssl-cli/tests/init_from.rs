@@ -31,7 +31,7 @@ fn ok(o: Output) -> String {
 }
 
 /// Two steps at a learning rate too small to move any weight measurably, the smallest evaluation.
-const TEXT_RUN: [&str; 16] = [
+const TEXT_RUN: [&str; 17] = [
     "pretrain-text",
     "--steps",
     "2",
@@ -48,11 +48,11 @@ const TEXT_RUN: [&str; 16] = [
     "--eval",
     "linear",
     "--threads",
+    "1",
 ];
 
 fn text_run(out: &Path, init: &Path) -> Vec<String> {
     let mut a: Vec<String> = TEXT_RUN.iter().map(|s| s.to_string()).collect();
-    a.push("1".into());
     a.extend(["--out".into(), out.display().to_string(), "--init-from".into(), init.display().to_string()]);
     a
 }

@@ -50,22 +50,31 @@ pub struct InitWeights {
 /// What `--init-from` names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InitSource {
-    /// One of our run directories, or a checkpoint inside one.
-    Run(PathBuf),
+    /// One of our runs of this modality: `path` is its run directory or a checkpoint inside it,
+    /// `run_dir` the run directory (its `config.json`, `tokenizer.json`, ...).
+    Run { path: PathBuf, run_dir: PathBuf },
     /// Another tool's directory (`config.json` plus weights), for the recipe to convert.
     Foreign(PathBuf),
 }
 
 impl InitSource {
-    /// Tell which kind of source `path` is; anything else is an error that says what was
-    /// expected. Only files are looked at, nothing is loaded.
-    pub fn of(path: &Path) -> Result<Self> {
+    /// Tell which kind of source `path` is, for a run of `modality`: one of our runs must be of
+    /// the same modality, and anything else is an error that says what was expected. Only
+    /// `config.json` is read, no weights.
+    pub fn of(path: &Path, modality: &str) -> Result<Self> {
         if !path.exists() {
             return Err(CoreError::InvalidArgument(format!("--init-from {}: no such directory", path.display())));
         }
-        if let Ok(run) = crate::run::plan::run_of_checkpoint(path) {
-            if RunRecord::read(&run).is_ok() {
-                return Ok(InitSource::Run(path.to_path_buf()));
+        if let Ok(run_dir) = crate::run::plan::run_of_checkpoint(path) {
+            if let Ok(record) = RunRecord::read(&run_dir) {
+                if record.modality != modality {
+                    return Err(CoreError::InvalidArgument(format!(
+                        "--init-from {}: a {} run, and this is a {modality} run",
+                        path.display(),
+                        record.modality
+                    )));
+                }
+                return Ok(InitSource::Run { path: path.to_path_buf(), run_dir });
             }
         }
         if path.is_dir() && path.join("config.json").is_file() {
@@ -155,9 +164,9 @@ mod tests {
     #[test]
     fn sources_are_told_apart() {
         let d = tempfile::tempdir().unwrap();
-        assert!(InitSource::of(&d.path().join("none")).unwrap_err().to_string().contains("no such"));
-        assert!(InitSource::of(d.path()).unwrap_err().to_string().contains("neither"));
+        assert!(InitSource::of(&d.path().join("none"), "text").unwrap_err().to_string().contains("no such"));
+        assert!(InitSource::of(d.path(), "text").unwrap_err().to_string().contains("neither"));
         std::fs::write(d.path().join("config.json"), "{}").unwrap();
-        assert_eq!(InitSource::of(d.path()).unwrap(), InitSource::Foreign(d.path().to_path_buf()));
+        assert_eq!(InitSource::of(d.path(), "text").unwrap(), InitSource::Foreign(d.path().to_path_buf()));
     }
 }

@@ -91,6 +91,16 @@ impl TextConfig {
         })
     }
 
+    /// The model sizes with a vocabulary of `vocab_size` and the run's positions (`positions`,
+    /// else `max_len`).
+    pub fn model_config(&self, vocab_size: usize) -> BertConfig {
+        BertConfig {
+            vocab_size: vocab_size as i64,
+            max_position: self.positions.unwrap_or(self.max_len) as i64,
+            ..self.model.clone()
+        }
+    }
+
     /// The protocol defaults for text: 10 and 50 labels per class, 3 seeds, linear probe (its
     /// L2 penalty chosen by 5-fold cross-validation on the labeled subset: with ~100 labels and
     /// sparse TF-IDF or 128-d features an unregularised head fits the subset perfectly) and
@@ -137,11 +147,7 @@ pub struct PreparedData {
 impl PreparedData {
     /// The model sizes with the vocabulary and positions filled in.
     pub fn model_config(&self, cfg: &TextConfig) -> BertConfig {
-        BertConfig {
-            vocab_size: self.tokenizer.vocab_size() as i64,
-            max_position: cfg.positions.unwrap_or(cfg.max_len) as i64,
-            ..cfg.model.clone()
-        }
+        cfg.model_config(self.tokenizer.vocab_size())
     }
 
     /// The masker of this run.

@@ -143,11 +143,11 @@ impl TextRecipe {
 
 /// The `tokenizer.json` that comes with an `--init-from` source: in the HF directory, or in the
 /// run directory of our run (or checkpoint).
-fn init_tokenizer(source: &InitSource) -> Result<PathBuf> {
-    Ok(match source {
+fn init_tokenizer(source: &InitSource) -> PathBuf {
+    match source {
         InitSource::Foreign(dir) => dir.join("tokenizer.json"),
-        InitSource::Run(dir) => ssl_core::run::plan::run_of_checkpoint(dir)?.join("tokenizer.json"),
-    })
+        InitSource::Run { run_dir, .. } => run_dir.join("tokenizer.json"),
+    }
 }
 
 impl TextRecipe {
@@ -159,9 +159,9 @@ impl TextRecipe {
                 let hf = HfBert::read(dir)?;
                 (hf.config.clone(), hf.init_weights())
             }
-            InitSource::Run(dir) => {
-                let run = RunWeights::read(dir, "text")?;
-                (run_model(&run, dir)?, InitWeights::of_run(dir, run))
+            InitSource::Run { path, .. } => {
+                let run = RunWeights::read(path, "text")?;
+                (run_model(&run, path)?, InitWeights::of_run(path, run))
             }
         };
         if self.cfg.max_len as i64 > model.max_position {
@@ -230,7 +230,7 @@ impl Recipe for TextRecipe {
                     "--init-from takes the model and vocabulary of its source: drop --preset, --pre-ln and --vocab-size",
                 ));
             }
-            let tok = init_tokenizer(source)?;
+            let tok = init_tokenizer(source);
             if !tok.is_file() {
                 return Err(invalid(format!("--init-from: {} is missing (the source's tokenizer)", tok.display())));
             }
@@ -278,11 +278,7 @@ impl Recipe for TextRecipe {
                 // (runs written before it was recorded) the one its settings give.
                 self.model = Some(match plan.evaluated::<Option<BertConfig>>("/model").transpose()? {
                     Some(Some(m)) => m,
-                    _ => BertConfig {
-                        vocab_size: tok.vocab_size() as i64,
-                        max_position: self.cfg.positions.unwrap_or(self.cfg.max_len) as i64,
-                        ..self.cfg.model.clone()
-                    },
+                    _ => self.cfg.model_config(tok.vocab_size()),
                 });
                 self.tokenizer = Some(tok);
                 summary["evaluated_run"] = run.display().to_string().into();
@@ -297,7 +293,7 @@ impl Recipe for TextRecipe {
                     self.read_init(source)?;
                 }
                 let tokenizer = match &plan.init_from {
-                    Some(source) => Some(init_tokenizer(source)?),
+                    Some(source) => Some(init_tokenizer(source)),
                     None => self.flags.tokenizer.clone(),
                 };
                 let data = pipeline::prepare(

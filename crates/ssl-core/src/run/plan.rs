@@ -226,17 +226,7 @@ impl RunOptions {
                 Some(Export { dir: dir.clone(), format: self.export_format })
             }
         };
-        let init_from = self.init_from.as_deref().map(crate::init::InitSource::of).transpose()?;
-        if let Some(crate::init::InitSource::Run(dir)) = &init_from {
-            let record = RunRecord::read(&run_of_checkpoint(dir)?).map_err(|e| invalid(e.to_string()))?;
-            if record.modality != modality {
-                return Err(invalid(format!(
-                    "--init-from {}: a {} run, and this is a {modality} run",
-                    dir.display(),
-                    record.modality
-                )));
-            }
-        }
+        let init_from = self.init_from.as_deref().map(|p| crate::init::InitSource::of(p, modality)).transpose()?;
         if run_dir.exists() && !run_dir.is_dir() {
             return Err(invalid(format!("--out {}: exists and is not a directory", run_dir.display())));
         }

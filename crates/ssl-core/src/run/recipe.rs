@@ -129,7 +129,7 @@ pub trait Recipe {
     /// modality (the model flags must give the same model) and refuses other tools' checkpoints.
     fn init_weights(&mut self, source: &InitSource) -> std::result::Result<InitWeights, Self::Error> {
         match source {
-            InitSource::Run(dir) => Ok(InitWeights::from_run(dir, self.modality())?),
+            InitSource::Run { path, .. } => Ok(InitWeights::from_run(path, self.modality())?),
             InitSource::Foreign(dir) => Err(CoreError::InvalidArgument(format!(
                 "--init-from {}: importing another tool's {} checkpoint is not supported; give one of our {} runs",
                 dir.display(),
