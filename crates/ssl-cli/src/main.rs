@@ -74,6 +74,25 @@ enum Cmd {
         #[arg(long)]
         format: Option<ExportFormat>,
     },
+    /// Write a finished run's features of every input in a file or folder (images, `.txt` lines,
+    /// `.wav`/`.flac` clips, read as the run's evaluation reads them) to one safetensors file:
+    /// the tensor `features` [N, D] and, in its metadata, `inputs` (the N input names, as JSON).
+    Embed {
+        /// The run directory (or one of its checkpoints).
+        run: PathBuf,
+        /// A file or a folder of inputs (searched recursively; hidden entries left out).
+        #[arg(long)]
+        data: PathBuf,
+        /// The safetensors file to write (replaced atomically).
+        #[arg(long)]
+        out: PathBuf,
+        /// cpu, cuda or cuda:N.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// LibTorch intra-op threads (default: LibTorch's choice).
+        #[arg(long)]
+        threads: Option<i32>,
+    },
     /// Throughput measurements behind `cargo xtask bench`.
     Bench(bench::BenchArgs),
 }
@@ -153,6 +172,7 @@ fn main() -> ExitCode {
         },
         Cmd::Report { runs, table } => report(&runs, table.as_deref()),
         Cmd::Export { run, to, format } => export(&run, &to, format),
+        Cmd::Embed { run, data, out, device, threads } => embed(&run, &data, &out, &device, threads),
         Cmd::Bench(a) => bench::run(a).map_err(running),
     };
     match result {
@@ -168,18 +188,58 @@ fn main() -> ExitCode {
     }
 }
 
-/// `ssl export`: the run's modality picks the recipe whose export writes it.
-fn export(run: &Path, to: &Path, format: Option<ExportFormat>) -> Result<(), Failure> {
+/// Something done with the recipe of a finished run's modality (`ssl export`, `ssl embed`).
+trait WithRecipe {
+    fn with<R: Recipe>(self) -> Result<(), R::Error>;
+}
+
+/// The run's modality picks the recipe `f` runs with.
+fn with_run_recipe(run: &Path, command: &str, f: impl WithRecipe) -> Result<(), Failure> {
     let modality = ssl_core::interop::run_modality(run).map_err(usage)?;
-    ssl_core::interop::create_export_dir(to).map_err(usage)?;
     match modality.as_str() {
-        "vision" => ssl_core::run::export::<VisionRecipe>(run, to, format).map_err(running),
-        "text" => ssl_core::run::export::<TextRecipe>(run, to, format).map_err(running),
-        "speech" => ssl_core::run::export::<SpeechRecipe>(run, to, format).map_err(running),
+        "vision" => f.with::<VisionRecipe>().map_err(running),
+        "text" => f.with::<TextRecipe>().map_err(running),
+        "speech" => f.with::<SpeechRecipe>().map_err(running),
         other => {
-            Err(usage(anyhow::anyhow!("{}: a {other} run; ssl export knows vision, text and speech", run.display())))
+            Err(usage(anyhow::anyhow!("{}: a {other} run; ssl {command} knows vision, text and speech", run.display())))
         }
     }
+}
+
+/// `ssl export`.
+struct Export<'a>(&'a Path, &'a Path, Option<ExportFormat>);
+
+impl WithRecipe for Export<'_> {
+    fn with<R: Recipe>(self) -> Result<(), R::Error> {
+        ssl_core::run::export::<R>(self.0, self.1, self.2)
+    }
+}
+
+fn export(run: &Path, to: &Path, format: Option<ExportFormat>) -> Result<(), Failure> {
+    ssl_core::interop::run_modality(run).map_err(usage)?;
+    ssl_core::interop::create_export_dir(to).map_err(usage)?;
+    with_run_recipe(run, "export", Export(run, to, format))
+}
+
+/// `ssl embed`.
+struct Embed<'a>(&'a Path, &'a Path, &'a Path, tch::Device);
+
+impl WithRecipe for Embed<'_> {
+    fn with<R: Recipe>(self) -> Result<(), R::Error> {
+        ssl_core::run::embed::<R>(self.0, self.1, self.2, self.3)
+    }
+}
+
+fn embed(run: &Path, data: &Path, out: &Path, device: &str, threads: Option<i32>) -> Result<(), Failure> {
+    let device = ssl_core::device::parse(device).map_err(usage)?;
+    if let Some(t) = threads {
+        if t < 1 {
+            return Err(usage(anyhow::anyhow!("--threads must be at least 1, got {t}")));
+        }
+        tch::set_num_threads(t);
+    }
+    ssl_core::embed::check_paths(data, out).map_err(usage)?;
+    with_run_recipe(run, "embed", Embed(run, data, out, device))
 }
 
 /// `ssl report`: rewrite each run's report; with `table`, write one run's evidence snippet.

@@ -1,9 +1,10 @@
 //! The `ssl` binary itself: help, bad flags (exit 2, before any work), a config-file round trip
-//! that reproduces a run's losses bit for bit on the CPU, and `--eval-only` on a finished run, for
-//! every modality.
+//! that reproduces a run's losses bit for bit on the CPU, and `--eval-only`, `ssl export` and `ssl
+//! embed` on a finished run, for every modality.
 use std::path::Path;
 
 mod common;
+mod embed_check;
 use common::{json, ssl, text};
 
 const COMMANDS: [&str; 3] = ["pretrain-vision", "pretrain-text", "pretrain-speech"];
@@ -29,7 +30,9 @@ fn cli_reference() -> String {
          after changing a flag; a test fails while this page differs from the binary). Through \
          `cargo xtask`, `pretrain-*` commands take the same flags after the command name.\n",
     );
-    for cmd in ["pretrain-vision", "pretrain-text", "pretrain-speech", "runs", "compare", "report", "export", "bench"] {
+    for cmd in
+        ["pretrain-vision", "pretrain-text", "pretrain-speech", "runs", "compare", "report", "export", "embed", "bench"]
+    {
         let o = ssl(&[cmd, "--help"]);
         s.push_str(&format!("\n## `ssl {cmd}`\n\n```text\n{}```\n", String::from_utf8_lossy(&o.stdout)));
     }
@@ -139,6 +142,7 @@ fn round_trip(modality: &str, args: &[&str]) {
     for f in ["model.safetensors", "config.json"] {
         assert!(exported.join(f).is_file(), "ssl export wrote no {f}: {}", text(&o));
     }
+    embed_check::check(modality, &a, &exported, d.path());
     let o = ssl(&["export", a.to_str().unwrap(), "--to", exported.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2), "a non-empty --to is refused: {}", text(&o));
     assert!(text(&o).contains("not empty"), "{}", text(&o));

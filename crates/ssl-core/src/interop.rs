@@ -71,12 +71,12 @@ impl std::fmt::Display for ExportFormat {
 /// The modality of the run in `run_dir` (or of the run of a checkpoint inside it), from its
 /// `config.json`.
 pub fn run_modality(run_dir: &Path) -> Result<String> {
-    let run = run_of(run_dir)?;
+    let run = run_dir_of(run_dir)?;
     Ok(RunRecord::read(&run).map_err(|e| CoreError::InvalidArgument(e.to_string()))?.modality)
 }
 
 /// The run directory of `path` (itself, or the run of one of its checkpoints).
-fn run_of(path: &Path) -> Result<PathBuf> {
+pub fn run_dir_of(path: &Path) -> Result<PathBuf> {
     crate::run::plan::run_of_checkpoint(path).map_err(|_| {
         CoreError::InvalidArgument(format!(
             "{}: not a run directory (no config.json in it or two levels above it)",
@@ -97,7 +97,7 @@ impl RunWeights {
     /// Read the run in `run_dir` (or the run of a checkpoint inside it), which must be of
     /// `modality`.
     pub fn read(run_dir: &Path, modality: &str) -> Result<Self> {
-        let run = run_of(run_dir)?;
+        let run = run_dir_of(run_dir)?;
         let record = RunRecord::read_for(&run, modality).map_err(|e| CoreError::InvalidArgument(e.to_string()))?;
         let ckpt = crate::checkpoint::resolve(run_dir)?;
         let file = ckpt.join("model.safetensors");
@@ -111,15 +111,27 @@ impl RunWeights {
 
     /// The run's typed configuration (`config.resolved` in its `config.json`).
     pub fn resolved<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
-        let v = self.record.config.get("resolved").cloned().unwrap_or_default();
-        serde_json::from_value(v).map_err(|e| {
-            CoreError::InvalidArgument(format!(
-                "{}: the {} configuration in config.json does not parse: {e}",
-                self.run_dir.display(),
-                self.record.modality
-            ))
-        })
+        resolved_of(&self.run_dir, &self.record)
     }
+}
+
+/// The typed configuration (`config.resolved`) of the finished run in `path` (or of the run of a
+/// checkpoint inside it), which must be of `modality`; its weights are not read.
+pub fn run_config<T: serde::de::DeserializeOwned>(path: &Path, modality: &str) -> Result<T> {
+    let run = run_dir_of(path)?;
+    let record = RunRecord::read_for(&run, modality).map_err(|e| CoreError::InvalidArgument(e.to_string()))?;
+    resolved_of(&run, &record)
+}
+
+fn resolved_of<T: serde::de::DeserializeOwned>(run_dir: &Path, record: &RunRecord) -> Result<T> {
+    let v = record.config.get("resolved").cloned().unwrap_or_default();
+    serde_json::from_value(v).map_err(|e| {
+        CoreError::InvalidArgument(format!(
+            "{}: the {} configuration in config.json does not parse: {e}",
+            run_dir.display(),
+            record.modality
+        ))
+    })
 }
 
 /// Renames tensors from our names to another library's, one by one, and fails on a name it does

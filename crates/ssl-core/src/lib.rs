@@ -20,6 +20,9 @@
 //! - [`checkpoint`]: atomic safetensors checkpoints with exact resume.
 //! - [`interop`]: what every export to another ecosystem shares (formats, a finished run read
 //!   back, tensor renaming that fails on any unmapped name).
+//! - [`embed`]: `ssl embed`: a run's encoder applied to a folder of inputs, the features
+//!   written as safetensors with the list of inputs.
+//! - [`files`]: input files below a folder, found one way by every reader.
 //! - [`init`]: `--init-from`: a run started from weights trained elsewhere (one of our runs, or
 //!   another tool's checkpoint converted by the modality), loaded strictly by name and shape.
 //! - [`run`]: the one run pipeline every modality plugs into through [`run::Recipe`]: options
@@ -43,8 +46,10 @@ pub mod bench;
 pub mod checkpoint;
 pub mod device;
 pub mod dist;
+pub mod embed;
 pub mod error;
 pub mod eval;
+pub mod files;
 pub mod init;
 pub mod interop;
 pub mod interrupt;

@@ -23,24 +23,10 @@ pub fn wav_files(dir: &Path) -> Result<Vec<PathBuf>> {
     audio_files(dir, false)
 }
 
-/// Every `.wav` (and, with `flac`, `.flac`) file below `dir`, sorted.
+/// Every `.wav` (and, with `flac`, `.flac`) file below `dir`, sorted; hidden files and folders
+/// are left out ([`ssl_core::files::files_below`]).
 pub fn audio_files(dir: &Path, flac: bool) -> Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let entries =
-            std::fs::read_dir(&d).map_err(|e| SpeechError::Io { path: d.display().to_string(), source: e })?;
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if crate::wav::is_audio_file(&p, flac) {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    Ok(out)
+    Ok(ssl_core::files::files_below(dir, |p| crate::wav::is_audio_file(p, flac))?)
 }
 
 /// Decode files in parallel at 16 kHz, normalised; bad ones are skipped with a warning.
@@ -177,22 +163,30 @@ fn load_class_folder(
             labels.push(c as i64);
         }
     }
-    let (ok, sk) = load_all(&files, min);
+    let (kept, inputs, sk) = load_clips(&files, samples, min);
     skipped.extend(sk);
-    if ok.is_empty() {
+    if kept.is_empty() {
         return Err(SpeechError::NoAudio {
             path: dir.display().to_string(),
             detail: format!("{} .wav files found", files.len()),
         });
     }
+    let ys: Vec<i64> = kept.iter().map(|&i| labels[i]).collect();
+    Ok(LabeledSet::new(inputs, Tensor::from_slice(&ys), classes.len() as i64))
+}
+
+/// Decode `files` as the labeled folders are (16 kHz, normalised, centre-cropped or zero-padded
+/// to `samples`; shorter than `min_samples` counts as unreadable): the indices in `files` of
+/// the clips kept, the clips `[N, samples]`, and the files skipped (each named in a warning).
+/// `ssl embed` reads its inputs with this.
+pub fn load_clips(files: &[PathBuf], samples: usize, min_samples: usize) -> (Vec<usize>, Tensor, Vec<Skipped>) {
+    let (ok, skipped) = load_all(files, min_samples);
     let mut flat = Vec::with_capacity(ok.len() * samples);
-    let mut ys = Vec::with_capacity(ok.len());
-    for (i, x) in &ok {
+    for (_, x) in &ok {
         flat.extend(fit_length(x, samples));
-        ys.push(labels[*i]);
     }
     let inputs = Tensor::from_slice(&flat).view([ok.len() as i64, samples as i64]);
-    Ok(LabeledSet::new(inputs, Tensor::from_slice(&ys), classes.len() as i64))
+    (ok.into_iter().map(|(i, _)| i).collect(), inputs, skipped)
 }
 
 /// Load `dir/train/<class>/*.wav` and `dir/test/<class>/*.wav` as fixed-length waveforms of

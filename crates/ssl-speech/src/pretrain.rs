@@ -33,6 +33,11 @@ pub struct SpeechConfig {
 }
 
 impl SpeechConfig {
+    /// Samples of an evaluation clip (`eval_seconds` at 16 kHz).
+    pub fn eval_samples(&self) -> usize {
+        (self.eval_seconds * crate::wav::SAMPLE_RATE as f64).round() as usize
+    }
+
     /// Defaults for a preset (`tiny` or `small`), sized for the default run on 2 CPU cores.
     pub fn preset(name: &str) -> Result<Self> {
         let model = ModelConfig::preset(name)

@@ -152,7 +152,7 @@ impl SpeechRecipe {
     }
 
     fn eval_samples(&self) -> usize {
-        (self.cfg.eval_seconds * 16000.0).round() as usize
+        self.cfg.eval_samples()
     }
 }
 
@@ -286,6 +286,35 @@ impl Recipe for SpeechRecipe {
         let run = RunWeights::read(run_dir, "speech")?;
         let cfg: SpeechConfig = run.resolved()?;
         crate::hf_export::export_hf(to, &cfg, &run.weights)
+    }
+
+    /// `.wav` and `.flac` files below `data`, read as the labeled clips are (16 kHz, normalised,
+    /// cut or padded to the run's evaluation length).
+    fn embedder(run: &Path, data: &Path, device: tch::Device) -> Result<ssl_core::embed::EmbedInputs> {
+        let cfg: SpeechConfig = ssl_core::interop::run_config(run, "speech")?;
+        let files = ssl_core::files::input_files(data, &["wav", "flac"])?;
+        let samples = cfg.eval_samples();
+        let (kept, inputs, skipped) =
+            crate::dataset::load_clips(&files, samples, crate::dataset::receptive_field(&cfg.model));
+        if kept.is_empty() {
+            return Err(SpeechError::NoAudio {
+                path: data.display().to_string(),
+                detail: format!("none of {} audio files could be read", files.len()),
+            });
+        }
+        let factory = SpeechEncoderFactory::from_checkpoint(run, cfg.model.clone(), cfg.pooling)?;
+        let mut encoder = crate::encoder::SpeechEncoder::new(&cfg.model, cfg.pooling, device);
+        encoder.load(&factory.weights)?;
+        Ok(ssl_core::embed::EmbedInputs {
+            names: kept.iter().map(|&i| files[i].display().to_string()).collect(),
+            inputs,
+            skipped: skipped.into_iter().collect(),
+            encoder: Box::new(encoder),
+            describes: format!(
+                "{:?} pooling of a wav2vec2-shaped encoder over the first {} s of each clip (centre-cropped or zero-padded)",
+                cfg.pooling, cfg.eval_seconds
+            ),
+        })
     }
 
     fn protocol(&self) -> ProtocolConfig {

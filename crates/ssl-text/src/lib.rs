@@ -46,6 +46,7 @@ pub mod bench;
 pub mod corpus;
 pub mod corruption;
 pub mod dataset;
+pub mod embed;
 pub mod encoder;
 pub mod error;
 pub mod export;

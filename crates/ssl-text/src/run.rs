@@ -392,6 +392,11 @@ impl Recipe for TextRecipe {
         crate::export::export_hf(to, &m, &tok)
     }
 
+    /// Lines of `.txt` files ([`crate::embed`]).
+    fn embedder(run: &Path, data: &Path, device: tch::Device) -> Result<ssl_core::embed::EmbedInputs> {
+        crate::embed::embed_inputs(run, data, device)
+    }
+
     /// Read in `open` (with the tokenizer and the model, which it fixes).
     fn init_weights(&mut self, source: &InitSource) -> Result<InitWeights> {
         self.init.take().ok_or_else(|| invalid(format!("--init-from {source:?} was not read")))

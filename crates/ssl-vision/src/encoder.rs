@@ -16,6 +16,32 @@ pub enum EncoderConfig {
     Vit(VitConfig),
 }
 
+impl EncoderConfig {
+    /// Channels of the input images.
+    pub fn in_channels(&self) -> i64 {
+        match self {
+            EncoderConfig::Resnet(c) => c.in_channels,
+            EncoderConfig::Vit(c) => c.in_channels,
+        }
+    }
+
+    /// What the downstream features are, in words (the report's notes, `ssl embed`'s metadata).
+    pub fn features_described(&self) -> String {
+        match self {
+            EncoderConfig::Resnet(r) => format!(
+                "stage {} of {} of a CIFAR-style ResNet (width {}, blocks {:?}), average-pooled to {}x{} and flattened",
+                r.feature_stage,
+                r.blocks_per_stage.len(),
+                r.width,
+                r.blocks_per_stage,
+                r.feature_pool,
+                r.feature_pool
+            ),
+            EncoderConfig::Vit(_) => "the mean of a ViT's encoded patch tokens".into(),
+        }
+    }
+}
+
 /// The network itself.
 #[derive(Debug)]
 pub enum Net {

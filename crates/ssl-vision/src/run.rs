@@ -4,10 +4,11 @@
 //! [`ssl_core::run::execute`]; this file only says how images are read, which pretext task
 //! trains, and how encoders are built.
 use crate::data::{self, ImageSet};
-use crate::encoder::EncoderConfig;
+use crate::encoder::{EncoderConfig, VisionEncoder};
 use crate::error::{Result, VisionError};
 use crate::recipe::{self, Method, VisionConfig, VisionFactory};
 use serde::{Deserialize, Serialize};
+use ssl_core::embed::EmbedInputs;
 use ssl_core::eval::ProtocolConfig;
 use ssl_core::interop::{ExportFormat, RunWeights};
 use ssl_core::run::{DataReport, EvalInputs, Mode, Recipe, RunContext, RunOptions, RunPlan};
@@ -15,6 +16,7 @@ use ssl_core::trainer::TrainSummary;
 use ssl_records::skipped::SkippedInputs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use tch::Device;
 
 /// The readers `--data-format` may name.
 const FORMATS: [&str; 4] = ["idx", "cifar-binary", "stl10-binary", "image-folder"];
@@ -283,20 +285,29 @@ impl Recipe for VisionRecipe {
 
     fn notes(&self) -> Vec<String> {
         let Some(cfg) = &self.cfg else { return Vec::new() };
-        let mut n = vec![];
-        if let EncoderConfig::Resnet(r) = &cfg.encoder {
-            n.push(format!(
-                "Encoder: CIFAR-style ResNet, width {}, blocks {:?}; downstream features are stage {} of {} (average-pooled to {}x{}): RotNet found middle blocks probe best.",
-                r.width,
-                r.blocks_per_stage,
-                r.feature_stage,
-                r.blocks_per_stage.len(),
-                r.feature_pool,
-                r.feature_pool
-            ));
-        } else {
-            n.push("Encoder: ViT; downstream features are the mean of the encoded patch tokens.".into());
+        let why = match cfg.encoder {
+            EncoderConfig::Resnet(_) => ": RotNet found middle blocks probe best",
+            EncoderConfig::Vit(_) => "",
+        };
+        vec![format!("Downstream features: {}{why}.", cfg.encoder.features_described())]
+    }
+
+    /// Image files (PNG, JPEG, BMP) below `data`, decoded and resized as image folders are for
+    /// the evaluation.
+    fn embedder(run: &Path, data: &Path, device: Device) -> Result<EmbedInputs> {
+        let cfg: VisionConfig = ssl_core::interop::run_config(run, "vision")?;
+        let files = ssl_core::files::input_files(data, data::folder::EXTENSIONS)?;
+        let (kept, set, skipped) = data::folder::read_files(&files, cfg.image_size, cfg.encoder.in_channels() as usize);
+        if kept.is_empty() {
+            return Err(VisionError::NoImages { path: data.display().to_string(), skipped: skipped.len() });
         }
-        n
+        let encoder = VisionEncoder::load(run, &cfg.encoder, device)?;
+        Ok(EmbedInputs {
+            names: kept.iter().map(|&i| files[i].display().to_string()).collect(),
+            inputs: set.to_tensor(),
+            skipped: skipped.into_iter().collect(),
+            encoder: Box::new(encoder),
+            describes: cfg.encoder.features_described(),
+        })
     }
 }

@@ -51,6 +51,7 @@ use crate::error::{CoreError, Result};
 use crate::eval::report::{detect_machine, Report};
 use ssl_records::run::{RunRecord, Versions, LIBTORCH_VERSION, SCHEMA_VERSION};
 use std::path::Path;
+use tch::Device;
 
 /// The `report.json` schema version this toolkit writes.
 pub const REPORT_SCHEMA_VERSION: u32 = 3;
@@ -203,6 +204,33 @@ pub fn export<R: Recipe>(
         run_dir.display(),
         to.display(),
         format.map(|f| format!(" ({f})")).unwrap_or_default()
+    );
+    Ok(())
+}
+
+/// `ssl embed`: the paths checked, the inputs read by the recipe ([`Recipe::embedder`]), the
+/// features computed on `device` and written to `out` with the inputs' names
+/// ([`crate::embed`]).
+pub fn embed<R: Recipe>(run: &Path, data: &Path, out: &Path, device: Device) -> std::result::Result<(), R::Error> {
+    crate::embed::check_paths(data, out)?;
+    let run_dir = crate::interop::run_dir_of(run)?;
+    let inputs = R::embedder(run, data, device)?;
+    let skipped = inputs.skipped.count;
+    let mut e = crate::embed::embed(inputs, device);
+    e.relative_to(data);
+    let checkpoint = crate::checkpoint::resolve(run)?;
+    e.metadata.push(("modality".into(), crate::interop::run_modality(run)?));
+    e.metadata.push(("run".into(), run_dir.display().to_string()));
+    e.metadata.push(("data".into(), data.display().to_string()));
+    e.metadata.push(("checkpoint".into(), checkpoint.display().to_string()));
+    e.write(out)?;
+    let size = e.features.size();
+    eprintln!(
+        "==> {} inputs embedded ({} features each) into {}{}",
+        size[0],
+        size[1],
+        out.display(),
+        if skipped > 0 { format!("; {skipped} unreadable inputs skipped") } else { String::new() }
     );
     Ok(())
 }

@@ -124,6 +124,17 @@ pub trait Recipe {
         ))
         .into())
     }
+    /// `ssl embed`: the inputs in `data` (a file or a folder), read as this modality's evaluation
+    /// reads labeled data, and the encoder of the finished run `run` (a run directory or one of
+    /// its checkpoints) on `device`. Like [`Recipe::export`], the run's own `config.json` says
+    /// which encoder, so no recipe is needed. Recipes without one refuse.
+    fn embedder(run: &Path, data: &Path, device: Device) -> std::result::Result<crate::embed::EmbedInputs, Self::Error>
+    where
+        Self: Sized,
+    {
+        let _ = (data, device);
+        Err(CoreError::InvalidArgument(format!("{}: this method's encoder has no embed", run.display())).into())
+    }
     /// The weights `--init-from` names, under the objective's variable names. Called after
     /// [`Recipe::open`] when pretraining starts. The default takes one of our runs of this
     /// modality (the model flags must give the same model) and refuses other tools' checkpoints.

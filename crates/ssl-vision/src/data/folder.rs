@@ -6,7 +6,8 @@ use rayon::prelude::*;
 use ssl_records::skipped::Skipped;
 use std::path::{Path, PathBuf};
 
-const EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp"];
+/// The image file extensions read (lower case).
+pub const EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp"];
 
 fn image_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -70,14 +71,28 @@ fn assemble(
     class_names: Vec<String>,
 ) -> Result<ImageSet> {
     let all: Vec<PathBuf> = files.iter().map(|(p, _)| p.clone()).collect();
-    let channels = detect_channels(&all);
-    let decoded: Vec<(Decoded, Option<i64>)> = files.par_iter().map(|(p, l)| (decode(p, size, channels), *l)).collect();
-    let (mut pixels, mut labels, mut skipped) = (Vec::new(), Vec::new(), Vec::new());
-    for (r, l) in decoded {
+    let (kept, mut set, skipped) = read_files(&all, size, detect_channels(&all));
+    if kept.is_empty() {
+        return Err(VisionError::NoImages { path: path.display().to_string(), skipped: skipped.len() });
+    }
+    let labeled = !class_names.is_empty();
+    set.labels = labeled.then(|| kept.iter().map(|&i| files[i].1.unwrap_or(-1)).collect());
+    set.class_names = class_names;
+    set.skipped = skipped;
+    Ok(set)
+}
+
+/// Decode `files` to `channels x size x size` in parallel, as every image folder is decoded: the
+/// indices in `files` of the images decoded, those images in that order, and the files that
+/// could not be decoded (each named in a warning). `ssl embed` reads its inputs with this.
+pub fn read_files(files: &[PathBuf], size: usize, channels: usize) -> (Vec<usize>, ImageSet, Vec<Skipped>) {
+    let decoded: Vec<Decoded> = files.par_iter().map(|p| decode(p, size, channels)).collect();
+    let (mut kept, mut pixels, mut skipped) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, r) in decoded.into_iter().enumerate() {
         match r {
             Ok(px) => {
                 pixels.extend_from_slice(&px);
-                labels.push(l.unwrap_or(-1));
+                kept.push(i);
             }
             Err(e) => {
                 eprintln!("warning: skipped unreadable image {e}");
@@ -85,20 +100,17 @@ fn assemble(
             }
         }
     }
-    if labels.is_empty() {
-        return Err(VisionError::NoImages { path: path.display().to_string(), skipped: skipped.len() });
-    }
-    let labeled = !class_names.is_empty();
-    Ok(ImageSet {
-        len: labels.len(),
+    let set = ImageSet {
+        len: kept.len(),
         pixels,
         channels,
         height: size,
         width: size,
-        labels: labeled.then_some(labels),
-        class_names,
-        skipped,
-    })
+        labels: None,
+        class_names: Vec::new(),
+        skipped: Vec::new(),
+    };
+    (kept, set, skipped)
 }
 
 /// Read a folder: class subfolders (labeled, classes in name order) or a flat folder (unlabeled).
