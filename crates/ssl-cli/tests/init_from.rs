@@ -189,3 +189,69 @@ fn vision_continues_from_our_own_run_of_the_same_model() {
     let o = run(&d.path().join("wider"), &["--width", "8", "--init-from", init]);
     assert!(!o.status.success() && text(&o).contains("has shape"), "{}", text(&o));
 }
+
+/// A randomly initialised pre-LN `Wav2Vec2Model` of our shape, saved by transformers.
+const MAKE_WAV2VEC2: &str = r#"
+import sys, torch
+from transformers import Wav2Vec2Config, Wav2Vec2Model
+torch.manual_seed(0)
+cfg = Wav2Vec2Config(
+    conv_dim=[16] * 7, conv_kernel=[10, 3, 3, 3, 3, 2, 2], conv_stride=[5, 2, 2, 2, 2, 2, 2], conv_bias=False,
+    feat_extract_norm="group", do_stable_layer_norm=True, hidden_size=32, num_hidden_layers=2,
+    num_attention_heads=4, intermediate_size=64, num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=4)
+Wav2Vec2Model(cfg).save_pretrained(sys.argv[1], safe_serialization=True)
+"#;
+
+#[test]
+fn speech_continues_from_a_transformers_wav2vec2() {
+    let d = tempfile::tempdir().unwrap();
+    let hf = d.path().join("hf");
+    ssl_records::test_python::run(MAKE_WAV2VEC2, &[&hf], "transformers");
+    let run = d.path().join("run");
+    let args = [
+        "pretrain-speech",
+        "--init-from",
+        hf.to_str().unwrap(),
+        "--steps",
+        "0",
+        "--max-files",
+        "12",
+        "--labels-per-class",
+        "2",
+        "--seeds",
+        "1",
+        "--eval",
+        "linear",
+        "--threads",
+        "1",
+        "--out",
+        run.to_str().unwrap(),
+    ];
+    let t = ok(ssl(&args));
+    assert!(t.contains("initialised from"), "{t}");
+    // The run's step-0 checkpoint holds the source as imported, and the head alone is fresh.
+    let imported = ssl_speech::hf_import::HfWav2Vec2::read(&hf).unwrap();
+    let ours = final_weights(&run);
+    for (name, t) in &imported.tensors {
+        assert!(max_diff(t, &ours[name]) == 0.0, "{name} differs from the import");
+    }
+    let encoder = ours.keys().filter(|n| n.starts_with("encoder.")).count();
+    assert_eq!(encoder, imported.tensors.len(), "every encoder tensor comes from the source");
+    let config = json(&run.join("config.json"));
+    let model = &config["config"]["resolved"]["model"];
+    assert_eq!((model["dim"].as_i64(), model["conv_channels"].as_i64()), (Some(32), Some(16)), "{model}");
+    assert_eq!(config["config"]["resolved"]["preset"], "HF Wav2Vec2Model of --init-from");
+    let report = json(&run.join("report.json"));
+    assert!(report["notes"].to_string().contains("Pretraining started from"), "{}", report["notes"]);
+    // A post-LN checkpoint is refused before any step, saying why.
+    let mut cfg = json(&hf.join("config.json"));
+    cfg["do_stable_layer_norm"] = false.into();
+    std::fs::write(hf.join("config.json"), cfg.to_string()).unwrap();
+    let mut again = args.to_vec();
+    let out = d.path().join("post-ln");
+    *again.last_mut().unwrap() = out.to_str().unwrap();
+    let o = ssl(&again);
+    assert_eq!(o.status.code(), Some(2), "a usage error, found before any work: {}", text(&o));
+    assert!(text(&o).contains("post-LN"), "{}", text(&o));
+    assert!(!out.join("checkpoints").exists(), "nothing trained");
+}

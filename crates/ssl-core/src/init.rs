@@ -88,6 +88,82 @@ impl InitSource {
     }
 }
 
+/// Another tool's checkpoint directory, read the way every import reads one: `config.json`
+/// parsed, and the tensors of `model.safetensors` on the CPU in float32. A directory whose
+/// weights are only `pytorch_model.bin` is refused: it is a pickle, and loading one runs code from
+/// the file.
+pub struct HfDir {
+    pub dir: PathBuf,
+    pub config: serde_json::Value,
+    pub tensors: Vec<(String, Tensor)>,
+}
+
+impl HfDir {
+    /// `config.json` and the weights.
+    pub fn read(dir: &Path) -> Result<Self> {
+        let Self { config, .. } = Self::config_only(dir)?;
+        let file = hf_weights_file(dir)?;
+        let tensors = Tensor::read_safetensors(&file)
+            .map_err(|e| CoreError::InvalidArgument(format!("{}: {e}", file.display())))?
+            .into_iter()
+            .map(|(n, t)| (n, t.to_device(tch::Device::Cpu).to_kind(tch::Kind::Float)))
+            .collect();
+        Ok(Self { dir: dir.to_path_buf(), config, tensors })
+    }
+
+    /// `config.json` alone (no tensors), for checks before any work; the weights file must exist.
+    pub fn config_only(dir: &Path) -> Result<Self> {
+        let cfg_path = dir.join("config.json");
+        let text = std::fs::read_to_string(&cfg_path).map_err(|e| CoreError::io(&cfg_path, e))?;
+        let config = serde_json::from_str(&text).map_err(|e| CoreError::json(&cfg_path, e))?;
+        hf_weights_file(dir)?;
+        Ok(Self { dir: dir.to_path_buf(), config, tensors: Vec::new() })
+    }
+
+    /// The integer `key` of `config.json`.
+    pub fn int(&self, key: &str) -> Result<i64> {
+        self.config
+            .get(key)
+            .and_then(|x| x.as_i64())
+            .ok_or_else(|| self.invalid(format!("config.json has no integer `{key}`")))
+    }
+
+    /// The list of integers `key` of `config.json`.
+    pub fn ints(&self, key: &str) -> Result<Vec<i64>> {
+        self.config
+            .get(key)
+            .and_then(|x| x.as_array())
+            .and_then(|a| a.iter().map(|x| x.as_i64()).collect::<Option<Vec<i64>>>())
+            .ok_or_else(|| self.invalid(format!("config.json has no list of integers `{key}`")))
+    }
+
+    /// The string `key` of `config.json`, or `default` when it is absent.
+    pub fn str_or<'a>(&'a self, key: &str, default: &'a str) -> &'a str {
+        self.config.get(key).and_then(|x| x.as_str()).unwrap_or(default)
+    }
+
+    /// An error about this directory.
+    pub fn invalid(&self, msg: impl std::fmt::Display) -> CoreError {
+        CoreError::InvalidArgument(format!("{}: {msg}", self.dir.display()))
+    }
+}
+
+/// The safetensors weights of another tool's directory; a directory with only a pickle is refused.
+pub fn hf_weights_file(dir: &Path) -> Result<PathBuf> {
+    let st = dir.join("model.safetensors");
+    if st.is_file() {
+        return Ok(st);
+    }
+    let invalid = |m: &str| CoreError::InvalidArgument(format!("{}: {m}", dir.display()));
+    if dir.join("pytorch_model.bin").is_file() {
+        return Err(invalid(
+            "only pytorch_model.bin, which is refused: it is a pickle, and loading one runs code from the file. \
+             Convert it to model.safetensors first (in Python: model.save_pretrained(dir, safe_serialization=True))",
+        ));
+    }
+    Err(invalid("no model.safetensors"))
+}
+
 impl InitWeights {
     /// The weights of our run `dir` (or of the checkpoint `dir`), which must be of `modality`:
     /// every variable of the objective, as its newest (or named) checkpoint saved them.
@@ -168,5 +244,15 @@ mod tests {
         assert!(InitSource::of(d.path(), "text").unwrap_err().to_string().contains("neither"));
         std::fs::write(d.path().join("config.json"), "{}").unwrap();
         assert_eq!(InitSource::of(d.path(), "text").unwrap(), InitSource::Foreign(d.path().to_path_buf()));
+    }
+
+    #[test]
+    fn a_pickle_alone_is_refused_with_the_reason() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("pytorch_model.bin"), b"not read").unwrap();
+        let e = hf_weights_file(d.path()).unwrap_err().to_string();
+        assert!(e.contains("pickle"), "{e}");
+        std::fs::write(d.path().join("config.json"), "{}").unwrap();
+        assert!(HfDir::read(d.path()).is_err());
     }
 }

@@ -186,7 +186,7 @@ impl<'a> Renamer<'a> {
             .collect();
         if let Some(first) = left.first() {
             return Err(CoreError::CheckpointMismatch(format!(
-                "tensor `{first}` has no counterpart in the export ({} unmapped in all)",
+                "tensor `{first}` has no counterpart in the conversion ({} unmapped in all)",
                 left.len()
             )));
         }

@@ -20,7 +20,8 @@
 //!    log-mel baseline) and [`corruption`] supplies noise, gain and speed corruptions;
 //!    [`pretrain`] holds the configuration and [`run`] the `Recipe` the `ssl` binary runs;
 //! 6. interop: [`hf_export`] writes the encoder as HuggingFace's `Wav2Vec2Model` (or
-//!    `Wav2Vec2ForPreTraining` with the contrastive head).
+//!    `Wav2Vec2ForPreTraining` with the contrastive head), and [`hf_import`] reads them back
+//!    for `--init-from`.
 //!
 //! ```
 //! use ssl_speech::masking::SpanMasker;
@@ -56,6 +57,7 @@ pub mod features;
 pub mod flac;
 pub mod flops;
 pub mod hf_export;
+pub mod hf_import;
 pub mod masking;
 pub mod model;
 pub mod objective;

@@ -8,9 +8,11 @@ use crate::corruption::speech_corruptions;
 use crate::dataset::{load_labeled, load_test_folder, AudioCorpus, LabeledSplit};
 use crate::encoder::{Pooling, SpeechEncoderFactory};
 use crate::error::{Result, SpeechError};
+use crate::hf_import::HfWav2Vec2;
 use crate::pretrain::{pretrain, SpeechConfig};
 use serde::{Deserialize, Serialize};
 use ssl_core::eval::{EvalKind, ProtocolConfig};
+use ssl_core::init::{InitSource, InitWeights};
 use ssl_core::interop::{ExportFormat, RunWeights};
 use ssl_core::run::{DataReport, EvalInputs, Mode, Recipe, RunContext, RunOptions, RunPlan};
 use ssl_core::trainer::TrainSummary;
@@ -88,6 +90,8 @@ pub struct SpeechRecipe {
     cfg: SpeechConfig,
     corpus: Option<AudioCorpus>,
     split: Option<LabeledSplit>,
+    /// `--init-from` another tool's checkpoint: read in `open`, which adopts its model.
+    init: Option<InitWeights>,
 }
 
 impl SpeechRecipe {
@@ -121,7 +125,7 @@ impl SpeechRecipe {
             };
         }
         cfg.validate()?;
-        Ok(Self { flags, cfg, corpus: None, split: None })
+        Ok(Self { flags, cfg, corpus: None, split: None, init: None })
     }
 
     pub fn config(&self) -> &SpeechConfig {
@@ -154,6 +158,18 @@ impl SpeechRecipe {
     fn eval_samples(&self) -> usize {
         self.cfg.eval_samples()
     }
+
+    /// Read an HF wav2vec2 `--init-from` source and adopt its encoder (and, for the contrastive
+    /// objective, its head's sizes).
+    fn read_hf_init(&mut self, dir: &Path) -> Result<()> {
+        let hf = HfWav2Vec2::read(dir)?;
+        self.cfg.model = hf.model.clone();
+        hf.apply_to(&mut self.cfg.objective);
+        self.cfg.preset = format!("{} of --init-from", hf.kind());
+        self.cfg.validate()?;
+        self.init = Some(hf.init_weights(self.cfg.objective.method));
+        Ok(())
+    }
 }
 
 impl Recipe for SpeechRecipe {
@@ -177,6 +193,15 @@ impl Recipe for SpeechRecipe {
 
     fn validate(&self, plan: &RunPlan) -> Result<()> {
         self.flac()?;
+        if let (Some(InitSource::Foreign(dir)), false) = (&plan.init_from, plan.is_eval_only()) {
+            if self.flags.pos_norm {
+                return Err(invalid(
+                    "--pos-norm and an HF --init-from: HF's wav2vec2 has no LayerNorm after the positional conv",
+                ));
+            }
+            // The shape is checked here, before any work; the weights are read in `open`.
+            crate::hf_import::model_config(&ssl_core::init::HfDir::config_only(dir)?)?;
+        }
         let labeled = self.labeled_path();
         for sub in ["train", "test"] {
             if !labeled.join(sub).is_dir() {
@@ -222,6 +247,9 @@ impl Recipe for SpeechRecipe {
                 summary["evaluated_run"] = run.display().to_string().into();
             }
             Mode::Pretrain { .. } => {
+                if let Some(InitSource::Foreign(dir)) = &plan.init_from {
+                    self.read_hf_init(dir)?;
+                }
                 let flac = self.flac()?;
                 let (mut clips, mut bad) = (Vec::new(), Vec::new());
                 let data = self.data_paths();
@@ -315,6 +343,17 @@ impl Recipe for SpeechRecipe {
                 cfg.pooling, cfg.eval_seconds
             ),
         })
+    }
+
+    /// One of our speech runs (the flags must give the same model), or an HF `Wav2Vec2Model` /
+    /// `Wav2Vec2ForPreTraining` read in `open` ([`crate::hf_import`]).
+    fn init_weights(&mut self, source: &InitSource) -> Result<InitWeights> {
+        match source {
+            InitSource::Run { path, .. } => Ok(InitWeights::from_run(path, "speech")?),
+            InitSource::Foreign(dir) => {
+                self.init.take().ok_or_else(|| invalid(format!("--init-from {} was not read", dir.display())))
+            }
+        }
     }
 
     fn protocol(&self) -> ProtocolConfig {

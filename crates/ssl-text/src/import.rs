@@ -22,10 +22,10 @@
 //! ```
 use crate::error::{Result, TextError};
 use crate::model::BertConfig;
-use ssl_core::init::InitWeights;
+use ssl_core::init::{HfDir, InitWeights};
 use std::path::{Path, PathBuf};
 use tch::nn::VarStore;
-use tch::{Device, Kind, Tensor};
+use tch::Tensor;
 
 /// A HuggingFace BERT checkpoint read from a directory.
 pub struct HfBert {
@@ -40,33 +40,12 @@ fn invalid(dir: &Path, msg: impl std::fmt::Display) -> TextError {
     TextError::InvalidArgument(format!("{}: {msg}", dir.display()))
 }
 
-/// The safetensors weights of an HF directory; a directory with only a pickle is refused.
-pub fn weights_file(dir: &Path) -> Result<PathBuf> {
-    let st = dir.join("model.safetensors");
-    if st.is_file() {
-        return Ok(st);
-    }
-    if dir.join("pytorch_model.bin").is_file() {
-        return Err(invalid(
-            dir,
-            "only pytorch_model.bin, which is refused: it is a pickle, and loading one runs code from the file. \
-             Convert it to model.safetensors first (in Python: model.save_pretrained(dir, safe_serialization=True))",
-        ));
-    }
-    Err(invalid(dir, "no model.safetensors"))
-}
-
 impl HfBert {
     /// Read `config.json` and `model.safetensors` of `dir`.
     pub fn read(dir: &Path) -> Result<Self> {
-        let cfg_path = dir.join("config.json");
-        let text = std::fs::read_to_string(&cfg_path).map_err(|e| TextError::io(&cfg_path, e))?;
-        let v: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| TextError::format(&cfg_path, e.to_string()))?;
-        let config = bert_config(dir, &v)?;
-        let file = weights_file(dir)?;
-        let raw = Tensor::read_safetensors(&file).map_err(|e| invalid(&file, e))?;
-        let tensors = rename(dir, raw, &config)?;
+        let hf = HfDir::read(dir)?;
+        let config = bert_config(dir, &hf.config)?;
+        let tensors = rename(dir, hf.tensors, &config)?;
         Ok(Self { dir: dir.to_path_buf(), config, tensors })
     }
 
@@ -134,7 +113,6 @@ fn rename(dir: &Path, raw: Vec<(String, Tensor)>, cfg: &BertConfig) -> Result<Ve
     let mut out = Vec::new();
     let mut decoder = None;
     for (name, t) in raw {
-        let t = t.to_device(Device::Cpu).to_kind(Kind::Float);
         let ours =
             if name.starts_with("bert.") || name.starts_with("cls.") { name.clone() } else { format!("bert.{name}") };
         let known = ours.starts_with("bert.embeddings.")
@@ -167,14 +145,6 @@ fn rename(dir: &Path, raw: Vec<(String, Tensor)>, cfg: &BertConfig) -> Result<Ve
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_pickle_alone_is_refused_with_the_reason() {
-        let d = tempfile::tempdir().unwrap();
-        std::fs::write(d.path().join("pytorch_model.bin"), b"not read").unwrap();
-        let e = weights_file(d.path()).unwrap_err().to_string();
-        assert!(e.contains("pickle"), "{e}");
-    }
 
     #[test]
     fn other_architectures_are_refused() {
