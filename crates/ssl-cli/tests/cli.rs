@@ -65,6 +65,7 @@ fn bad_flags_and_paths_exit_2_with_a_message_before_any_work() {
         (vec!["pretrain-vision", "--batch-size", "0"], "--batch-size"),
         (vec!["pretrain-vision", "--steps", "0"], "--steps 0"),
         (vec!["pretrain-vision", "--method", "jigsaw"], "unknown method"),
+        (vec!["pretrain-vision", "--class-token"], "--class-token is for the ViT"),
         (vec!["pretrain-vision", "--data", "/nonexistent/images"], "no such file"),
         (vec!["pretrain-vision", "--eval-only"], "--checkpoint"),
         (vec!["pretrain-vision", "--config", "/nonexistent/c.toml"], "c.toml"),
@@ -234,6 +235,17 @@ fn export_after_pretraining_with_the_export_flag() {
     let config = json(&exported.join("config.json"));
     assert_eq!(config["model_args"]["class_token"], false, "a timm VisionTransformer: {config}");
     assert!(exported.join("model.safetensors").is_file());
+    // With a CLS token, MAE exports as HF's ViTMAEForPreTraining.
+    let (run2, hf) = (d.path().join("run2"), d.path().join("hf"));
+    let mut with_cls: Vec<&str> = args[..args.len() - EVAL.len() - 4].to_vec();
+    with_cls.extend(["--class-token", "--out", run2.to_str().unwrap(), "--export", hf.to_str().unwrap()]);
+    with_cls.extend(["--export-format", "hf"]);
+    with_cls.extend(EVAL);
+    let o = ssl(&with_cls);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let config = json(&hf.join("config.json"));
+    assert_eq!(config["architectures"][0], "ViTMAEForPreTraining", "{config}");
+    assert!(hf.join("preprocessor_config.json").is_file());
     let o = ssl(&["pretrain-vision", "--export-format", "timm", "--out", d.path().join("x").to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("--export-format needs --export"), "{}", text(&o));

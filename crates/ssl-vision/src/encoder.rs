@@ -37,6 +37,7 @@ impl EncoderConfig {
                 r.feature_pool,
                 r.feature_pool
             ),
+            EncoderConfig::Vit(v) if v.class_token => "the encoded CLS token of a ViT".into(),
             EncoderConfig::Vit(_) => "the mean of a ViT's encoded patch tokens".into(),
         }
     }

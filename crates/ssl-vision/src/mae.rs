@@ -26,12 +26,18 @@ impl Default for MaeConfig {
 
 /// Random per-sample masking: `(ids_keep [B, keep], ids_restore [B, N], mask [B, N] true = dropped)`.
 pub fn random_masking(b: i64, n: i64, ratio: f64, device: Device) -> (Tensor, Tensor, Tensor) {
+    masking_from_noise(&Tensor::rand([b, n], (Kind::Float, device)), ratio)
+}
+
+/// [`random_masking`] for given noise `[B, N]` in `[0, 1)`: the patches with the smallest noise
+/// are kept (as HF's `ViTMAEModel` does with its `noise` argument).
+pub fn masking_from_noise(noise: &Tensor, ratio: f64) -> (Tensor, Tensor, Tensor) {
+    let (b, n) = noise.size2().expect("[B, N] noise");
     let keep = ((n as f64) * (1.0 - ratio)).round().clamp(1.0, n as f64) as i64;
-    let noise = Tensor::rand([b, n], (Kind::Float, device));
     let shuffle = noise.argsort(1, false);
     let restore = shuffle.argsort(1, false);
     let ids_keep = shuffle.narrow(1, 0, keep);
-    let mask = Tensor::ones([b, n], (Kind::Bool, device)).scatter_value(1, &ids_keep, 0);
+    let mask = Tensor::ones([b, n], (Kind::Bool, noise.device())).scatter_value(1, &ids_keep, 0);
     (ids_keep, restore, mask)
 }
 
@@ -59,11 +65,11 @@ impl MaeTask {
         Self {
             embed: nn::linear(&p / "embed", vit.dim, d, Default::default()),
             mask_token: p.var("mask_token", &[1, 1, d], init),
-            dec_pos: p.var("pos", &[1, vit.num_patches(), d], init),
+            dec_pos: p.var("pos", &[1, vit.prefix() + vit.num_patches(), d], init),
             blocks: (0..config.decoder_depth)
-                .map(|i| Block::new(&(&p / format!("block{i}")), d, config.decoder_heads, 2))
+                .map(|i| Block::new(&(&p / format!("block{i}")), d, config.decoder_heads, 2, vit.layer_norm()))
                 .collect(),
-            norm: nn::layer_norm(&p / "norm", vec![d], Default::default()),
+            norm: nn::layer_norm(&p / "norm", vec![d], vit.layer_norm()),
             pred: nn::linear(&p / "pred", d, vit.patch_values(), Default::default()),
             vit: v,
             vs,
@@ -73,20 +79,36 @@ impl MaeTask {
 
     /// Loss, predicted patches `[B, N, P]` and the mask `[B, N]` for a batch in `[0, 1]`.
     pub fn loss(&self, x: &Tensor) -> (Tensor, Tensor, Tensor) {
+        let n = self.vit.config.num_patches();
+        self.loss_with_noise(x, &Tensor::rand([x.size()[0], n], (Kind::Float, x.device())))
+    }
+
+    /// [`MaeTask::loss`] with the masking of `noise` `[B, N]` ([`masking_from_noise`]). A CLS
+    /// token is never masked; it passes through the decoder and is left out of the prediction,
+    /// as in MAE and HF's `ViTMAEForPreTraining`.
+    pub fn loss_with_noise(&self, x: &Tensor, noise: &Tensor) -> (Tensor, Tensor, Tensor) {
+        let k = self.vit.config.prefix();
         let tokens = self.vit.embed(x);
-        let (b, n, dim) = tokens.size3().expect("[B, N, D]");
-        let (ids_keep, restore, mask) = random_masking(b, n, self.config.mask_ratio, x.device());
-        let visible = tokens.gather(1, &ids_keep.unsqueeze(-1).expand([-1, -1, dim], false), false);
+        let (b, t, dim) = tokens.size3().expect("[B, T, D]");
+        let n = t - k;
+        let (ids_keep, restore, mask) = masking_from_noise(noise, self.config.mask_ratio);
+        let patches = tokens.narrow(1, k, n);
+        let visible = patches.gather(1, &ids_keep.unsqueeze(-1).expand([-1, -1, dim], false), false);
+        let visible = Tensor::cat(&[tokens.narrow(1, 0, k), visible], 1);
         let enc = self.vit.encode(&visible).apply(&self.embed);
         let d = self.config.decoder_dim;
         let keep = ids_keep.size()[1];
         let fill = self.mask_token.expand([b, n - keep, d], false);
-        let full = Tensor::cat(&[enc, fill], 1).gather(1, &restore.unsqueeze(-1).expand([-1, -1, d], false), false);
-        let mut h = full + &self.dec_pos;
+        let full = Tensor::cat(&[enc.narrow(1, k, keep), fill], 1).gather(
+            1,
+            &restore.unsqueeze(-1).expand([-1, -1, d], false),
+            false,
+        );
+        let mut h = Tensor::cat(&[enc.narrow(1, 0, k), full], 1) + &self.dec_pos;
         for blk in &self.blocks {
             h = blk.forward(&h);
         }
-        let pred = h.apply(&self.norm).apply(&self.pred);
+        let pred = h.apply(&self.norm).apply(&self.pred).narrow(1, k, n);
         let target = self.vit.patchify(x);
         let loss = masked_reconstruction(&pred, &target, &mask, Reconstruction::Mse, self.config.norm_pix_loss);
         (loss, pred, mask)

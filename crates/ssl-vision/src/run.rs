@@ -60,6 +60,11 @@ pub struct VisionFlags {
     /// Brightness/contrast jitter of the pretraining images (maximum relative change; 0 = off).
     #[arg(long)]
     pub color_jitter: Option<f32>,
+    /// MAE's ViT gets a CLS token, whose encoding becomes the features (instead of the mean of
+    /// the patch tokens); needed to export as HuggingFace ViTModel / ViTMAEForPreTraining.
+    #[arg(long)]
+    #[serde(default)]
+    pub class_token: bool,
 }
 
 /// The vision recipe: flags in, a pretrained and evaluated encoder out.
@@ -94,6 +99,9 @@ impl VisionRecipe {
         let f = &self.flags;
         if let (Some(w), EncoderConfig::Resnet(r)) = (f.width, &mut cfg.encoder) {
             r.width = w;
+        }
+        if let (true, EncoderConfig::Vit(v)) = (f.class_token, &mut cfg.encoder) {
+            v.class_token = true;
         }
         if let Some(m) = f.max_test {
             cfg.max_test = m;
@@ -159,6 +167,12 @@ impl Recipe for VisionRecipe {
                     return Err(VisionError::Invalid(format!("{flag} {}: no such file or directory", p.display())));
                 }
             }
+        }
+        if f.class_token && f.method != Method::Mae {
+            return Err(VisionError::Invalid(format!(
+                "--class-token is for the ViT of --method mae; {} trains a ResNet",
+                f.method.name()
+            )));
         }
         if f.image_size == Some(0) || f.width.is_some_and(|w| w < 1) || f.max_images == Some(0) || f.max_test == Some(0)
         {
@@ -276,7 +290,8 @@ impl Recipe for VisionRecipe {
     fn export(run_dir: &Path, to: &Path, format: Option<ExportFormat>) -> Result<()> {
         let run = RunWeights::read(run_dir, "vision")?;
         let cfg: VisionConfig = run.resolved()?;
-        crate::export::export(to, &cfg.encoder, &run.weights, format)
+        let mae = (cfg.method == Method::Mae).then_some(&cfg.mae);
+        crate::export::export(to, &cfg.encoder, mae, &run.weights, format)
     }
 
     fn protocol(&self) -> ProtocolConfig {

@@ -1,5 +1,6 @@
 //! A small Vision Transformer (pre-LayerNorm blocks, attention through LibTorch's
-//! scaled-dot-product attention) with patch sizes of 2 to 4 pixels for 28-32 px images.
+//! scaled-dot-product attention) with patch sizes of 2 to 4 pixels for 28-32 px images, with or
+//! without a CLS token.
 use serde::{Deserialize, Serialize};
 use tch::nn::{self, Module};
 use tch::{Kind, Tensor};
@@ -14,11 +15,45 @@ pub struct VitConfig {
     pub depth: usize,
     pub heads: i64,
     pub mlp_ratio: i64,
+    /// A learned CLS token before the patch tokens (ViT, MAE and HF's `ViTModel` have one);
+    /// the features are then its encoding instead of the mean of the patch tokens. Off in runs
+    /// made before the option (the key is then absent, so their configurations read unchanged).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub class_token: bool,
+    /// Every LayerNorm's eps: LibTorch's 1e-5 unless a checkpoint imported from elsewhere says
+    /// otherwise (HF's ViT uses 1e-12). Absent from configurations when 1e-5.
+    #[serde(default = "default_eps", skip_serializing_if = "is_default_eps")]
+    pub layer_norm_eps: f64,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// LibTorch's LayerNorm eps, the one every run used before the option.
+pub const DEFAULT_EPS: f64 = 1e-5;
+
+fn default_eps() -> f64 {
+    DEFAULT_EPS
+}
+
+fn is_default_eps(eps: &f64) -> bool {
+    *eps == DEFAULT_EPS
 }
 
 impl Default for VitConfig {
     fn default() -> Self {
-        Self { in_channels: 1, image_size: 28, patch_size: 4, dim: 128, depth: 4, heads: 4, mlp_ratio: 2 }
+        Self {
+            in_channels: 1,
+            image_size: 28,
+            patch_size: 4,
+            dim: 128,
+            depth: 4,
+            heads: 4,
+            mlp_ratio: 2,
+            class_token: false,
+            layer_norm_eps: DEFAULT_EPS,
+        }
     }
 }
 
@@ -28,6 +63,14 @@ impl VitConfig {
     }
     pub fn patch_values(&self) -> i64 {
         self.patch_size * self.patch_size * self.in_channels
+    }
+    /// Tokens before the patch tokens: 1 with a CLS token, else 0.
+    pub fn prefix(&self) -> i64 {
+        self.class_token as i64
+    }
+    /// LayerNorm settings with this ViT's eps.
+    pub fn layer_norm(&self) -> nn::LayerNormConfig {
+        nn::LayerNormConfig { eps: self.layer_norm_eps, ..Default::default() }
     }
 }
 
@@ -44,12 +87,12 @@ pub struct Block {
 }
 
 impl Block {
-    pub fn new(p: &nn::Path, dim: i64, heads: i64, mlp_ratio: i64) -> Self {
+    pub fn new(p: &nn::Path, dim: i64, heads: i64, mlp_ratio: i64, norm: nn::LayerNormConfig) -> Self {
         Self {
-            ln1: nn::layer_norm(p / "ln1", vec![dim], Default::default()),
+            ln1: nn::layer_norm(p / "ln1", vec![dim], norm),
             qkv: nn::linear(p / "qkv", dim, 3 * dim, Default::default()),
             proj: nn::linear(p / "proj", dim, dim, Default::default()),
-            ln2: nn::layer_norm(p / "ln2", vec![dim], Default::default()),
+            ln2: nn::layer_norm(p / "ln2", vec![dim], norm),
             fc1: nn::linear(p / "fc1", dim, mlp_ratio * dim, Default::default()),
             fc2: nn::linear(p / "fc2", mlp_ratio * dim, dim, Default::default()),
             heads,
@@ -70,10 +113,13 @@ impl Module for Block {
     }
 }
 
-/// The encoder: patch embedding, learned positions, blocks, final norm.
+/// The encoder: patch embedding, an optional CLS token, learned positions, blocks, final norm.
 #[derive(Debug)]
 pub struct Vit {
     patch: nn::Conv2D,
+    /// `[1, 1, D]`, with [`VitConfig::class_token`].
+    pub cls: Option<Tensor>,
+    /// `[1, prefix + N, D]`: the CLS token's position first.
     pub pos: Tensor,
     blocks: Vec<Block>,
     norm: nn::LayerNorm,
@@ -84,18 +130,33 @@ impl Vit {
     pub fn new(p: &nn::Path, config: VitConfig) -> Self {
         let c = &config;
         let pc = nn::ConvConfig { stride: c.patch_size, ..Default::default() };
+        let init = nn::Init::Randn { mean: 0.0, stdev: 0.02 };
         Self {
             patch: nn::conv2d(p / "patch", c.in_channels, c.dim, c.patch_size, pc),
-            pos: p.var("pos", &[1, c.num_patches(), c.dim], nn::Init::Randn { mean: 0.0, stdev: 0.02 }),
-            blocks: (0..c.depth).map(|i| Block::new(&(p / format!("block{i}")), c.dim, c.heads, c.mlp_ratio)).collect(),
-            norm: nn::layer_norm(p / "norm", vec![c.dim], Default::default()),
+            pos: p.var("pos", &[1, c.prefix() + c.num_patches(), c.dim], init),
+            cls: c.class_token.then(|| p.var("cls", &[1, 1, c.dim], init)),
+            blocks: (0..c.depth)
+                .map(|i| Block::new(&(p / format!("block{i}")), c.dim, c.heads, c.mlp_ratio, c.layer_norm()))
+                .collect(),
+            norm: nn::layer_norm(p / "norm", vec![c.dim], c.layer_norm()),
             config,
         }
     }
 
-    /// Patch tokens with positions, `[B, N, D]`.
+    /// Tokens with positions, `[B, prefix + N, D]`: the CLS token (when there is one), then the
+    /// patch tokens.
     pub fn embed(&self, x: &Tensor) -> Tensor {
-        (x * 2.0 - 1.0).apply(&self.patch).flatten(2, -1).transpose(1, 2) + &self.pos
+        let k = self.config.prefix();
+        let patches = (x * 2.0 - 1.0).apply(&self.patch).flatten(2, -1).transpose(1, 2)
+            + self.pos.narrow(1, k, self.config.num_patches());
+        match &self.cls {
+            Some(cls) => {
+                let b = patches.size()[0];
+                let cls = (cls + self.pos.narrow(1, 0, 1)).expand([b, 1, self.config.dim], false);
+                Tensor::cat(&[cls, patches], 1)
+            }
+            None => patches,
+        }
     }
 
     /// Run the blocks and the final norm over any subset of tokens.
@@ -107,9 +168,15 @@ impl Vit {
         h.apply(&self.norm)
     }
 
-    /// Mean of the encoded patch tokens.
+    /// The encoded CLS token with [`VitConfig::class_token`], else the mean of the encoded patch
+    /// tokens.
     pub fn features(&self, x: &Tensor) -> Tensor {
-        self.encode(&self.embed(x)).mean_dim(1, false, Kind::Float)
+        let h = self.encode(&self.embed(x));
+        if self.cls.is_some() {
+            h.select(1, 0).contiguous()
+        } else {
+            h.mean_dim(1, false, Kind::Float)
+        }
     }
 
     /// `[B, N, p*p*C]` pixel patches, in the same order as the tokens.

@@ -1,12 +1,16 @@
-//! Exported vision encoders load in Python and give our features within 1e-4: a ViT as timm's
-//! `VisionTransformer` (built from the exported `config.json`, inputs normalised with its mean
-//! and std), a ResNet through the exported `modeling_ssl_resnet.py` (batch-norm running
-//! statistics included).
+//! Exported vision encoders load in Python and give our features within 1e-4: a ViT, with and
+//! without a CLS token, as timm's `VisionTransformer` (built from the exported `config.json`,
+//! inputs normalised with its mean and std); a CLS-token ViT as HF's `ViTModel` (inputs through
+//! the exported `ViTImageProcessor`) and an MAE as HF's `ViTMAEForPreTraining` (the same noise
+//! gives the same mask and the same reconstruction); a ResNet through the exported
+//! `modeling_ssl_resnet.py` (batch-norm running statistics included).
 //!
-//! Needs a Python with torch, safetensors and timm, named by `SSL_PYTHON` (`cargo xtask test`
-//! sets it). Without it the test fails: it is never skipped silently.
+//! Needs a Python with torch, safetensors, timm and transformers, named by `SSL_PYTHON` (`cargo
+//! xtask test` sets it). Without it the test fails: it is never skipped silently.
+use ssl_core::interop::ExportFormat;
 use ssl_vision::encoder::{EncoderConfig, Net, VisionEncoder};
 use ssl_vision::export::export;
+use ssl_vision::mae::{MaeConfig, MaeTask};
 use ssl_vision::resnet::ResNetConfig;
 use ssl_vision::vit::VitConfig;
 use std::path::Path;
@@ -30,6 +34,42 @@ with torch.no_grad():
 diff = (out - ref["features"]).abs().max().item()
 print(f"max_abs_diff={diff:.3e}")
 sys.exit(0 if diff < 1e-4 and out.shape == ref["features"].shape else 1)
+"#;
+
+const CHECK_HF_VIT: &str = r#"
+import sys, torch
+from safetensors.torch import load_file
+from transformers import ViTImageProcessor, ViTModel
+d = sys.argv[1]
+ref = load_file(d + "/../expected.safetensors")
+model, info = ViTModel.from_pretrained(d, add_pooling_layer=False, output_loading_info=True)
+print("missing", info["missing_keys"], "unexpected", info["unexpected_keys"])
+proc = ViTImageProcessor.from_pretrained(d)
+# The processor's own rescale and normalisation, from 8-bit pixels.
+pixels = (ref["images"] * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+inp = proc(list(pixels), return_tensors="pt", data_format="channels_first", input_data_format="channels_last")
+with torch.no_grad():
+    out = model.eval()(pixel_values=inp.pixel_values).last_hidden_state[:, 0]
+diff = (out - ref["features"]).abs().max().item()
+print(f"max_abs_diff={diff:.3e}")
+sys.exit(0 if diff < 1e-4 and not info["missing_keys"] and not info["unexpected_keys"] else 1)
+"#;
+
+const CHECK_HF_MAE: &str = r#"
+import sys, torch
+from safetensors.torch import load_file
+from transformers import ViTMAEForPreTraining
+d = sys.argv[1]
+ref = load_file(d + "/../expected.safetensors")
+model, info = ViTMAEForPreTraining.from_pretrained(d, output_loading_info=True)
+print("missing", info["missing_keys"], "unexpected", info["unexpected_keys"])
+with torch.no_grad():
+    out = model.eval()(pixel_values=ref["images"] * 2 - 1, noise=ref["noise"])
+mask_same = torch.equal(out.mask.bool(), ref["mask"].bool())
+diff = (out.logits - ref["pred"]).abs().max().item()
+print("same mask", mask_same)
+print(f"max_abs_diff={diff:.3e}")
+sys.exit(0 if diff < 1e-4 and mask_same and not info["missing_keys"] and not info["unexpected_keys"] else 1)
 "#;
 
 const CHECK_RESNET: &str = r#"
@@ -77,26 +117,86 @@ fn images(channels: i64, size: i64) -> Tensor {
     Tensor::rand([3, channels, size, size], (Kind::Float, Device::Cpu))
 }
 
-#[test]
-fn vit_exports_to_timm_vision_transformer() {
-    let cfg = EncoderConfig::Vit(VitConfig {
+fn small_vit(class_token: bool) -> VitConfig {
+    VitConfig {
         in_channels: 3,
         image_size: 16,
         patch_size: 4,
         dim: 32,
         depth: 2,
         heads: 4,
-        mlp_ratio: 2,
-    });
+        class_token,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn vit_exports_to_timm_vision_transformer() {
+    for class_token in [false, true] {
+        let cfg = EncoderConfig::Vit(small_vit(class_token));
+        let enc = perturbed(&cfg);
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("timm");
+        let weights: Vec<(String, Tensor)> = enc.vs.variables().into_iter().collect();
+        export(&dir, &cfg, None, &weights, None).unwrap();
+        let x = images(3, 16);
+        let feats = tch::no_grad(|| enc.net.features_t(&x, false));
+        Tensor::write_safetensors(&[("images", x), ("features", feats)], root.path().join("expected.safetensors"))
+            .unwrap();
+        run_python(CHECK_TIMM, &dir);
+    }
+}
+
+#[test]
+fn vit_with_a_class_token_exports_to_hf_vit_model() {
+    let cfg = EncoderConfig::Vit(small_vit(true));
     let enc = perturbed(&cfg);
     let root = tempfile::tempdir().unwrap();
-    let dir = root.path().join("timm");
+    let dir = root.path().join("hf");
     let weights: Vec<(String, Tensor)> = enc.vs.variables().into_iter().collect();
-    export(&dir, &cfg, &weights, None).unwrap();
-    let x = images(3, 16);
+    export(&dir, &cfg, None, &weights, Some(ExportFormat::Hf)).unwrap();
+    // 8-bit images, so the image processor sees exactly our pixels.
+    let x = (images(3, 16) * 255.0).round() / 255.0;
     let feats = tch::no_grad(|| enc.net.features_t(&x, false));
     Tensor::write_safetensors(&[("images", x), ("features", feats)], root.path().join("expected.safetensors")).unwrap();
-    run_python(CHECK_TIMM, &dir);
+    ssl_records::test_python::check(CHECK_HF_VIT, &[&dir], "torch, safetensors and transformers");
+    // Without a CLS token, HF is refused with the reason (timm takes it).
+    let plain = EncoderConfig::Vit(small_vit(false));
+    let w: Vec<(String, Tensor)> = perturbed(&plain).vs.variables().into_iter().collect();
+    let e = export(&root.path().join("x"), &plain, None, &w, Some(ExportFormat::Hf)).unwrap_err().to_string();
+    assert!(e.contains("--class-token"), "{e}");
+}
+
+#[test]
+fn mae_exports_to_hf_vit_mae_for_pretraining() {
+    let vit = small_vit(true);
+    let mae = MaeConfig { decoder_dim: 16, decoder_depth: 1, decoder_heads: 2, ..MaeConfig::default() };
+    let task = MaeTask::new(&vit, mae, Device::Cpu, 3);
+    let _rng = ssl_core::rng::torch_rng(13);
+    tch::no_grad(|| {
+        for (name, mut var) in task.vs.variables() {
+            let noise = Tensor::randn(var.size(), (Kind::Float, Device::Cpu)) * 0.05;
+            if (name.contains(".ln") || name.contains("norm")) && name.ends_with("weight") {
+                var.copy_(&(noise + 1.0));
+            } else {
+                var.copy_(&(var.shallow_clone() + noise));
+            }
+        }
+    });
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("hf");
+    let weights: Vec<(String, Tensor)> = task.vs.variables().into_iter().collect();
+    export(&dir, &EncoderConfig::Vit(vit.clone()), Some(&mae), &weights, Some(ExportFormat::Hf)).unwrap();
+    let x = images(3, 16);
+    // 16 patches at 75%: HF keeps int(16 * 0.25) = 4, as we do.
+    let noise = Tensor::rand([3, vit.num_patches()], (Kind::Float, Device::Cpu));
+    let (_, pred, mask) = tch::no_grad(|| task.loss_with_noise(&x, &noise));
+    Tensor::write_safetensors(
+        &[("images", x), ("noise", noise), ("pred", pred.contiguous()), ("mask", mask.to_kind(Kind::Float))],
+        root.path().join("expected.safetensors"),
+    )
+    .unwrap();
+    ssl_records::test_python::check(CHECK_HF_MAE, &[&dir], "torch, safetensors and transformers");
 }
 
 #[test]
@@ -112,7 +212,7 @@ fn resnet_exports_with_its_own_pytorch_module() {
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("resnet");
     let weights: Vec<(String, Tensor)> = enc.vs.variables().into_iter().collect();
-    export(&dir, &cfg, &weights, None).unwrap();
+    export(&dir, &cfg, None, &weights, None).unwrap();
     let x = images(1, 16);
     let Net::Resnet(r) = &enc.net else { unreachable!("a ResNet config builds a ResNet") };
     let (feats, pooled) = tch::no_grad(|| (r.features_t(&x, false), r.pooled_last(&x, false)));

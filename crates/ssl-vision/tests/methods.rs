@@ -14,7 +14,7 @@ fn tiny_resnet() -> EncoderConfig {
 }
 
 fn tiny_vit() -> VitConfig {
-    VitConfig { in_channels: 1, image_size: 16, patch_size: 4, dim: 32, depth: 1, heads: 2, mlp_ratio: 2 }
+    VitConfig { in_channels: 1, image_size: 16, patch_size: 4, dim: 32, depth: 1, heads: 2, ..Default::default() }
 }
 
 fn batch(n: i64, size: i64) -> Tensor {
