@@ -255,3 +255,63 @@ fn speech_continues_from_a_transformers_wav2vec2() {
     assert!(text(&o).contains("post-LN"), "{}", text(&o));
     assert!(!out.join("checkpoints").exists(), "nothing trained");
 }
+
+/// A randomly initialised `ViTMAEModel` for the committed 28x28 grey images, saved by
+/// transformers (no decoder: ours starts fresh).
+const MAKE_VIT_MAE: &str = r#"
+import sys, torch
+from transformers import ViTMAEConfig, ViTMAEModel
+torch.manual_seed(0)
+cfg = ViTMAEConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, image_size=28,
+                   patch_size=4, num_channels=1)
+ViTMAEModel(cfg).save_pretrained(sys.argv[1], safe_serialization=True)
+"#;
+
+#[test]
+fn vision_mae_continues_from_a_transformers_vit_mae() {
+    let d = tempfile::tempdir().unwrap();
+    let hf = d.path().join("hf");
+    ssl_records::test_python::run(MAKE_VIT_MAE, &[&hf], "transformers");
+    let run = d.path().join("run");
+    let mut args = vec![
+        "pretrain-vision",
+        "--method",
+        "mae",
+        "--init-from",
+        hf.to_str().unwrap(),
+        "--steps",
+        "0",
+        "--max-images",
+        "64",
+        "--max-test",
+        "40",
+        "--labels-per-class",
+        "2",
+        "--seeds",
+        "1",
+        "--eval",
+        "linear",
+        "--threads",
+        "1",
+        "--out",
+        run.to_str().unwrap(),
+    ];
+    let t = ok(ssl(&args));
+    assert!(t.contains("initialised from") && t.contains("fresh: decoder."), "{t}");
+    let imported = ssl_vision::hf_import::HfVit::read(&hf).unwrap();
+    let ours = final_weights(&run);
+    for (name, t) in &imported.tensors {
+        assert!(max_diff(t, &ours[name]) == 0.0, "{name} differs from the import");
+    }
+    let config = json(&run.join("config.json"));
+    let encoder = &config["config"]["resolved"]["encoder"];
+    assert_eq!((encoder["class_token"].as_bool(), encoder["layer_norm_eps"].as_f64()), (Some(true), Some(1e-12)));
+    // A ViT source with a ResNet method is refused before any work.
+    let out = d.path().join("rotation");
+    args[2] = "rotation";
+    *args.last_mut().unwrap() = out.to_str().unwrap();
+    let o = ssl(&args);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("--method mae"), "{}", text(&o));
+    assert!(!out.join("checkpoints").exists());
+}

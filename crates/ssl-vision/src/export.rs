@@ -6,8 +6,9 @@
 //!   the model must be built with `norm_layer=partial(nn.LayerNorm, eps=1e-5)`). Our ViT maps
 //!   pixels in `[0, 1]` to `2x - 1` itself; timm does not, so `config.json` gives mean = std = 0.5.
 //! - **ViT → HF `ViTModel`, MAE → HF `ViTMAEForPreTraining`** ([`export_hf`], `--format hf`):
-//!   exact for a ViT with a CLS token (`--class-token`; HF's ViTs always have one), with
-//!   transformers 5's names, the fused `qkv` split into `q_proj`, `k_proj`, `v_proj`, our
+//!   exact for a ViT with a CLS token (`--class-token`; HF's ViTs always have one), with the
+//!   names transformers writes to disk (`encoder.layer.{i}.attention.attention.query`, which
+//!   transformers 4 and 5 both read), the fused `qkv` split into query, key and value, our
 //!   LayerNorm eps in `layer_norm_eps`, and an image processor with mean = std = 0.5. Load
 //!   `ViTModel` with `add_pooling_layer=False`: its pooler is a classification head pretraining
 //!   does not train.
@@ -133,21 +134,22 @@ pub fn export_timm(dir: &Path, cfg: &VitConfig, weights: &[(String, Tensor)]) ->
     Ok(())
 }
 
-/// Our pre-LN block `ours` (under the renamer's prefix) as an HF ViT layer `theirs`
-/// (transformers 5 names: `attention.{q,k,v,o}_proj`, `layernorm_before`, `layernorm_after`,
-/// `mlp.fc1`, `mlp.fc2`); the fused `qkv` splits into three.
+/// Our pre-LN block `ours` (under the renamer's prefix) as an HF ViT layer `theirs`, in the
+/// names transformers writes to disk (and transformers 4 reads): `attention.attention.{query,key,
+/// value}`, `attention.output.dense`, `layernorm_before`, `layernorm_after`,
+/// `intermediate.dense`, `output.dense`; the fused `qkv` splits into three.
 fn hf_layer(r: &mut Renamer<'_>, ours: &str, theirs: &str, dim: i64) -> Result<()> {
     for w in ["weight", "bias"] {
         let qkv = r.get(&format!("{ours}.qkv.{w}"))?;
-        for (j, name) in ["q_proj", "k_proj", "v_proj"].iter().enumerate() {
-            r.put(format!("{theirs}.attention.{name}.{w}"), qkv.narrow(0, j as i64 * dim, dim));
+        for (j, name) in ["query", "key", "value"].iter().enumerate() {
+            r.put(format!("{theirs}.attention.attention.{name}.{w}"), qkv.narrow(0, j as i64 * dim, dim));
         }
         for (o, t) in [
-            ("proj", "attention.o_proj"),
+            ("proj", "attention.output.dense"),
             ("ln1", "layernorm_before"),
             ("ln2", "layernorm_after"),
-            ("fc1", "mlp.fc1"),
-            ("fc2", "mlp.fc2"),
+            ("fc1", "intermediate.dense"),
+            ("fc2", "output.dense"),
         ] {
             r.rename(&format!("{ours}.{o}.{w}"), format!("{theirs}.{t}.{w}"))?;
         }
@@ -178,7 +180,7 @@ pub fn hf_tensors(
         r.rename(&format!("norm.{w}"), format!("{base}layernorm.{w}"))?;
     }
     for i in 0..cfg.depth {
-        hf_layer(&mut r, &format!("block{i}"), &format!("{base}layers.{i}"), cfg.dim)?;
+        hf_layer(&mut r, &format!("block{i}"), &format!("{base}encoder.layer.{i}"), cfg.dim)?;
     }
     let mut out = r.finish()?;
     if let Some(m) = mae {
@@ -225,7 +227,7 @@ pub fn hf_config(cfg: &VitConfig, mae: Option<&MaeConfig>) -> serde_json::Value 
         v["decoder_hidden_size"] = m.decoder_dim.into();
         v["decoder_num_hidden_layers"] = m.decoder_depth.into();
         v["decoder_num_attention_heads"] = m.decoder_heads.into();
-        v["decoder_intermediate_size"] = (2 * m.decoder_dim).into();
+        v["decoder_intermediate_size"] = (m.decoder_mlp_ratio * m.decoder_dim).into();
         v["mask_ratio"] = m.mask_ratio.into();
         v["norm_pix_loss"] = m.norm_pix_loss.into();
     }

@@ -6,7 +6,8 @@
 //! trainer -> ssl-core's evaluation protocol with image [`corruptions`]. [`recipe`] holds the
 //! configuration and library calls; [`run`] plugs them into ssl-core's run pipeline as a
 //! [`ssl_core::run::Recipe`], which `ssl pretrain-vision` calls. [`export`] writes a ViT as a
-//! timm `VisionTransformer` and a ResNet as safetensors with a PyTorch module of its own.
+//! timm `VisionTransformer` or an HF `ViTModel` / `ViTMAEForPreTraining` and a ResNet as
+//! safetensors with a PyTorch module of its own; [`hf_import`] reads HF ViTs for `--init-from`.
 //!
 //! ```
 //! use ssl_vision::encoder::{EncoderConfig, VisionEncoder};
@@ -27,6 +28,7 @@ pub mod encoder;
 pub mod error;
 pub mod export;
 pub mod flops;
+pub mod hf_import;
 pub mod inpainting;
 pub mod mae;
 pub mod recipe;

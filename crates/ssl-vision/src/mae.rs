@@ -15,12 +15,28 @@ pub struct MaeConfig {
     pub decoder_dim: i64,
     pub decoder_depth: usize,
     pub decoder_heads: i64,
+    /// The decoder blocks' MLP width over `decoder_dim` (2 here; 4 in the paper and in HF's
+    /// ViTMAE, whose decoders import with theirs).
+    #[serde(default = "decoder_mlp_ratio_of_old_runs")]
+    pub decoder_mlp_ratio: i64,
     pub norm_pix_loss: bool,
+}
+
+/// Every run before the option had a 2x decoder MLP.
+fn decoder_mlp_ratio_of_old_runs() -> i64 {
+    2
 }
 
 impl Default for MaeConfig {
     fn default() -> Self {
-        Self { mask_ratio: 0.75, decoder_dim: 64, decoder_depth: 2, decoder_heads: 4, norm_pix_loss: true }
+        Self {
+            mask_ratio: 0.75,
+            decoder_dim: 64,
+            decoder_depth: 2,
+            decoder_heads: 4,
+            decoder_mlp_ratio: 2,
+            norm_pix_loss: true,
+        }
     }
 }
 
@@ -67,7 +83,10 @@ impl MaeTask {
             mask_token: p.var("mask_token", &[1, 1, d], init),
             dec_pos: p.var("pos", &[1, vit.prefix() + vit.num_patches(), d], init),
             blocks: (0..config.decoder_depth)
-                .map(|i| Block::new(&(&p / format!("block{i}")), d, config.decoder_heads, 2, vit.layer_norm()))
+                .map(|i| {
+                    let p = &p / format!("block{i}");
+                    Block::new(&p, d, config.decoder_heads, config.decoder_mlp_ratio, vit.layer_norm())
+                })
                 .collect(),
             norm: nn::layer_norm(&p / "norm", vec![d], vit.layer_norm()),
             pred: nn::linear(&p / "pred", d, vit.patch_values(), Default::default()),

@@ -6,10 +6,12 @@
 use crate::data::{self, ImageSet};
 use crate::encoder::{EncoderConfig, VisionEncoder};
 use crate::error::{Result, VisionError};
+use crate::hf_import::HfVit;
 use crate::recipe::{self, Method, VisionConfig, VisionFactory};
 use serde::{Deserialize, Serialize};
 use ssl_core::embed::EmbedInputs;
 use ssl_core::eval::ProtocolConfig;
+use ssl_core::init::{InitSource, InitWeights};
 use ssl_core::interop::{ExportFormat, RunWeights};
 use ssl_core::run::{DataReport, EvalInputs, Mode, Recipe, RunContext, RunOptions, RunPlan};
 use ssl_core::trainer::TrainSummary;
@@ -73,11 +75,13 @@ pub struct VisionRecipe {
     cfg: Option<VisionConfig>,
     pretrain_set: Option<Arc<ImageSet>>,
     labeled: Option<(ImageSet, ImageSet)>,
+    /// `--init-from` another tool's ViT: read in `open`, which adopts its shape.
+    init: Option<InitWeights>,
 }
 
 impl VisionRecipe {
     pub fn new(flags: VisionFlags) -> Self {
-        Self { flags, cfg: None, pretrain_set: None, labeled: None }
+        Self { flags, cfg: None, pretrain_set: None, labeled: None, init: None }
     }
 
     /// The configuration, once [`Recipe::open`] has run.
@@ -151,8 +155,19 @@ impl Recipe for VisionRecipe {
         serde_json::to_value(&self.cfg).unwrap_or_default()
     }
 
-    fn validate(&self, _plan: &RunPlan) -> Result<()> {
+    fn validate(&self, plan: &RunPlan) -> Result<()> {
         let f = &self.flags;
+        if let (Some(InitSource::Foreign(dir)), false) = (&plan.init_from, plan.is_eval_only()) {
+            if f.method != Method::Mae {
+                return Err(VisionError::Invalid(format!(
+                    "--init-from {}: another tool's ViT continues with --method mae, not {}",
+                    dir.display(),
+                    f.method.name()
+                )));
+            }
+            // The shape is checked here, before any work; the weights are read in `open`.
+            crate::hf_import::vit_config(&ssl_core::init::HfDir::config_only(dir)?)?;
+        }
         if let Some(fmt) = &f.data_format {
             if !FORMATS.contains(&fmt.as_str()) {
                 return Err(VisionError::Invalid(format!(
@@ -233,6 +248,25 @@ impl Recipe for VisionRecipe {
         };
         let mut cfg = VisionConfig::defaults(self.flags.method, pretrain_set.channels, size);
         self.apply_flags(&mut cfg);
+        if let Some(InitSource::Foreign(dir)) = &plan.init_from {
+            let hf = HfVit::read(dir)?;
+            let v = &hf.vit;
+            if (v.in_channels as usize, v.image_size as usize) != (pretrain_set.channels, size) {
+                return Err(VisionError::Invalid(format!(
+                    "--init-from {}: the ViT takes {}-channel {}x{} images and the data has {}-channel {size}x{size} \
+                     ones (resize an image folder with --image-size {})",
+                    dir.display(),
+                    v.in_channels,
+                    v.image_size,
+                    v.image_size,
+                    pretrain_set.channels,
+                    v.image_size
+                )));
+            }
+            cfg.encoder = EncoderConfig::Vit(hf.vit.clone());
+            hf.apply_to(&mut cfg.mae);
+            self.init = Some(hf.init_weights());
+        }
         plan.apply_train(&mut cfg.train, pretrain_set.len);
         plan.apply_protocol(&mut cfg.protocol);
         let report = DataReport {
@@ -292,6 +326,18 @@ impl Recipe for VisionRecipe {
         let cfg: VisionConfig = run.resolved()?;
         let mae = (cfg.method == Method::Mae).then_some(&cfg.mae);
         crate::export::export(to, &cfg.encoder, mae, &run.weights, format)
+    }
+
+    /// One of our vision runs (the flags must give the same model), or an HF `ViTModel`,
+    /// `ViTMAEModel` or `ViTMAEForPreTraining` read in `open` ([`crate::hf_import`]).
+    fn init_weights(&mut self, source: &InitSource) -> Result<InitWeights> {
+        match source {
+            InitSource::Run { path, .. } => Ok(InitWeights::from_run(path, "vision")?),
+            InitSource::Foreign(dir) => self
+                .init
+                .take()
+                .ok_or_else(|| VisionError::Invalid(format!("--init-from {} was not read", dir.display()))),
+        }
     }
 
     fn protocol(&self) -> ProtocolConfig {

@@ -2,7 +2,8 @@
 //! without a CLS token, as timm's `VisionTransformer` (built from the exported `config.json`,
 //! inputs normalised with its mean and std); a CLS-token ViT as HF's `ViTModel` (inputs through
 //! the exported `ViTImageProcessor`) and an MAE as HF's `ViTMAEForPreTraining` (the same noise
-//! gives the same mask and the same reconstruction); a ResNet through the exported
+//! gives the same mask and the same reconstruction, and its `ViTMAEModel` unmasked gives our
+//! features); a ResNet through the exported
 //! `modeling_ssl_resnet.py` (batch-norm running statistics included).
 //!
 //! Needs a Python with torch, safetensors, timm and transformers, named by `SSL_PYTHON` (`cargo
@@ -58,15 +59,18 @@ sys.exit(0 if diff < 1e-4 and not info["missing_keys"] and not info["unexpected_
 const CHECK_HF_MAE: &str = r#"
 import sys, torch
 from safetensors.torch import load_file
-from transformers import ViTMAEForPreTraining
+from transformers import ViTMAEForPreTraining, ViTMAEModel
 d = sys.argv[1]
 ref = load_file(d + "/../expected.safetensors")
 model, info = ViTMAEForPreTraining.from_pretrained(d, output_loading_info=True)
 print("missing", info["missing_keys"], "unexpected", info["unexpected_keys"])
 with torch.no_grad():
     out = model.eval()(pixel_values=ref["images"] * 2 - 1, noise=ref["noise"])
+    # The encoder alone, unmasked, as docs/src/interop.md tells users to load it.
+    enc = ViTMAEModel.from_pretrained(d, mask_ratio=0.0).eval()
+    cls = enc(pixel_values=ref["images"] * 2 - 1).last_hidden_state[:, 0]
 mask_same = torch.equal(out.mask.bool(), ref["mask"].bool())
-diff = (out.logits - ref["pred"]).abs().max().item()
+diff = max((out.logits - ref["pred"]).abs().max().item(), (cls - ref["features"]).abs().max().item())
 print("same mask", mask_same)
 print(f"max_abs_diff={diff:.3e}")
 sys.exit(0 if diff < 1e-4 and mask_same and not info["missing_keys"] and not info["unexpected_keys"] else 1)
@@ -191,8 +195,15 @@ fn mae_exports_to_hf_vit_mae_for_pretraining() {
     // 16 patches at 75%: HF keeps int(16 * 0.25) = 4, as we do.
     let noise = Tensor::rand([3, vit.num_patches()], (Kind::Float, Device::Cpu));
     let (_, pred, mask) = tch::no_grad(|| task.loss_with_noise(&x, &noise));
+    let features = tch::no_grad(|| task.vit.features(&x));
     Tensor::write_safetensors(
-        &[("images", x), ("noise", noise), ("pred", pred.contiguous()), ("mask", mask.to_kind(Kind::Float))],
+        &[
+            ("images", x),
+            ("noise", noise),
+            ("pred", pred.contiguous()),
+            ("mask", mask.to_kind(Kind::Float)),
+            ("features", features),
+        ],
         root.path().join("expected.safetensors"),
     )
     .unwrap();
