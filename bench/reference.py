@@ -27,6 +27,8 @@ def parser(doc):
     p.add_argument("--eps", type=float, default=1e-8)
     p.add_argument("--weight-decay", type=float, default=0.01)
     p.add_argument("--clip", type=float, default=1.0, help="global gradient-norm clip (0: none)")
+    p.add_argument("--profile", type=int, default=0, help="after timing, record N steps with torch.profiler")
+    p.add_argument("--profile-out", default="", help="where the Chrome trace of --profile goes")
     return p
 
 
@@ -68,26 +70,39 @@ def train_and_report(model, loss_fn, a, samples_per_step, first_loss):
     cuda = a.device.startswith("cuda")
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cuda else contextlib.nullcontext
     rates = []
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        with autocast():
+            loss = loss_fn()
+        loss.backward()
+        if a.clip > 0:
+            norm = torch.nn.utils.clip_grad_norm_(params, a.clip)
+        else:
+            norm = torch.zeros((), device=loss.device)
+        torch.stack([loss.detach().float(), norm.float()]).tolist()  # one host read, like ours
+        opt.step()
+
     for w in range(a.windows + 1):
         if cuda:
             torch.cuda.synchronize()
         t = time.perf_counter()
         for _ in range(a.window):
-            opt.zero_grad(set_to_none=True)
-            with autocast():
-                loss = loss_fn()
-            loss.backward()
-            if a.clip > 0:
-                norm = torch.nn.utils.clip_grad_norm_(params, a.clip)
-            else:
-                norm = torch.zeros((), device=loss.device)
-            torch.stack([loss.detach().float(), norm.float()]).tolist()  # one host read, like ours
-            opt.step()
+            step()
         if cuda:
             torch.cuda.synchronize()
         elapsed = time.perf_counter() - t
         if w > 0:  # the first window is warm-up
             rates.append(a.window * samples_per_step / elapsed)
+    if a.profile > 0:
+        # Untimed: the same steps under torch.profiler, its Chrome trace for `ssl trace`.
+        activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if cuda else [])
+        with torch.profiler.profile(activities=activities, record_shapes=True) as prof:
+            for _ in range(a.profile):
+                step()
+            if cuda:
+                torch.cuda.synchronize()
+        prof.export_chrome_trace(a.profile_out)
     rates.sort()
     out = {
         "parameters": sum(t.numel() for t in params),

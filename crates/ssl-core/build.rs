@@ -5,6 +5,7 @@ use std::path::PathBuf;
 fn main() {
     println!("cargo:rerun-if-changed=csrc/kernels.cpp");
     println!("cargo:rerun-if-changed=csrc/distributed.cpp");
+    println!("cargo:rerun-if-changed=csrc/profiler.cpp");
     println!("cargo:rerun-if-changed=csrc/guarded.h");
     println!("cargo:rerun-if-changed=csrc/gloo_api");
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
@@ -29,6 +30,7 @@ fn main() {
         .flag("-DUSE_C10D_GLOO")
         .file("csrc/kernels.cpp")
         .file("csrc/distributed.cpp")
+        .file("csrc/profiler.cpp")
         .compile("ssl_core_kernels");
     println!("cargo:libtorch_lib={}", lib.display());
     ssl_build::link_libtorch_dir(&lib);

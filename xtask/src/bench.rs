@@ -49,6 +49,10 @@ pub struct BenchArgs {
     /// Timed windows after the warm-up window (default 5, 2 with --quick).
     #[arg(long)]
     pub windows: Option<u64>,
+    /// After timing, record N steps of ours and of the reference with their profilers and put
+    /// them side by side, op by op, in `OUT/<name>_profile.md` (traces in `OUT/<name>_profile/`).
+    #[arg(long, value_name = "N")]
+    pub profile: Option<u64>,
     /// Instead of the models: the data-parallel benchmark with N local processes (all-reduce
     /// against torch.distributed, and scaling against 1 process; see bench_dist.rs).
     #[arg(long, value_name = "N")]
@@ -101,6 +105,9 @@ fn measure(
     if let Some(n) = args.windows {
         cmd.args(["--windows", &n.to_string()]);
     }
+    if let Some(n) = args.profile {
+        cmd.args(["--profile", &n.to_string()]);
+    }
     let status = cmd.status().context("running ssl bench")?;
     if !status.success() {
         bail!("ssl bench {modality} --preset {preset} failed ({status})");
@@ -121,13 +128,44 @@ fn measure(
     if modality != "vision" {
         py.args(["--device", &args.device]);
     }
+    let profiles = out.join(format!("{name}_profile"));
+    if let Some(n) = args.profile {
+        py.args(["--profile", &n.to_string(), "--profile-out"]).arg(profiles.join("pytorch-trace.json"));
+    }
     let output = py.output().with_context(|| format!("running {}", r.script))?;
     if !output.status.success() {
         bail!("the PyTorch reference {} failed:\n{}", r.script, String::from_utf8_lossy(&output.stderr));
     }
+    if let Some(n) = args.profile {
+        compare_profiles(ssl, &profiles, n, &out.join(format!("{name}_profile.md")))?;
+    }
     let reference = last_json_line(&String::from_utf8_lossy(&output.stdout))
         .with_context(|| format!("reading the result of {}", r.script))?;
     Ok((ours, reference))
+}
+
+/// `ssl trace` over our trace and the reference's (`dir/trace.json`, `dir/pytorch-trace.json`),
+/// written to `to` and shown.
+fn compare_profiles(ssl: &dyn Fn() -> Command, dir: &Path, steps: u64, to: &Path) -> Result<()> {
+    let output = ssl()
+        .arg("trace")
+        .arg(dir.join("trace.json"))
+        .arg("--against")
+        .arg(dir.join("pytorch-trace.json"))
+        .args(["--steps", &steps.to_string(), "--top", "25"])
+        .output()
+        .context("running ssl trace")?;
+    if !output.status.success() {
+        bail!("ssl trace failed:\n{}", String::from_utf8_lossy(&output.stderr));
+    }
+    let table = String::from_utf8_lossy(&output.stdout);
+    std::fs::write(to, format!("# Ours (A) against PyTorch eager (B), op by op\n\n{table}"))
+        .with_context(|| format!("writing {}", to.display()))?;
+    eprintln!("==> op by op: {}", to.display());
+    for line in table.lines().take(14) {
+        eprintln!("    {line}");
+    }
+    Ok(())
 }
 
 /// Whether the reference is equivalent, with the numbers that say so.

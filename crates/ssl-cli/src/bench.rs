@@ -40,6 +40,10 @@ pub struct BenchArgs {
     /// Timed windows after the warm-up window (default 5, 2 with --quick).
     #[arg(long)]
     pub windows: Option<u64>,
+    /// After timing, record N steps on the pre-loaded batch with LibTorch's profiler into
+    /// `OUT/<name>_profile/` (a trace and a table of the operators that took the time).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub profile: u64,
 }
 
 pub fn run(a: BenchArgs) -> Result<()> {
@@ -56,6 +60,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         batch_size: a.batch_size,
         window_steps: a.window_steps,
         windows: a.windows,
+        profile: a.profile,
     };
     let ctx = BenchContext::new(options, device);
     let measured = match a.modality.as_str() {

@@ -93,6 +93,22 @@ enum Cmd {
         #[arg(long)]
         threads: Option<i32>,
     },
+    /// Summarise a profiler trace (`--profile` writes RUN/profile/trace.json; `torch.profiler`'s
+    /// `export_chrome_trace` writes the same format): the operators by self time, or two traces
+    /// side by side, op by op.
+    Trace {
+        /// A Chrome/Perfetto trace.
+        trace: PathBuf,
+        /// A second trace to compare with (e.g. the PyTorch reference's).
+        #[arg(long)]
+        against: Option<PathBuf>,
+        /// The steps each trace recorded (times are shown per step).
+        #[arg(long, default_value_t = 1)]
+        steps: u64,
+        /// Operators shown.
+        #[arg(long, default_value_t = 25)]
+        top: usize,
+    },
     /// Throughput measurements behind `cargo xtask bench`.
     Bench(bench::BenchArgs),
 }
@@ -173,6 +189,7 @@ fn main() -> ExitCode {
         Cmd::Report { runs, table } => report(&runs, table.as_deref()),
         Cmd::Export { run, to, format } => export(&run, &to, format),
         Cmd::Embed { run, data, out, device, threads } => embed(&run, &data, &out, &device, threads),
+        Cmd::Trace { trace, against, steps, top } => trace_summary(&trace, against.as_deref(), steps, top),
         Cmd::Bench(a) => bench::run(a).map_err(running),
     };
     match result {
@@ -240,6 +257,19 @@ fn embed(run: &Path, data: &Path, out: &Path, device: &str, threads: Option<i32>
     }
     ssl_core::embed::check_paths(data, out).map_err(usage)?;
     with_run_recipe(run, "embed", Embed(run, data, out, device))
+}
+
+/// `ssl trace`: one trace's top operators, or two side by side.
+fn trace_summary(trace: &Path, against: Option<&Path>, steps: u64, top: usize) -> Result<(), Failure> {
+    let a = ssl_core::profile::summarize(trace).map_err(usage)?;
+    match against {
+        Some(b) => {
+            let b = ssl_core::profile::summarize(b).map_err(usage)?;
+            print!("{}", ssl_core::profile::compare_markdown(&a, steps, &b, steps, top));
+        }
+        None => print!("{}", ssl_core::profile::top_ops_markdown(&a, top, steps)),
+    }
+    Ok(())
 }
 
 /// `ssl report`: rewrite each run's report; with `table`, write one run's evidence snippet.

@@ -30,9 +30,18 @@ fn cli_reference() -> String {
          after changing a flag; a test fails while this page differs from the binary). Through \
          `cargo xtask`, `pretrain-*` commands take the same flags after the command name.\n",
     );
-    for cmd in
-        ["pretrain-vision", "pretrain-text", "pretrain-speech", "runs", "compare", "report", "export", "embed", "bench"]
-    {
+    for cmd in [
+        "pretrain-vision",
+        "pretrain-text",
+        "pretrain-speech",
+        "runs",
+        "compare",
+        "report",
+        "export",
+        "embed",
+        "trace",
+        "bench",
+    ] {
         let o = ssl(&[cmd, "--help"]);
         s.push_str(&format!("\n## `ssl {cmd}`\n\n```text\n{}```\n", String::from_utf8_lossy(&o.stdout)));
     }
@@ -249,4 +258,45 @@ fn export_after_pretraining_with_the_export_flag() {
     let o = ssl(&["pretrain-vision", "--export-format", "timm", "--out", d.path().join("x").to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("--export-format needs --export"), "{}", text(&o));
+}
+
+#[test]
+fn profile_records_steps_and_trace_summarises_them() {
+    let d = tempfile::tempdir().unwrap();
+    let run = d.path().join("run");
+    let mut args = vec![
+        "pretrain-text",
+        "--steps",
+        "5",
+        "--batch-size",
+        "4",
+        "--max-len",
+        "32",
+        "--vocab-size",
+        "500",
+        "--profile",
+        "2",
+        "--out",
+        run.to_str().unwrap(),
+    ];
+    args.extend(EVAL);
+    let o = ssl(&args);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("profile of 2 steps"), "{}", text(&o));
+    // LibTorch's own Chrome trace: operator events with their input shapes.
+    let trace = run.join("profile/trace.json");
+    let v = json(&trace);
+    let events = v["traceEvents"].as_array().expect("traceEvents");
+    let ops: Vec<&serde_json::Value> = events.iter().filter(|e| e["cat"] == "cpu_op").collect();
+    assert!(ops.iter().any(|e| e["name"] == "aten::mm" && e["args"]["Input Dims"].is_array()), "matmuls with shapes");
+    let table = std::fs::read_to_string(run.join("profile/top-ops.md")).unwrap();
+    assert!(table.contains("2 steps recorded") && table.contains("| `aten::"), "{table}");
+    // Steps 2 and 3 of 0..5 (2 warm-up steps): one fused AdamW call per parameter group each.
+    let adamw = ops.iter().filter(|e| e["name"] == "aten::_fused_adamw_").count();
+    assert!(adamw > 0 && adamw % 2 == 0, "{adamw} fused AdamW calls in 2 steps");
+    let o = ssl(&["trace", trace.to_str().unwrap(), "--against", trace.to_str().unwrap(), "--steps", "2"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("| `aten::mm` |") && text(&o).contains("+0.000 |"), "{}", text(&o));
+    let o = ssl(&["trace", run.join("config.json").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "not a trace: {}", text(&o));
 }

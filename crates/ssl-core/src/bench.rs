@@ -87,6 +87,9 @@ pub struct BenchOptions {
     pub window_steps: Option<u64>,
     /// Timed windows after the warm-up window (default 5, 2 with `quick`).
     pub windows: Option<u64>,
+    /// After the timed windows, this many steps on the pre-loaded batch recorded with LibTorch's
+    /// profiler into `out/<name>_profile/` (0: none; see [`crate::profile`]).
+    pub profile: u64,
 }
 
 /// The timed windows: `windows` windows of `steps` steps after one warm-up window.
@@ -174,23 +177,40 @@ where
     Ok(Spread::of(&sps))
 }
 
-/// Samples/s with the data loader, then with `fixed` every step, each on a fresh objective.
+/// Samples/s with the data loader, then with `fixed` every step, each on a fresh objective; then,
+/// with `--profile N`, N more steps on `fixed` (after 2 warm-up steps) recorded with LibTorch's
+/// profiler into `out/<name>_profile/` (untimed, so the profiler does not touch the numbers).
 pub fn loader_and_preloaded<O, S>(
+    ctx: &BenchContext,
+    name: &str,
     train: &TrainConfig,
     mut objective: impl FnMut() -> Result<O>,
     source: Arc<S>,
     fixed: &O::Batch,
-    device: Device,
 ) -> Result<(Spread, Spread)>
 where
     O: Objective,
     O::Batch: FixedBatch,
     S: DataSource<Batch = O::Batch>,
 {
+    let device = ctx.device;
     let tmp = tempfile::tempdir().map_err(|e| CoreError::io(std::env::temp_dir(), e))?;
     let loader = windows(train, &tmp.path().join("loader"), &mut objective()?, source, device)?;
-    let preloaded = Arc::new(Preloaded(Mutex::new(fixed.fresh_copy())));
-    let pre = windows(train, &tmp.path().join("preloaded"), &mut objective()?, preloaded, device)?;
+    let preloaded = || Arc::new(Preloaded(Mutex::new(fixed.fresh_copy())));
+    let pre = windows(train, &tmp.path().join("preloaded"), &mut objective()?, preloaded(), device)?;
+    let n = ctx.options.profile;
+    if n > 0 {
+        let mut t = train.clone();
+        (t.steps, t.profile, t.log_every) = (n + 2, n, 0);
+        let run = tmp.path().join("profiled");
+        Trainer::new(t, &run, device).fit(&mut objective()?, preloaded(), false)?;
+        let to = ctx.options.out.join(format!("{name}_profile"));
+        std::fs::create_dir_all(&to).map_err(|e| CoreError::io(&to, e))?;
+        for f in ["trace.json", "top-ops.md"] {
+            let from = run.join("profile").join(f);
+            std::fs::copy(&from, to.join(f)).map_err(|e| CoreError::io(&from, e))?;
+        }
+    }
     Ok((loader, pre))
 }
 

@@ -1,5 +1,5 @@
 //! Safe wrappers over the C++ layer (`csrc/kernels.cpp`): LibTorch's fused and multi-tensor
-//! kernels that tch does not bind, and bf16 autocast control.
+//! kernels that tch does not bind, bf16 autocast control, and LibTorch's profiler.
 //!
 //! The layer is compiled against the same LibTorch headers and C++ ABI as `torch-sys`, and
 //! receives tensors as the `at::Tensor*` behind [`tch::Tensor::as_ptr`].
@@ -44,6 +44,8 @@ mod ffi {
             norm_out: *const c_void,
         ) -> *mut c_char;
         pub fn ssl_set_bf16_autocast(enabled: c_int) -> *mut c_char;
+        pub fn ssl_profiler_start(record_shapes: c_int, cuda: c_int) -> *mut c_char;
+        pub fn ssl_profiler_stop(trace_path: *const c_char) -> *mut c_char;
         pub fn ssl_bf16_autocast_enabled() -> c_int;
     }
 }
@@ -60,6 +62,21 @@ fn check(kernel: &'static str, err: *mut c_char) -> Result<()> {
     let message = unsafe { CStr::from_ptr(err) }.to_string_lossy().into_owned();
     unsafe { ffi::ssl_free_error(err) };
     Err(CoreError::Kernel { kernel, message })
+}
+
+/// Start LibTorch's profiler (Kineto) on this thread: operators (with their input shapes when
+/// `record_shapes`) and, with `cuda`, CUDA kernels. See [`crate::profile`].
+pub fn profiler_start(record_shapes: bool, cuda: bool) -> Result<()> {
+    // SAFETY: plain integers in; the C++ layer catches every exception.
+    check("profiler_start", unsafe { ffi::ssl_profiler_start(record_shapes as c_int, cuda as c_int) })
+}
+
+/// Stop the profiler [`profiler_start`] started and write its Chrome/Perfetto trace to `path`.
+pub fn profiler_stop(path: &std::path::Path) -> Result<()> {
+    let c = std::ffi::CString::new(path.display().to_string())
+        .map_err(|_| CoreError::Kernel { kernel: "profiler_stop", message: "a NUL byte in the path".into() })?;
+    // SAFETY: a NUL-terminated path that outlives the call; the C++ layer catches every exception.
+    check("profiler_stop", unsafe { ffi::ssl_profiler_stop(c.as_ptr()) })
 }
 
 fn same_len(kernel: &'static str, lens: &[usize]) -> Result<c_int> {

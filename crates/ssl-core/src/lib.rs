@@ -13,6 +13,8 @@
 //! - [`optim`]: AdamW and SGD whose state is ours (checkpointable), with fused LibTorch kernels
 //!   reached through the C++ layer in [`kernels`] and a composed-ops fallback.
 //! - [`losses`]: masked cross-entropy, masked reconstruction, InfoNCE, codebook diversity.
+//! - [`profile`]: `--profile N`: steps recorded with LibTorch's profiler (Kineto), a trace and a
+//!   top-operators table; traces of ours and of `torch.profiler` compared op by op.
 //! - [`rng`]: every random choice derived by name from the run seed; exclusive, seeded use of
 //!   LibTorch's global generator.
 //! - [`interrupt`]: SIGINT/SIGTERM stop a run at a safe point, with a checkpoint.
@@ -58,6 +60,7 @@ pub mod loader;
 pub mod losses;
 pub mod optim;
 pub mod plots;
+pub mod profile;
 pub mod progress;
 pub mod rng;
 pub mod run;

@@ -113,6 +113,10 @@ pub struct TrainConfig {
     pub loader_threads: usize,
     /// Show progress: a bar on a terminal, a line per logging step otherwise.
     pub progress: bool,
+    /// Steps recorded with LibTorch's profiler into `RUN/profile/` (0: none; see
+    /// [`crate::profile`]). Not a property of the run: neither stored nor compared on resume.
+    #[serde(skip)]
+    pub profile: u64,
 }
 
 impl Default for TrainConfig {
@@ -136,6 +140,7 @@ impl Default for TrainConfig {
             prefetch: 4,
             loader_threads: 0,
             progress: true,
+            profile: 0,
         }
     }
 }
@@ -371,8 +376,15 @@ impl Trainer {
             last_ckpt =
                 Some(checkpoint::save(&self.run_dir, objective.var_store(), &optimizer, &state, cfg.keep_checkpoints)?);
         }
+        let mut profiler = (cfg.profile > 0 && main).then(|| {
+            let dir = self.run_dir.join("profile");
+            crate::profile::StepProfiler::new(dir, state.step, cfg.steps, cfg.profile, self.device.is_cuda())
+        });
         while state.step < cfg.steps {
             let step = state.step;
+            if let Some(p) = profiler.as_mut() {
+                p.before(step)?;
+            }
             torch_rng.reseed(mix_seed(&[step_seed, step]));
             let lr = schedule.lr_at(step);
             match &sync {
@@ -482,6 +494,9 @@ impl Trainer {
             }
             bar.tick(state.step);
             let interrupted = stop_agreed.unwrap_or_else(crate::interrupt::requested) && !is_last;
+            if let Some(p) = profiler.as_mut() {
+                p.after(step, is_last || interrupted)?;
+            }
             let save =
                 (cfg.checkpoint_every > 0 && state.step.is_multiple_of(cfg.checkpoint_every)) || is_last || interrupted;
             if save && main {

@@ -96,7 +96,7 @@ pub fn measure(ctx: &BenchContext) -> Result<Measured> {
     let first_step_loss = objective.forward(&batch, device)?.loss.double_value(&[]);
 
     let (loader, preloaded) =
-        loader_and_preloaded(&cfg.train, || Ok(objective_of()), Arc::new(source), &batch, device)?;
+        loader_and_preloaded(ctx, &name, &cfg.train, || Ok(objective_of()), Arc::new(source), &batch)?;
     let m = &cfg.model;
     let mut script_args = vec![
         "--conv-channels".to_string(),

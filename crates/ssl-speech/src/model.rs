@@ -167,7 +167,9 @@ impl TransformerLayer {
         let (b, t, d) = x.size3().expect("[B, T, D]");
         let h = self.heads;
         let qkv = self.qkv.forward(&self.ln1.forward(x)).view([b, t, 3, h, d / h]).permute([2, 0, 3, 1, 4]);
-        let (q, k, v) = (qkv.get(0), qkv.get(1), qkv.get(2)); // [B, H, T, dh]
+        // One `unbind` (its backward one `stack`), as Python's `q, k, v = qkv` does; three `get`s
+        // would each zero-fill a full-size gradient in backward (seen op by op in the profile).
+        let [q, k, v]: [Tensor; 3] = qkv.unbind(0).try_into().expect("3 slices"); // [B, H, T, dh]
         let scores = q.matmul(&k.transpose(-2, -1)) / ((d / h) as f64).sqrt() + key_bias;
         let att = scores.softmax(-1, Kind::Float).matmul(&v).transpose(1, 2).reshape([b, t, d]);
         let x = x + self.out.forward(&att);

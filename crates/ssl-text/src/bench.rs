@@ -63,7 +63,7 @@ pub fn measure(ctx: &BenchContext) -> Result<Measured> {
     let first_step_loss = objective.forward(&batch, device)?.loss.double_value(&[]);
 
     let source = Arc::new(MlmDataset::new(data.packed.clone(), data.train_indices.clone(), masker.clone()));
-    let (loader, preloaded) = loader_and_preloaded(&cfg.train, objective_of, source, &batch, device)?;
+    let (loader, preloaded) = loader_and_preloaded(ctx, &name, &cfg.train, objective_of, source, &batch)?;
     let slots = masker.slots() as i64;
     let mut script_args = vec![
         "--vocab".to_string(),

@@ -34,11 +34,12 @@ pub fn measure(ctx: &BenchContext) -> Result<Measured> {
 
     let source = Arc::new(ImageSource { images: Arc::new(data.train.clone()), augment: cfg.augment });
     let (loader, preloaded) = loader_and_preloaded(
+        ctx,
+        &name,
         &cfg.train,
         || Ok(RotationTask::new(&cfg.encoder, device, 0)),
         source,
         &batch.to_kind(Kind::Float),
-        device,
     )?;
     let blocks: Vec<String> = resnet.blocks_per_stage.iter().map(|b| b.to_string()).collect();
     Ok(Measured {

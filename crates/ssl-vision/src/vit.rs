@@ -105,7 +105,8 @@ impl Module for Block {
         let (b, n, d) = x.size3().expect("[B, N, D] tokens");
         let qkv =
             x.apply(&self.ln1).apply(&self.qkv).view([b, n, 3, self.heads, d / self.heads]).permute([2, 0, 3, 1, 4]);
-        let (q, k, v) = (qkv.get(0), qkv.get(1), qkv.get(2));
+        // One `unbind` (its backward one `stack`), not three `get`s (three full-size zero fills).
+        let [q, k, v]: [Tensor; 3] = qkv.unbind(0).try_into().expect("3 slices");
         let att = Tensor::scaled_dot_product_attention(&q, &k, &v, None::<Tensor>, 0.0, false, None, false);
         let x = x + att.transpose(1, 2).reshape([b, n, d]).apply(&self.proj);
         let h = x.apply(&self.ln2).apply(&self.fc1).gelu("none").apply(&self.fc2);

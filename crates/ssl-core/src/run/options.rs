@@ -57,6 +57,10 @@ pub struct RunOptions {
     /// Log the loss and metrics every N steps (default: the method's).
     #[arg(long, value_name = "N")]
     pub log_every: Option<u64>,
+    /// Record N pretraining steps (after up to 2 warm-up steps) with LibTorch's profiler: a
+    /// Chrome/Perfetto trace and a table of the operators that took the time, in RUN/profile/.
+    #[arg(long, value_name = "N")]
+    pub profile: Option<u64>,
     /// Continue the run in --out from its newest checkpoint.
     #[arg(long)]
     pub resume: bool,

@@ -327,6 +327,9 @@ impl RunPlan {
         if let Some(n) = o.checkpoint_every {
             train.checkpoint_every = n;
         }
+        if let Some(n) = o.profile {
+            train.profile = n;
+        }
         train.seed = self.seed;
     }
 
