@@ -220,5 +220,9 @@ pub fn test_python(source: &Source) -> Result<PathBuf> {
     install("transformers", TRANSFORMERS_VERSION, "the HuggingFace interoperability tests")?;
     install("timm", TIMM_VERSION, "the timm interoperability test")?;
     install("tensorboard", TENSORBOARD_VERSION, "the TensorBoard interoperability test")?;
+    // Pillow comes with timm's torchvision; `ssl embed`'s check decodes its PNGs with it.
+    if !has("PIL") {
+        bail!("{} has no Pillow (PIL), which timm's torchvision should have brought", py.display());
+    }
     Ok(py)
 }

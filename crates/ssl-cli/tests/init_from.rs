@@ -190,6 +190,9 @@ fn vision_continues_from_our_own_run_of_the_same_model() {
     assert!(!o.status.success() && text(&o).contains("has shape"), "{}", text(&o));
 }
 
+/// The smallest evaluation, on one thread.
+const SMALLEST_EVAL: [&str; 8] = ["--labels-per-class", "2", "--seeds", "1", "--eval", "linear", "--threads", "1"];
+
 /// A randomly initialised pre-LN `Wav2Vec2Model` of our shape, saved by transformers.
 const MAKE_WAV2VEC2: &str = r#"
 import sys, torch
@@ -208,25 +211,9 @@ fn speech_continues_from_a_transformers_wav2vec2() {
     let hf = d.path().join("hf");
     ssl_records::test_python::run(MAKE_WAV2VEC2, &[&hf], "transformers");
     let run = d.path().join("run");
-    let args = [
-        "pretrain-speech",
-        "--init-from",
-        hf.to_str().unwrap(),
-        "--steps",
-        "0",
-        "--max-files",
-        "12",
-        "--labels-per-class",
-        "2",
-        "--seeds",
-        "1",
-        "--eval",
-        "linear",
-        "--threads",
-        "1",
-        "--out",
-        run.to_str().unwrap(),
-    ];
+    let mut args = vec!["pretrain-speech", "--init-from", hf.to_str().unwrap(), "--steps", "0", "--max-files", "12"];
+    args.extend(SMALLEST_EVAL);
+    args.extend(["--out", run.to_str().unwrap()]);
     let t = ok(ssl(&args));
     assert!(t.contains("initialised from"), "{t}");
     // The run's step-0 checkpoint holds the source as imported, and the head alone is fresh.
@@ -273,29 +260,10 @@ fn vision_mae_continues_from_a_transformers_vit_mae() {
     let hf = d.path().join("hf");
     ssl_records::test_python::run(MAKE_VIT_MAE, &[&hf], "transformers");
     let run = d.path().join("run");
-    let mut args = vec![
-        "pretrain-vision",
-        "--method",
-        "mae",
-        "--init-from",
-        hf.to_str().unwrap(),
-        "--steps",
-        "0",
-        "--max-images",
-        "64",
-        "--max-test",
-        "40",
-        "--labels-per-class",
-        "2",
-        "--seeds",
-        "1",
-        "--eval",
-        "linear",
-        "--threads",
-        "1",
-        "--out",
-        run.to_str().unwrap(),
-    ];
+    let mut args = vec!["pretrain-vision", "--method", "mae", "--init-from", hf.to_str().unwrap(), "--steps", "0"];
+    args.extend(["--max-images", "64", "--max-test", "40"]);
+    args.extend(SMALLEST_EVAL);
+    args.extend(["--out", run.to_str().unwrap()]);
     let t = ok(ssl(&args));
     assert!(t.contains("initialised from") && t.contains("fresh: decoder."), "{t}");
     let imported = ssl_vision::hf_import::HfVit::read(&hf).unwrap();
