@@ -9,6 +9,7 @@ import contextlib
 import json
 import resource
 import statistics
+import sys
 import time
 
 import torch
@@ -29,19 +30,27 @@ def parser(doc):
     p.add_argument("--clip", type=float, default=1.0, help="global gradient-norm clip (0: none)")
     p.add_argument("--profile", type=int, default=0, help="after timing, record N steps with torch.profiler")
     p.add_argument("--profile-out", default="", help="where the Chrome trace of --profile goes")
+    p.add_argument(
+        "--paired",
+        action="store_true",
+        help="alternate with another process (cargo xtask bench): after each window print it as a JSON line "
+        "and wait for 'go' on stdin before the next; any other line ends the timing (--windows is ignored)",
+    )
     return p
 
 
 def build(model_class, a):
     """The model `model_class(a)` with our initial weights, on `a.device`; returns it and the device.
 
-    Weights are loaded by name: every parameter must be covered and nothing left over."""
+    Weights are loaded by name: every parameter and buffer must be covered and nothing left over,
+    except BatchNorm's `num_batches_tracked` counters, which we do not keep."""
     from safetensors.torch import load_file
 
     if a.threads:
         torch.set_num_threads(a.threads)
     model = model_class(a)
     missing, unexpected = model.load_state_dict(load_file(a.init), strict=False)
+    missing = [m for m in missing if not m.endswith("num_batches_tracked")]
     assert not missing and not unexpected, (missing, unexpected)
     device = torch.device(a.device)
     return model.to(device), device
@@ -61,6 +70,25 @@ def adamw(model, a):
         return torch.optim.AdamW(groups, lr=a.lr, betas=betas, eps=a.eps), False
 
 
+def timed_windows(a, window):
+    """Samples/s of the timed windows: `window()` runs one and returns its rate. The first window is
+    warm-up and dropped. With `--paired`, each window is announced on stdout as
+    `{"window": {"config": "pytorch", "index": i, "samples_per_s": r}}` (ssl_records::bench::WindowLine)
+    and the next runs only after a `go` line on stdin."""
+    if not a.paired:
+        rates = [window() for _ in range(a.windows + 1)]
+        return rates[1:]
+    rates, index = [], 0
+    while True:
+        rate = window()
+        if index > 0:
+            rates.append(rate)
+        print(json.dumps({"window": {"config": "pytorch", "index": index, "samples_per_s": rate}}), flush=True)
+        index += 1
+        if sys.stdin.readline().strip() != "go":
+            return rates
+
+
 def train_and_report(model, loss_fn, a, samples_per_step, first_loss):
     """Time `a.windows` windows of `a.window` steps after one warm-up window; print the JSON line."""
     opt, fused = adamw(model, a)
@@ -69,7 +97,6 @@ def train_and_report(model, loss_fn, a, samples_per_step, first_loss):
     # Our trainer runs the forward pass under bf16 autocast on CUDA (fp32 on the CPU).
     cuda = a.device.startswith("cuda")
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cuda else contextlib.nullcontext
-    rates = []
 
     def step():
         opt.zero_grad(set_to_none=True)
@@ -83,7 +110,7 @@ def train_and_report(model, loss_fn, a, samples_per_step, first_loss):
         torch.stack([loss.detach().float(), norm.float()]).tolist()  # one host read, like ours
         opt.step()
 
-    for w in range(a.windows + 1):
+    def window():
         if cuda:
             torch.cuda.synchronize()
         t = time.perf_counter()
@@ -91,9 +118,9 @@ def train_and_report(model, loss_fn, a, samples_per_step, first_loss):
             step()
         if cuda:
             torch.cuda.synchronize()
-        elapsed = time.perf_counter() - t
-        if w > 0:  # the first window is warm-up
-            rates.append(a.window * samples_per_step / elapsed)
+        return a.window * samples_per_step / (time.perf_counter() - t)
+
+    rates = timed_windows(a, window)
     if a.profile > 0:
         # Untimed: the same steps under torch.profiler, its Chrome trace for `ssl trace`.
         activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if cuda else [])

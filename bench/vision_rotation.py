@@ -1,16 +1,11 @@
 """PyTorch (eager) reference for `cargo xtask bench`: the rotation ResNet of ssl-vision, written
 independently with the same architecture, initial weights (loaded from our safetensors), batch,
-optimizer (AdamW, fused where supported, no weight decay on tensors with < 2 dims, gradient clipping
-at 1.0) and loss. Prints one JSON object.
+optimizer and loss; the training loop and the flags are reference.py's. Prints one JSON object.
 
 Usage: python bench/vision_rotation.py --init vision_init.safetensors --batch vision_batch.safetensors
-           --width 16 --window 20 --windows 6
+           --width 16 --blocks 1,1,1 --lr 0.002 --weight-decay 0.05 --clip 1 --window 20 --windows 6
 """
-import argparse
-import json
-import statistics
-import time
-
+import reference
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -61,73 +56,30 @@ class ResNet(nn.Module):
 
 
 class Rotation(nn.Module):
-    def __init__(self, width, blocks):
+    def __init__(self, a):
         super().__init__()
-        self.encoder = ResNet(width, blocks)
+        self.encoder = ResNet(a.width, [int(v) for v in a.blocks.split(",")])
         self.rotation_head = nn.Linear(self.encoder.out_channels, 4)
 
     def loss(self, x):
         b = x.shape[0]
         rots = torch.cat([torch.rot90(x, k, [2, 3]) for k in range(4)])
-        labels = torch.arange(4).repeat_interleave(b)
+        labels = torch.arange(4, device=x.device).repeat_interleave(b)
         return F.cross_entropy(self.rotation_head(self.encoder(rots)), labels)
 
 
 def main():
-    p = argparse.ArgumentParser()
-    p.add_argument("--init", required=True)
-    p.add_argument("--batch", required=True)
+    p = reference.parser(__doc__)
     p.add_argument("--width", type=int, default=16)
     p.add_argument("--blocks", default="1,1,1")
-    p.add_argument("--window", type=int, default=20)
-    p.add_argument("--windows", type=int, default=6)
-    p.add_argument("--threads", type=int, default=0)
     a = p.parse_args()
-    if a.threads:
-        torch.set_num_threads(a.threads)
-    model = Rotation(a.width, [int(v) for v in a.blocks.split(",")])
-    state = load_file(a.init)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [m for m in missing if not m.endswith("num_batches_tracked")]
-    assert not missing and not unexpected, (missing, unexpected)
-    x = load_file(a.batch)["images"]
+    model, device = reference.build(Rotation, a)
+    x = load_file(a.batch)["images"].to(device)
     model.train()
     first_loss = model.loss(x).item()
     # Reload: the forward above updated the batch-norm running statistics.
-    model.load_state_dict(state, strict=False)
-    params = sum(t.numel() for t in model.parameters())
-    decay = [t for t in model.parameters() if t.dim() >= 2]
-    no_decay = [t for t in model.parameters() if t.dim() < 2]
-    groups = [{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}]
-    try:
-        opt = torch.optim.AdamW(groups, lr=2e-3, fused=True)
-        fused = True
-    except (RuntimeError, TypeError):
-        opt = torch.optim.AdamW(groups, lr=2e-3)
-        fused = False
-    # The same pre-loaded batch every step (a flip per step keeps the work identical).
-    rates = []
-    for w in range(a.windows + 1):
-        t = time.perf_counter()
-        for _ in range(a.window):
-            opt.zero_grad(set_to_none=True)
-            loss = model.loss(x)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            loss.item()  # the same one host read per step as ours (the NaN guard)
-        elapsed = time.perf_counter() - t
-        if w > 0:  # the first window is warm-up
-            rates.append(a.window * 4 * x.shape[0] / elapsed)
-    rates.sort()
-    print(json.dumps({
-        "parameters": params,
-        "first_step_loss": first_loss,
-        "fused_adamw": fused,
-        "threads": torch.get_num_threads(),
-        "torch_version": torch.__version__,
-        "samples_per_s": {"median": statistics.median(rates), "min": rates[0], "max": rates[-1], "n": len(rates)},
-    }))
+    model.load_state_dict(load_file(a.init), strict=False)
+    reference.train_and_report(model, lambda: model.loss(x), a, 4 * x.shape[0], first_loss)
 
 
 if __name__ == "__main__":

@@ -11,11 +11,13 @@
 //! serde types of `ssl_records::bench`, which `ssl bench` writes with too.
 use anyhow::{bail, Context, Result};
 use ssl_records::bench::{
-    BenchMachine, BenchReport, BenchVersions, Equivalence, ModelRuns, OursRun, ReferenceRun, Row, Spread,
+    BenchMachine, BenchReport, BenchVersions, Equivalence, ModelRuns, OursRun, PairedRatio, PairedSummary,
+    ReferenceCall, ReferenceRun, Row, Spread, Window, WindowLine,
 };
 use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Lines, Write};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
 /// Largest first-step loss difference between ours and the reference.
 pub const LOSS_TOLERANCE: f64 = 1e-4;
@@ -46,9 +48,16 @@ pub struct BenchArgs {
     /// Steps per timed window (default 10, 2 with --quick).
     #[arg(long)]
     pub window_steps: Option<u64>,
-    /// Timed windows after the warm-up window (default 5, 2 with --quick).
+    /// Window pairs (ours, then PyTorch) per configuration at least (default 6, 2 with --quick).
     #[arg(long)]
     pub windows: Option<u64>,
+    /// Window pairs per configuration at most (default 30; with --quick, --windows): pairs are
+    /// added until the paired ratio's 95% confidence interval is within ±--target-pct.
+    #[arg(long)]
+    pub max_windows: Option<u64>,
+    /// The half-width, in percent of the median, the paired ratio's confidence interval should reach.
+    #[arg(long, default_value_t = 5.0)]
+    pub target_pct: f64,
     /// After timing, record N steps of ours and of the reference with their profilers and put
     /// them side by side, op by op, in `OUT/<name>_profile.md` (traces in `OUT/<name>_profile/`).
     #[arg(long, value_name = "N")]
@@ -83,65 +92,187 @@ fn last_json_line(text: &str) -> Result<ReferenceRun> {
     serde_json::from_str(line).with_context(|| format!("unexpected JSON from the reference: {line}"))
 }
 
-/// Run our side of model `name`, then its reference; returns (ours, reference).
+/// A benchmark process the orchestrator alternates with: its stdin, and its stdout read line by
+/// line. Killed when dropped (on an error path); [`Side::finish`] lets it end normally.
+struct Side {
+    what: String,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Lines<BufReader<ChildStdout>>,
+    /// Lines that were not windows (the reference's result is the last JSON line).
+    other: Vec<String>,
+}
+
+impl Side {
+    fn spawn(what: &str, mut cmd: Command) -> Result<Side> {
+        let mut child =
+            cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().with_context(|| format!("starting {what}"))?;
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().context("no stdout")?;
+        Ok(Side { what: what.to_owned(), child, stdin, lines: BufReader::new(stdout).lines(), other: Vec::new() })
+    }
+
+    /// The next window the process announces.
+    fn window(&mut self) -> Result<Window> {
+        for line in self.lines.by_ref() {
+            let line = line.with_context(|| format!("reading the output of {}", self.what))?;
+            match serde_json::from_str::<WindowLine>(&line) {
+                Ok(w) => return Ok(w.window),
+                Err(_) => self.other.push(line),
+            }
+        }
+        let status = self.child.wait().map(|s| s.to_string()).unwrap_or_default();
+        bail!("{} ended before its next window ({status})", self.what)
+    }
+
+    /// Tell the process `word` (`go`: one more window; anything else ends its timing).
+    fn say(&mut self, word: &str) -> Result<()> {
+        let stdin = self.stdin.as_mut().context("stdin closed")?;
+        writeln!(stdin, "{word}").and_then(|_| stdin.flush()).with_context(|| format!("writing to {}", self.what))
+    }
+
+    /// Let the process end (its stdin closed), and return what else it printed.
+    fn finish(&mut self) -> Result<Vec<String>> {
+        self.stdin.take();
+        for line in self.lines.by_ref() {
+            self.other.push(line.with_context(|| format!("reading the output of {}", self.what))?);
+        }
+        let status = self.child.wait().with_context(|| format!("waiting for {}", self.what))?;
+        if !status.success() {
+            bail!("{} failed ({status})", self.what);
+        }
+        Ok(std::mem::take(&mut self.other))
+    }
+}
+
+impl Drop for Side {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// How many window pairs a configuration gets: at least `min`, then more until the paired
+/// ratio's confidence interval is within ±`target_pct`, at most `max`.
+#[derive(Debug, Clone, Copy)]
+struct Pairing {
+    min: u64,
+    max: u64,
+    target_pct: f64,
+}
+
+impl Pairing {
+    fn of(args: &BenchArgs) -> Self {
+        let min = args.windows.unwrap_or(if args.quick { 2 } else { 6 }).max(1);
+        let max = args.max_windows.unwrap_or(if args.quick { min } else { 30 }).max(min);
+        Pairing { min, max, target_pct: args.target_pct }
+    }
+
+    fn done(&self, p: &PairedRatio) -> bool {
+        let n = p.ratios.len() as u64;
+        n >= self.max || (n >= self.min && p.within(self.target_pct))
+    }
+}
+
+/// Run model `name`: our side and its reference as two processes that take turns, window by
+/// window (ours, PyTorch, ours, PyTorch, ...), first with our data loader, then with pre-loaded
+/// tensors, each configuration until its paired ratio is as tight as asked; returns both sides'
+/// records and the two paired ratios.
 fn measure(
     root: &Path,
     ssl: &dyn Fn() -> Command,
     python: &Path,
     args: &BenchArgs,
     model: (&str, &str, &str),
-) -> Result<(OursRun, ReferenceRun)> {
+) -> Result<(OursRun, ReferenceRun, Vec<PairedRatio>)> {
     let (modality, preset, name) = model;
     let out = &args.out;
-    eprintln!("==> {name}: ours (data loader, then pre-loaded tensors)");
+    let pairing = Pairing::of(args);
+    eprintln!("==> {name}: ours (data loader, then pre-loaded tensors) in turns with the PyTorch eager reference");
     let mut cmd = ssl();
-    cmd.args(["bench", modality, "--preset", preset, "--device", &args.device, "--out"]).arg(out);
+    cmd.args(["bench", modality, "--preset", preset, "--device", &args.device, "--paired", "--out"]).arg(out);
     if args.quick {
         cmd.arg("--quick");
     }
     if let Some(n) = args.window_steps {
         cmd.args(["--window-steps", &n.to_string()]);
     }
-    if let Some(n) = args.windows {
-        cmd.args(["--windows", &n.to_string()]);
-    }
+    cmd.args(["--windows", &pairing.max.to_string()]);
     if let Some(n) = args.profile {
         cmd.args(["--profile", &n.to_string()]);
     }
-    let status = cmd.status().context("running ssl bench")?;
-    if !status.success() {
-        bail!("ssl bench {modality} --preset {preset} failed ({status})");
+    let mut ours = Side::spawn(&format!("ssl bench {modality} --preset {preset}"), cmd)?;
+    let warm = ours.window()?;
+    if (warm.config.as_str(), warm.index) != ("loader", 0) {
+        bail!("ssl bench announced {warm:?} first, expected the data loader's warm-up window");
     }
-    let file = out.join(format!("{name}_ours.json"));
-    let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-    let ours: OursRun =
-        serde_json::from_slice(&bytes).with_context(|| format!("{} is not what ssl bench writes", file.display()))?;
-    let r = &ours.reference;
-    eprintln!("==> {name}: PyTorch eager reference ({})", r.script);
+    // Written before our timing started; our side now waits, so the reference warms up alone.
+    let file = out.join(format!("{name}_reference.json"));
+    let call: ReferenceCall =
+        serde_json::from_slice(&std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?)
+            .with_context(|| format!("{} is not what ssl bench writes", file.display()))?;
     let mut py = Command::new(python);
-    py.arg(root.join(&r.script));
-    py.args(&r.args);
-    py.arg("--init").arg(&r.init);
-    py.arg("--batch").arg(&r.batch);
-    py.args(["--window", &ours.window_steps.to_string(), "--windows", &ours.windows.to_string()]);
-    py.args(["--threads", &ours.threads.to_string()]);
-    if modality != "vision" {
-        py.args(["--device", &args.device]);
-    }
+    py.arg(root.join(&call.script));
+    py.args(&call.args);
+    py.arg("--init").arg(&call.init);
+    py.arg("--batch").arg(&call.batch);
+    py.args(["--paired", "--device", &args.device]);
     let profiles = out.join(format!("{name}_profile"));
     if let Some(n) = args.profile {
         py.args(["--profile", &n.to_string(), "--profile-out"]).arg(profiles.join("pytorch-trace.json"));
     }
-    let output = py.output().with_context(|| format!("running {}", r.script))?;
-    if !output.status.success() {
-        bail!("the PyTorch reference {} failed:\n{}", r.script, String::from_utf8_lossy(&output.stderr));
+    let mut torch = Side::spawn(&format!("the PyTorch reference {}", call.script), py)?;
+    torch.window()?;
+    let mut paired = Vec::new();
+    for (config, label) in [("loader", "data loader"), ("preloaded", "pre-loaded")] {
+        if config == "preloaded" {
+            let w = ours.window()?;
+            if (w.config.as_str(), w.index) != (config, 0) {
+                bail!("ssl bench announced {w:?}, expected the pre-loaded warm-up window");
+            }
+        }
+        let (mut o, mut t) = (Vec::new(), Vec::new());
+        loop {
+            ours.say("go")?;
+            let w = ours.window()?;
+            if w.config != config {
+                bail!("ssl bench announced {w:?} during the {label} pairs");
+            }
+            o.push(w.samples_per_s);
+            torch.say("go")?;
+            t.push(torch.window()?.samples_per_s);
+            let p = PairedRatio::of(label, &o, &t);
+            eprintln!(
+                "    {label} pair {}: ours {:.1}, PyTorch {:.1} samples/s, ratio {:.3}; median {:.3}, {:.0}% interval {:.3}-{:.3} (±{:.1}%)",
+                o.len(),
+                w.samples_per_s,
+                t[t.len() - 1],
+                p.ratios[p.ratios.len() - 1],
+                p.median,
+                100.0 * p.ci_level,
+                p.ci_low,
+                p.ci_high,
+                p.half_width_pct()
+            );
+            if pairing.done(&p) {
+                paired.push(p);
+                break;
+            }
+        }
+        ours.say("next")?;
     }
+    ours.finish()?;
+    let bytes = std::fs::read(out.join(format!("{name}_ours.json"))).context("reading ssl bench's record")?;
+    let ours_run: OursRun = serde_json::from_slice(&bytes).context("ssl bench's record is not an OursRun")?;
+    let lines = torch.finish()?;
     if let Some(n) = args.profile {
         compare_profiles(ssl, &profiles, n, &out.join(format!("{name}_profile.md")))?;
     }
-    let reference = last_json_line(&String::from_utf8_lossy(&output.stdout))
-        .with_context(|| format!("reading the result of {}", r.script))?;
-    Ok((ours, reference))
+    let reference =
+        last_json_line(&lines.join("\n")).with_context(|| format!("reading the result of {}", call.script))?;
+    Ok((ours_run, reference, paired))
 }
 
 /// `ssl trace` over our trace and the reference's (`dir/trace.json`, `dir/pytorch-trace.json`),
@@ -182,16 +313,25 @@ fn equivalence(ours: &OursRun, reference: &ReferenceRun) -> Equivalence {
 }
 
 /// The three table rows of one model. MFU divides by the matmul peak measured in our process.
-fn rows(ours: &OursRun, reference: &ReferenceRun) -> Vec<Row> {
+/// Against PyTorch, our rows give the median of their paired ratios (`paired`: data loader, then
+/// pre-loaded), and the loader overhead compares the two paired medians, so that drift between
+/// the two configurations cancels too; without pairs, the ratio of medians.
+fn rows(ours: &OursRun, reference: &ReferenceRun, paired: &[PairedRatio]) -> Vec<Row> {
     let peak = ours.peak_flops;
     let torch_sps = reference.samples_per_s.median;
-    let loader_sps = ours.ours_loader_samples_per_s.median;
-    let pre_sps = ours.ours_preloaded_samples_per_s.median;
+    let of_medians = |sps: f64| if torch_sps > 0.0 { sps / torch_sps } else { 0.0 };
+    let loader_vs = paired.first().map_or(of_medians(ours.ours_loader_samples_per_s.median), |p| p.median);
+    let pre_vs = paired.get(1).map_or(of_medians(ours.ours_preloaded_samples_per_s.median), |p| p.median);
     let (unit, per_sample) = match &ours.per_sample {
         Some(p) => (Some(p.unit.clone()), p.count),
         None => (None, 0.0),
     };
-    let row = |config: &str, spread: Spread, loader_overhead_pct: Option<f64>, peak_rss_bytes: Option<u64>| {
+    let row = |config: &str,
+               spread: Spread,
+               vs_pytorch: f64,
+               paired: Option<&PairedRatio>,
+               loader_overhead_pct: Option<f64>,
+               peak_rss_bytes: Option<u64>| {
         let sps = spread.median;
         Row {
             model: ours.name.clone(),
@@ -202,17 +342,25 @@ fn rows(ours: &OursRun, reference: &ReferenceRun) -> Vec<Row> {
             samples_per_s: spread,
             unit: unit.clone(),
             units_per_s: (per_sample > 0.0).then_some(sps * per_sample),
-            vs_pytorch: if torch_sps > 0.0 { sps / torch_sps } else { 0.0 },
+            vs_pytorch,
+            paired: paired.map(PairedSummary::from),
             loader_overhead_pct,
             mfu_pct: if peak > 0.0 { 100.0 * sps * ours.flops_per_sample / peak } else { 0.0 },
             peak_rss_bytes,
         }
     };
-    let overhead = if pre_sps > 0.0 { Some(100.0 * (1.0 - loader_sps / pre_sps)) } else { None };
+    let overhead = (pre_vs > 0.0).then(|| 100.0 * (1.0 - loader_vs / pre_vs));
     vec![
-        row("ours, data loader", ours.ours_loader_samples_per_s, overhead, Some(ours.peak_rss_bytes)),
-        row("ours, pre-loaded tensors", ours.ours_preloaded_samples_per_s, None, None),
-        row("PyTorch eager (pre-loaded)", reference.samples_per_s, None, reference.peak_rss_bytes),
+        row(
+            "ours, data loader",
+            ours.ours_loader_samples_per_s,
+            loader_vs,
+            paired.first(),
+            overhead,
+            Some(ours.peak_rss_bytes),
+        ),
+        row("ours, pre-loaded tensors", ours.ours_preloaded_samples_per_s, pre_vs, paired.get(1), None, None),
+        row("PyTorch eager (pre-loaded)", reference.samples_per_s, 1.0, None, None, reference.peak_rss_bytes),
     ]
 }
 
@@ -231,13 +379,13 @@ pub fn run(root: &Path, ssl: &dyn Fn() -> Command, python: &Path, args: &BenchAr
     let (mut runs, mut equivalences, mut all_rows) = (BTreeMap::new(), BTreeMap::new(), Vec::new());
     let (mut peak, mut torch_version) = (0.0f64, String::new());
     for &&model in &models {
-        let (ours, reference) = measure(root, ssl, python, &args, model)?;
+        let (ours, reference, paired) = measure(root, ssl, python, &args, model)?;
         // Each `ssl bench` process measures its own peak (the rows' MFU); the table shows the best.
         peak = peak.max(ours.peak_flops);
         torch_version.clone_from(&reference.torch_version);
         equivalences.insert(model.2.to_owned(), equivalence(&ours, &reference));
-        all_rows.extend(rows(&ours, &reference));
-        runs.insert(model.2.to_owned(), ModelRuns { ours, pytorch: reference });
+        all_rows.extend(rows(&ours, &reference, &paired));
+        runs.insert(model.2.to_owned(), ModelRuns { ours, pytorch: reference, paired });
     }
     let report = BenchReport {
         quick: args.quick,
@@ -288,7 +436,7 @@ fn count(v: f64) -> String {
 /// The printed table.
 pub fn table(report: &BenchReport) -> String {
     let mut s = format!(
-        "machine: {} ({} cores); peak {} {:.1} GFLOP/s\n\n| model | config | samples/s median (min-max) | throughput | vs PyTorch | loader overhead | MFU | peak RSS |\n|---|---|---|---|---|---|---|---|\n",
+        "machine: {} ({} cores); peak {} {:.1} GFLOP/s\n\n| model | config | samples/s median (min-max) | throughput | vs PyTorch | paired: interval (coverage, pairs) | loader overhead | MFU | peak RSS |\n|---|---|---|---|---|---|---|---|---|\n",
         report.machine.cpu,
         report.machine.cores,
         report.peak_kind,
@@ -302,8 +450,12 @@ pub fn table(report: &BenchReport) -> String {
             .units_per_s
             .map(|u| format!("{} {}/s", count(u), r.unit.as_deref().unwrap_or("")))
             .unwrap_or_else(|| "-".into());
+        let paired = r
+            .paired
+            .map(|p| format!("{:.2}-{:.2}x ({:.0}%, {})", p.ci_low, p.ci_high, 100.0 * p.ci_level, p.pairs))
+            .unwrap_or_else(|| "-".into());
         s.push_str(&format!(
-            "| {} | {} | {} {} ({}-{}) | {units} | {:.2}x | {overhead} | {:.1}% | {mem} |\n",
+            "| {} | {} | {} {} ({}-{}) | {units} | {:.2}x | {paired} | {overhead} | {:.1}% | {mem} |\n",
             r.model,
             r.config,
             count(sp.median),
@@ -347,12 +499,22 @@ mod tests {
     #[test]
     fn rows_equivalence_and_table() {
         let (ours, reference) = (ours(), reference(9.00001));
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-9 * b.abs();
         let e = equivalence(&ours, &reference);
         assert!(e.equivalent && (e.abs_diff - 1e-5).abs() < 1e-9, "{e:?}");
         assert!(!equivalence(&ours, &self::reference(9.1)).equivalent);
-        let rows = rows(&ours, &reference);
+        // Paired: the median of the pairs' ratios, and the loader overhead from the two medians.
+        let paired = [
+            PairedRatio::of("data loader", &[160.0, 170.0, 180.0], &[200.0, 200.0, 200.0]),
+            PairedRatio::of("pre-loaded", &[200.0, 190.0, 210.0], &[200.0, 200.0, 200.0]),
+        ];
+        let with_pairs = rows(&ours, &reference, &paired);
+        assert!(close(with_pairs[0].vs_pytorch, 0.85) && close(with_pairs[1].vs_pytorch, 1.0), "{with_pairs:?}");
+        assert!(close(with_pairs[0].loader_overhead_pct.unwrap(), 15.0), "{:?}", with_pairs[0]);
+        assert_eq!(with_pairs[1].paired.map(|p| (p.pairs, p.ci_low, p.ci_high)), Some((3, 0.95, 1.05)));
+        assert_eq!((with_pairs[2].vs_pytorch, with_pairs[2].paired), (1.0, None));
+        let rows = rows(&ours, &reference, &[]);
         assert_eq!(rows.len(), 3);
-        let close = |a: f64, b: f64| (a - b).abs() < 1e-9 * b.abs();
         assert!(close(rows[0].loader_overhead_pct.unwrap(), 10.0), "{:?}", rows[0]);
         assert!(close(rows[0].units_per_s.unwrap(), 180.0 * 128.0), "{:?}", rows[0]);
         assert!(close(rows[0].vs_pytorch, 0.72) && close(rows[0].mfu_pct, 90.0), "{:?}", rows[0]);
@@ -368,15 +530,15 @@ mod tests {
             loss_tolerance: LOSS_TOLERANCE,
             equivalence: BTreeMap::from([("text_tiny".into(), e)]),
             models: BTreeMap::from([("text_tiny".into(), "BERT tiny".into())]),
-            runs: BTreeMap::from([("text_tiny".into(), ModelRuns { ours, pytorch: reference })]),
+            runs: BTreeMap::from([("text_tiny".into(), ModelRuns { ours, pytorch: reference, paired: Vec::new() })]),
             rows,
         };
         let t = table(&report);
         assert!(t.starts_with("machine: cpu (2 cores); peak fp32 matmul 200.0 GFLOP/s\n"), "{t}");
         assert!(
-            t.contains("| text_tiny | ours, data loader | 180 sequences (170-190) | 23.0k tokens/s | 0.72x | 10.0% | 90.0% | 1000 MiB |"),
+            t.contains("| text_tiny | ours, data loader | 180 sequences (170-190) | 23.0k tokens/s | 0.72x | - | 10.0% | 90.0% | 1000 MiB |"),
             "{t}"
         );
-        assert!(t.contains("| text_tiny | PyTorch eager (pre-loaded) | 250 sequences (240-260) | 32.0k tokens/s | 1.00x | - | 125.0% | - |"), "{t}");
+        assert!(t.contains("| text_tiny | PyTorch eager (pre-loaded) | 250 sequences (240-260) | 32.0k tokens/s | 1.00x | - | - | 125.0% | - |"), "{t}");
     }
 }

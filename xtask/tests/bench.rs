@@ -23,6 +23,19 @@ fn quick_bench_writes_well_formed_json() {
         assert_eq!(eq["parameters_ours"], eq["parameters_pytorch"], "{name}");
         assert!(eq["abs_diff"].as_f64().unwrap() < 1e-4, "{name}: {eq}");
         assert!(report["runs"][name]["ours"]["flops_per_sample"].as_f64().unwrap() > 0.0, "{name}");
+        // The two sides took turns: 2 window pairs (--quick) per configuration, each pair a ratio.
+        let paired = report["runs"][name]["paired"].as_array().unwrap();
+        let configs: Vec<&str> = paired.iter().map(|p| p["config"].as_str().unwrap()).collect();
+        assert_eq!(configs, ["data loader", "pre-loaded"], "{name}");
+        for p in paired {
+            let ratios = p["ratios"].as_array().unwrap();
+            assert_eq!(ratios.len(), 2, "{name}: {p}");
+            let (ours, torch) = (&p["ours"][0], &p["pytorch"][0]);
+            let expected = ours.as_f64().unwrap() / torch.as_f64().unwrap();
+            assert!((ratios[0].as_f64().unwrap() - expected).abs() < 1e-12, "{name}: {p}");
+        }
+        // The reference ran as many windows as both configurations' pairs.
+        assert_eq!(report["runs"][name]["pytorch"]["samples_per_s"]["n"], 4, "{name}");
     }
     let rows = report["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 3 * xtask::bench::MODELS.len());
@@ -34,6 +47,8 @@ fn quick_bench_writes_well_formed_json() {
             assert!(r.get(key).is_some(), "row lacks {key}: {r}");
         }
         assert!(r["samples_per_s"]["median"].as_f64().unwrap() > 0.0, "{r}");
+        let ours = r["config"].as_str().unwrap().starts_with("ours");
+        assert_eq!(r["paired"]["pairs"].as_u64(), ours.then_some(2), "{r}");
     }
     for name in ["text_tiny", "text_mini", "speech_tiny"] {
         assert!(rows.iter().any(|r| r["model"] == name && r["units_per_s"].as_f64().is_some_and(|u| u > 0.0)));

@@ -44,6 +44,11 @@ pub struct BenchArgs {
     /// `OUT/<name>_profile/` (a trace and a table of the operators that took the time).
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub profile: u64,
+    /// Alternate windows with another process (what `cargo xtask bench` does): print each window
+    /// as a JSON line and wait for `go` on stdin before the next; any other line ends the
+    /// configuration (`--windows` is then the most windows).
+    #[arg(long)]
+    pub paired: bool,
 }
 
 pub fn run(a: BenchArgs) -> Result<()> {
@@ -61,6 +66,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         window_steps: a.window_steps,
         windows: a.windows,
         profile: a.profile,
+        paired: a.paired,
     };
     let ctx = BenchContext::new(options, device);
     let measured = match a.modality.as_str() {

@@ -6,9 +6,11 @@
 //! [`Measured`].
 use crate::error::{CoreError, Result};
 use crate::loader::DataSource;
-use crate::trainer::{read_metrics, Objective, TrainConfig, Trainer};
+use crate::trainer::{read_metrics, MetricsLine, Objective, TrainConfig, Trainer, WindowGate};
 use ssl_records::bench::{OursRun, PerSample, ReferenceCall};
+use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tch::nn::VarStore;
@@ -90,6 +92,9 @@ pub struct BenchOptions {
     /// After the timed windows, this many steps on the pre-loaded batch recorded with LibTorch's
     /// profiler into `out/<name>_profile/` (0: none; see [`crate::profile`]).
     pub profile: u64,
+    /// Alternate with another process (`cargo xtask bench`): announce every window on stdout
+    /// and wait for a line on stdin before the next (see [`stdin_gate`]).
+    pub paired: bool,
 }
 
 /// The timed windows: `windows` windows of `steps` steps after one warm-up window.
@@ -131,6 +136,31 @@ impl BenchContext {
     pub fn artefact(&self, name: &str, what: &str) -> PathBuf {
         self.options.out.join(format!("{name}_{what}.safetensors"))
     }
+
+    /// How to run model `name`'s reference: `script` with its model and optimizer flags `args`,
+    /// our window length and intra-op threads, on the artefacts. Also written to
+    /// `out/<name>_reference.json` before any timing, so that `cargo xtask bench` can start the
+    /// reference while our side runs.
+    pub fn reference(&self, name: &str, script: &str, mut args: Vec<String>) -> Result<ReferenceCall> {
+        args.extend([
+            "--window".into(),
+            self.timing.steps.to_string(),
+            "--windows".into(),
+            self.timing.windows.to_string(),
+            "--threads".into(),
+            tch::get_num_threads().to_string(),
+        ]);
+        let call = ReferenceCall {
+            script: script.to_owned(),
+            args,
+            init: self.artefact(name, "init"),
+            batch: self.artefact(name, "batch"),
+        };
+        let path = self.options.out.join(format!("{name}_reference.json"));
+        let json = serde_json::to_vec_pretty(&call).map_err(|e| CoreError::InvalidArgument(e.to_string()))?;
+        std::fs::write(&path, json).map_err(|e| CoreError::io(&path, e))?;
+        Ok(call)
+    }
 }
 
 /// A batch that can be handed out again every step.
@@ -165,13 +195,47 @@ impl<B: FixedBatch> DataSource for Preloaded<B> {
     }
 }
 
-/// Train through the real `Trainer` and return samples/s over the timed windows.
-fn windows<O, S>(train: &TrainConfig, dir: &Path, objective: &mut O, source: Arc<S>, device: Device) -> Result<Spread>
+/// The gate of a paired benchmark (`ssl bench --paired`): after each window, print it as a
+/// [`WindowLine`](ssl_records::bench::WindowLine) on stdout, then block on stdin for the
+/// orchestrator's word: `go` runs the next window, anything else (or the end of stdin) ends this
+/// configuration's training. The process does no work between its line and the word, so the
+/// other side's window runs alone.
+pub fn stdin_gate(config: &str) -> WindowGate {
+    let config = config.to_owned();
+    let index = AtomicU64::new(0);
+    Arc::new(move |line: &MetricsLine| {
+        let window = ssl_records::bench::Window {
+            config: config.clone(),
+            index: index.fetch_add(1, Ordering::Relaxed),
+            samples_per_s: line.samples_per_s,
+        };
+        let text = serde_json::to_string(&ssl_records::bench::WindowLine { window })
+            .map_err(|e| CoreError::InvalidArgument(e.to_string()))?;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{text}").and_then(|_| out.flush()).map_err(|e| CoreError::io("stdout", e))?;
+        let mut word = String::new();
+        std::io::stdin().read_line(&mut word).map_err(|e| CoreError::io("stdin", e))?;
+        Ok(word.trim() == "go")
+    })
+}
+
+/// Train through the real `Trainer` and return samples/s over the timed windows (all of them
+/// but the warm-up one, however many ran: a paired run ends when the orchestrator says so).
+fn windows<O, S>(
+    train: &TrainConfig,
+    dir: &Path,
+    objective: &mut O,
+    source: Arc<S>,
+    device: Device,
+    gate: Option<WindowGate>,
+) -> Result<Spread>
 where
     O: Objective,
     S: DataSource<Batch = O::Batch>,
 {
-    Trainer::new(train.clone(), dir, device).fit(objective, source, false)?;
+    let mut trainer = Trainer::new(train.clone(), dir, device);
+    trainer.window_gate = gate;
+    trainer.fit(objective, source, false)?;
     // The first logging window includes warm-up (allocator, kernels, first batches): dropped.
     let sps: Vec<f64> = read_metrics(dir).iter().skip(1).map(|m| m.samples_per_s).collect();
     Ok(Spread::of(&sps))
@@ -195,9 +259,10 @@ where
 {
     let device = ctx.device;
     let tmp = tempfile::tempdir().map_err(|e| CoreError::io(std::env::temp_dir(), e))?;
-    let loader = windows(train, &tmp.path().join("loader"), &mut objective()?, source, device)?;
+    let gate = |config: &str| ctx.options.paired.then(|| stdin_gate(config));
+    let loader = windows(train, &tmp.path().join("loader"), &mut objective()?, source, device, gate("loader"))?;
     let preloaded = || Arc::new(Preloaded(Mutex::new(fixed.fresh_copy())));
-    let pre = windows(train, &tmp.path().join("preloaded"), &mut objective()?, preloaded(), device)?;
+    let pre = windows(train, &tmp.path().join("preloaded"), &mut objective()?, preloaded(), device, gate("preloaded"))?;
     let n = ctx.options.profile;
     if n > 0 {
         let mut t = train.clone();
@@ -258,9 +323,8 @@ pub struct Measured {
     pub flops_per_sample: f64,
     pub loader: Spread,
     pub preloaded: Spread,
-    /// The reference script (relative to the workspace root) and its model and optimizer flags.
-    pub script: &'static str,
-    pub script_args: Vec<String>,
+    /// The reference and its flags ([`BenchContext::reference`]).
+    pub reference: ReferenceCall,
     /// Modality-specific details.
     pub details: serde_json::Value,
 }
@@ -270,12 +334,7 @@ impl Measured {
     pub fn record(self, ctx: &BenchContext) -> OursRun {
         let peak = matmul_peak(ctx.device, if ctx.options.quick { 512 } else { 2048 }, 5);
         OursRun {
-            reference: ReferenceCall {
-                script: self.script.to_owned(),
-                args: self.script_args,
-                init: ctx.artefact(&self.name, "init"),
-                batch: ctx.artefact(&self.name, "batch"),
-            },
+            reference: self.reference,
             name: self.name,
             modality: self.modality.to_owned(),
             preset: self.preset,

@@ -199,6 +199,11 @@ pub struct MetricsLine {
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
+/// Called after each logged window with its metrics line; the next window's clock starts when
+/// it returns. `Ok(false)` ends training there (no checkpoint is written): the benchmark uses it
+/// to alternate timed windows with another process ([`crate::bench`]).
+pub type WindowGate = Arc<dyn Fn(&MetricsLine) -> Result<bool> + Send + Sync>;
+
 /// The training engine.
 pub struct Trainer {
     pub config: TrainConfig,
@@ -206,6 +211,8 @@ pub struct Trainer {
     pub device: Device,
     /// Extra configuration (model, method) stored in checkpoints and checked on resume.
     pub model_config: serde_json::Value,
+    /// See [`WindowGate`]; `None` for every real run.
+    pub window_gate: Option<WindowGate>,
 }
 
 fn read_metric_lines(path: &Path) -> Vec<String> {
@@ -214,7 +221,7 @@ fn read_metric_lines(path: &Path) -> Vec<String> {
 
 impl Trainer {
     pub fn new(config: TrainConfig, run_dir: impl Into<PathBuf>, device: Device) -> Self {
-        Self { config, run_dir: run_dir.into(), device, model_config: serde_json::Value::Null }
+        Self { config, run_dir: run_dir.into(), device, model_config: serde_json::Value::Null, window_gate: None }
     }
 
     fn stored_config(&self, world: &crate::dist::World) -> serde_json::Value {
@@ -468,7 +475,6 @@ impl Trainer {
                 // Every rank loads the same number of samples per step.
                 let sps = (window_samples * world.size) as f64 / secs;
                 window_samples = 0;
-                window_start = Instant::now();
                 let mut map = serde_json::Map::new();
                 if window_steps > 0 {
                     map.insert("allreduce_ms".into(), serde_json::json!(1000.0 * window_comm / window_steps as f64));
@@ -491,6 +497,12 @@ impl Trainer {
                     sinks.log(&line)?;
                 }
                 bar.update(state.step, &format!("loss {loss_v:.4} lr {lr:.2e} {sps:.0} samples/s"));
+                if let Some(gate) = &self.window_gate {
+                    if !gate(&line)? {
+                        break;
+                    }
+                }
+                window_start = Instant::now();
             }
             bar.tick(state.step);
             let interrupted = stop_agreed.unwrap_or_else(crate::interrupt::requested) && !is_last;

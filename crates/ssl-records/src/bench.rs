@@ -44,6 +44,122 @@ impl Spread {
     }
 }
 
+/// One timed window as a benchmark process announces it on stdout when xtask alternates the two
+/// sides (`ssl bench --paired`, `bench/reference.py --paired`): one JSON line
+/// `{"window": {...}}` per window, the warm-up window's `index` 0.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Window {
+    /// `loader` or `preloaded` (ours), `pytorch` (a reference).
+    pub config: String,
+    pub index: u64,
+    pub samples_per_s: f64,
+}
+
+/// The stdout line that carries a [`Window`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WindowLine {
+    pub window: Window,
+}
+
+/// The coverage a distribution-free confidence interval of a median should reach.
+pub const CI_LEVEL: f64 = 0.95;
+
+/// Ours against PyTorch window pair by window pair: each of our windows was followed at once by
+/// one of the reference's, so drift of the machine hits both sides of a pair alike.
+///
+/// `ci_low`..`ci_high` is the distribution-free confidence interval of the median ratio (order
+/// statistics of the pairs' ratios; `ci_level` is its exact coverage, below [`CI_LEVEL`] when
+/// there are too few pairs to reach it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PairedRatio {
+    /// `data loader` or `pre-loaded`.
+    pub config: String,
+    /// Samples/s of each pair, ours and the reference's.
+    pub ours: Vec<f64>,
+    pub pytorch: Vec<f64>,
+    /// ours / pytorch, pair by pair.
+    pub ratios: Vec<f64>,
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+    pub ci_low: f64,
+    pub ci_high: f64,
+    pub ci_level: f64,
+}
+
+impl PairedRatio {
+    /// The ratios of `ours[i] / pytorch[i]` and their summary.
+    ///
+    /// ```
+    /// use ssl_records::bench::PairedRatio;
+    /// let ours = [10.0, 11.0, 9.0, 10.0, 10.0, 10.5];
+    /// let torch = [10.0, 10.0, 10.0, 10.0, 10.0, 10.0];
+    /// let p = PairedRatio::of("pre-loaded", &ours, &torch);
+    /// assert_eq!((p.median, p.min, p.max), (1.0, 0.9, 1.1));
+    /// // Six pairs: the interval [min, max] covers the median with probability 1 - 2/64.
+    /// assert_eq!((p.ci_low, p.ci_high, p.ci_level), (0.9, 1.1, 1.0 - 2.0 / 64.0));
+    /// assert!(!p.within(5.0) && p.within(10.5));
+    /// ```
+    pub fn of(config: &str, ours: &[f64], pytorch: &[f64]) -> Self {
+        let ratios: Vec<f64> = ours.iter().zip(pytorch).map(|(o, t)| if *t > 0.0 { o / t } else { 0.0 }).collect();
+        let s = Spread::of(&ratios);
+        let mut sorted = ratios.clone();
+        sorted.sort_by(f64::total_cmp);
+        let (k, level) = median_ci_rank(sorted.len());
+        let (ci_low, ci_high) = if sorted.is_empty() { (0.0, 0.0) } else { (sorted[k - 1], sorted[sorted.len() - k]) };
+        Self {
+            config: config.to_owned(),
+            ours: ours[..ratios.len()].to_vec(),
+            pytorch: pytorch[..ratios.len()].to_vec(),
+            ratios,
+            median: s.median,
+            min: s.min,
+            max: s.max,
+            ci_low,
+            ci_high,
+            ci_level: level,
+        }
+    }
+
+    /// The interval's larger half-width, in percent of the median.
+    pub fn half_width_pct(&self) -> f64 {
+        if self.median > 0.0 {
+            100.0 * (self.median - self.ci_low).max(self.ci_high - self.median) / self.median
+        } else {
+            f64::INFINITY
+        }
+    }
+
+    /// Whether the interval reaches [`CI_LEVEL`] and lies within ±`pct` percent of the median.
+    pub fn within(&self, pct: f64) -> bool {
+        self.ci_level >= CI_LEVEL && self.half_width_pct() <= pct
+    }
+}
+
+/// For `n` sorted values, the rank `k` (1-based) such that `[x_k, x_(n+1-k)]` is the narrowest
+/// order-statistic interval covering the median with probability at least [`CI_LEVEL`], and that
+/// coverage (`1 - 2 P(Binomial(n, 1/2) <= k - 1)`). With too few values for [`CI_LEVEL`], `[min,
+/// max]` (`k` = 1) and its lower coverage.
+fn median_ci_rank(n: usize) -> (usize, f64) {
+    if n == 0 {
+        return (1, 0.0);
+    }
+    // P(B <= j) for B ~ Binomial(n, 1/2), j = 0..n.
+    let mut cdf = Vec::with_capacity(n + 1);
+    let (mut term, mut acc) = (0.5f64.powi(n as i32), 0.0);
+    for j in 0..=n {
+        acc += term;
+        cdf.push(acc);
+        term *= (n - j) as f64 / (j + 1) as f64;
+    }
+    let coverage = |k: usize| 1.0 - 2.0 * cdf[k - 1];
+    let mut k = 1;
+    while k < n.div_ceil(2) && coverage(k + 1) >= CI_LEVEL {
+        k += 1;
+    }
+    (k, coverage(k))
+}
+
 /// A second throughput unit and how many of it one sample holds (`tokens`, 128.0).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PerSample {
@@ -129,6 +245,10 @@ pub struct ReferenceRun {
 pub struct ModelRuns {
     pub ours: OursRun,
     pub pytorch: ReferenceRun,
+    /// Ours with the data loader and with pre-loaded tensors, each against the reference in
+    /// alternating windows (empty where the sides ran one after the other).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paired: Vec<PairedRatio>,
 }
 
 /// Whether the reference computes the same thing: same parameter count, first-step losses within
@@ -160,14 +280,34 @@ pub struct Row {
     /// The second unit and its rate (`null` for vision).
     pub unit: Option<String>,
     pub units_per_s: Option<f64>,
-    /// Median samples/s over PyTorch's.
+    /// Ours over PyTorch: the median of the paired window ratios where the sides alternated
+    /// (`paired`), else the median samples/s over PyTorch's.
     pub vs_pytorch: f64,
+    /// The paired ratio's confidence interval, coverage and number of pairs (our rows of an
+    /// alternating run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paired: Option<PairedSummary>,
     /// How much slower the data loader is than pre-loaded tensors (ours, data loader row only).
     pub loader_overhead_pct: Option<f64>,
     /// Model FLOPs utilization against the measured matmul peak.
     pub mfu_pct: f64,
     /// `null` where the configuration has no process of its own to measure.
     pub peak_rss_bytes: Option<u64>,
+}
+
+/// What a table row shows of a [`PairedRatio`].
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct PairedSummary {
+    pub ci_low: f64,
+    pub ci_high: f64,
+    pub ci_level: f64,
+    pub pairs: usize,
+}
+
+impl From<&PairedRatio> for PairedSummary {
+    fn from(p: &PairedRatio) -> Self {
+        Self { ci_low: p.ci_low, ci_high: p.ci_high, ci_level: p.ci_level, pairs: p.ratios.len() }
+    }
 }
 
 /// The machine the benchmark ran on.
@@ -293,6 +433,37 @@ mod tests {
         assert_eq!(serde_json::to_value(&typed).unwrap(), value, "writing back changed the JSON");
         assert_eq!(serde_json::from_value::<T>(value).unwrap(), typed);
         typed
+    }
+
+    #[test]
+    fn median_confidence_ranks_match_the_binomial_table() {
+        // Distribution-free 95% intervals of a median: n = 6 gives [x1, x6], n = 10 [x2, x9],
+        // n = 20 [x6, x15] (1 - 2 P(B <= k-1) for B ~ Binomial(n, 1/2)).
+        let (k, level) = median_ci_rank(6);
+        assert_eq!(k, 1);
+        assert!((level - 0.96875).abs() < 1e-12);
+        let (k, level) = median_ci_rank(10);
+        assert_eq!(k, 2);
+        assert!((level - (1.0 - 2.0 * 11.0 / 1024.0)).abs() < 1e-12);
+        let (k, level) = median_ci_rank(20);
+        assert_eq!(k, 6);
+        assert!((level - 0.958610).abs() < 1e-6, "{level}");
+        // Too few pairs for 95%: [min, max] and its lower coverage.
+        let (k, level) = median_ci_rank(3);
+        assert_eq!((k, level), (1, 0.75));
+    }
+
+    #[test]
+    fn paired_ratios_narrow_with_more_pairs() {
+        let torch = vec![100.0; 20];
+        let ours: Vec<f64> = (0..20).map(|i| 100.0 + if i % 2 == 0 { 1.0 } else { -1.0 } * i as f64).collect();
+        let p = PairedRatio::of("pre-loaded", &ours, &torch);
+        assert_eq!(p.ratios.len(), 20);
+        // The interval drops the 5 most extreme pairs on each side.
+        assert!(p.ci_low > p.min && p.ci_high < p.max, "{p:?}");
+        assert!(p.within(15.0) && !p.within(5.0), "{}", p.half_width_pct());
+        // More values on one side than the other: only the pairs count.
+        assert_eq!(PairedRatio::of("x", &ours[..4], &torch).ratios.len(), 4);
     }
 
     #[test]

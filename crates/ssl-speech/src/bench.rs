@@ -95,8 +95,6 @@ pub fn measure(ctx: &BenchContext) -> Result<Measured> {
     )?;
     let first_step_loss = objective.forward(&batch, device)?.loss.double_value(&[]);
 
-    let (loader, preloaded) =
-        loader_and_preloaded(ctx, &name, &cfg.train, || Ok(objective_of()), Arc::new(source), &batch)?;
     let m = &cfg.model;
     let mut script_args = vec![
         "--conv-channels".to_string(),
@@ -124,6 +122,9 @@ pub fn measure(ctx: &BenchContext) -> Result<Measured> {
         script_args.push("--pos-norm".into());
     }
     script_args.extend(optimizer_flags(&cfg.train));
+    let reference = ctx.reference(&name, "bench/speech_bestrq.py", script_args)?;
+    let (loader, preloaded) =
+        loader_and_preloaded(ctx, &name, &cfg.train, || Ok(objective_of()), Arc::new(source), &batch)?;
     Ok(Measured {
         model: format!(
             "wav2vec2-shaped {} ({} layers x {}, conv {}), best-rq {} codes, {} s crops",
@@ -141,8 +142,7 @@ pub fn measure(ctx: &BenchContext) -> Result<Measured> {
         flops_per_sample: 3.0 * crate::flops::forward_flops(m, crop as i64, o.codebook_size),
         loader,
         preloaded,
-        script: "bench/speech_bestrq.py",
-        script_args,
+        reference,
         details: serde_json::json!({
             "model": m,
             "objective": o,

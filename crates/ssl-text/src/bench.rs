@@ -63,7 +63,6 @@ pub fn measure(ctx: &BenchContext) -> Result<Measured> {
     let first_step_loss = objective.forward(&batch, device)?.loss.double_value(&[]);
 
     let source = Arc::new(MlmDataset::new(data.packed.clone(), data.train_indices.clone(), masker.clone()));
-    let (loader, preloaded) = loader_and_preloaded(ctx, &name, &cfg.train, objective_of, source, &batch)?;
     let slots = masker.slots() as i64;
     let mut script_args = vec![
         "--vocab".to_string(),
@@ -87,6 +86,8 @@ pub fn measure(ctx: &BenchContext) -> Result<Measured> {
         script_args.push("--pre-ln".into());
     }
     script_args.extend(optimizer_flags(&cfg.train));
+    let reference = ctx.reference(&name, "bench/text_mlm.py", script_args)?;
+    let (loader, preloaded) = loader_and_preloaded(ctx, &name, &cfg.train, objective_of, source, &batch)?;
     Ok(Measured {
         model: format!(
             "BERT {} ({} layers x {}, vocab {}), {MAX_LEN} tokens, {:.0}% masked, {slots} MLM slots",
@@ -108,8 +109,7 @@ pub fn measure(ctx: &BenchContext) -> Result<Measured> {
         flops_per_sample: 3.0 * crate::flops::mlm_forward_flops(&model, MAX_LEN as i64, slots),
         loader,
         preloaded,
-        script: "bench/text_mlm.py",
-        script_args,
+        reference,
         details: serde_json::json!({
             "model": model,
             "max_len": MAX_LEN,

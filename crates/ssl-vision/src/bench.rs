@@ -5,7 +5,7 @@ use crate::error::{Result, VisionError};
 use crate::recipe::{Method, VisionConfig};
 use crate::rotation::RotationTask;
 use crate::source::ImageSource;
-use ssl_core::bench::{loader_and_preloaded, write_init, BenchContext, Measured};
+use ssl_core::bench::{loader_and_preloaded, optimizer_flags, write_init, BenchContext, Measured};
 use ssl_core::trainer::Objective;
 use std::sync::Arc;
 use tch::{Kind, Tensor};
@@ -33,6 +33,13 @@ pub fn measure(ctx: &BenchContext) -> Result<Measured> {
     let first_step_loss = task.forward(&batch, device)?.loss.double_value(&[]);
 
     let source = Arc::new(ImageSource { images: Arc::new(data.train.clone()), augment: cfg.augment });
+    let blocks: Vec<String> = resnet.blocks_per_stage.iter().map(|b| b.to_string()).collect();
+    let script_args = [
+        vec!["--width".into(), resnet.width.to_string(), "--blocks".into(), blocks.join(",")],
+        optimizer_flags(&cfg.train),
+    ]
+    .concat();
+    let reference = ctx.reference(&name, "bench/vision_rotation.py", script_args)?;
     let (loader, preloaded) = loader_and_preloaded(
         ctx,
         &name,
@@ -41,7 +48,6 @@ pub fn measure(ctx: &BenchContext) -> Result<Measured> {
         source,
         &batch.to_kind(Kind::Float),
     )?;
-    let blocks: Vec<String> = resnet.blocks_per_stage.iter().map(|b| b.to_string()).collect();
     Ok(Measured {
         model: format!("rotation ResNet width {} blocks {:?}, 28x28 grey", resnet.width, resnet.blocks_per_stage),
         name,
@@ -56,8 +62,7 @@ pub fn measure(ctx: &BenchContext) -> Result<Measured> {
         flops_per_sample: 3.0 * crate::flops::resnet_forward_flops(&resnet, 28, 4),
         loader,
         preloaded,
-        script: "bench/vision_rotation.py",
-        script_args: vec!["--width".into(), resnet.width.to_string(), "--blocks".into(), blocks.join(",")],
+        reference,
         details: serde_json::json!({ "width": resnet.width, "blocks": resnet.blocks_per_stage }),
     })
 }
