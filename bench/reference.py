@@ -12,6 +12,7 @@ import statistics
 import sys
 import time
 
+import loaders
 import torch
 
 
@@ -30,6 +31,7 @@ def parser(doc):
     p.add_argument("--clip", type=float, default=1.0, help="global gradient-norm clip (0: none)")
     p.add_argument("--profile", type=int, default=0, help="after timing, record N steps with torch.profiler")
     p.add_argument("--profile-out", default="", help="where the Chrome trace of --profile goes")
+    loaders.add_flags(p)
     p.add_argument(
         "--paired",
         action="store_true",
@@ -73,7 +75,8 @@ def adamw(model, a):
 def timed_windows(a, window):
     """Samples/s of the timed windows: `window()` runs one and returns its rate. The first window is
     warm-up and dropped. With `--paired`, each window is announced on stdout as
-    `{"window": {"config": "pytorch", "index": i, "samples_per_s": r}}` (ssl_records::bench::WindowLine)
+    `{"window": {"config": "preloaded", "index": i, "samples_per_s": r}}` (ssl_records::bench::WindowLine;
+    `dataloader` with `--data`)
     and the next runs only after a `go` line on stdin."""
     if not a.paired:
         rates = [window() for _ in range(a.windows + 1)]
@@ -83,7 +86,8 @@ def timed_windows(a, window):
         rate = window()
         if index > 0:
             rates.append(rate)
-        print(json.dumps({"window": {"config": "pytorch", "index": index, "samples_per_s": rate}}), flush=True)
+        config = "dataloader" if a.data else "preloaded"
+        print(json.dumps({"window": {"config": config, "index": index, "samples_per_s": rate}}), flush=True)
         index += 1
         if sys.stdin.readline().strip() != "go":
             return rates

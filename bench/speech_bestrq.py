@@ -24,6 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
+import loaders
 import reference
 
 WINDOW, HOP, N_FFT = 400, 320, 512
@@ -165,8 +166,21 @@ def main():
     t = ids.shape[1]
     mismatches = int((ids.cpu() != batch["targets"][:, :t]).sum())
     assert mismatches == 0, f"{mismatches} BEST-RQ targets differ from ours"
-    reference.train_and_report(
-        model, lambda: model.loss(waves, lengths, mask, targets)[0], a, waves.shape[0], first.item())
+    if a.data:
+        tracks = loaders.Tracks(load_file(a.data))
+        batches = loaders.batches(a, tracks, waves.shape[0], device, tracks.collate)
+        w, n, m = next(batches)
+        loaders.check_like((w, m), (waves, mask))
+        assert n.tolist() == lengths, (n.tolist(), lengths)
+
+        def loss():
+            w, n, m = next(batches)
+            return model.loss(w, n.tolist(), m, targets)[0]
+
+        reference.train_and_report(model, loss, a, waves.shape[0], first.item())
+    else:
+        reference.train_and_report(
+            model, lambda: model.loss(waves, lengths, mask, targets)[0], a, waves.shape[0], first.item())
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
+import loaders
 import reference
 
 
@@ -108,7 +109,13 @@ def main():
     args = (batch["input_ids"], batch["positions"], batch["targets"], batch["valid"])
     model.train()
     first_loss = model.loss(*args).item()
-    reference.train_and_report(model, lambda: model.loss(*args), a, args[0].shape[0], first_loss)
+    if a.data:
+        seqs = loaders.Sequences(load_file(a.data), a.vocab)
+        batches = loaders.batches(a, seqs, args[0].shape[0], device, seqs.collate)
+        loaders.check_like(next(batches), args)
+        reference.train_and_report(model, lambda: model.loss(*next(batches)), a, args[0].shape[0], first_loss)
+    else:
+        reference.train_and_report(model, lambda: model.loss(*args), a, args[0].shape[0], first_loss)
 
 
 if __name__ == "__main__":

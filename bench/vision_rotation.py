@@ -5,6 +5,7 @@ optimizer and loss; the training loop and the flags are reference.py's. Prints o
 Usage: python bench/vision_rotation.py --init vision_init.safetensors --batch vision_batch.safetensors
            --width 16 --blocks 1,1,1 --lr 0.002 --weight-decay 0.05 --clip 1 --window 20 --windows 6
 """
+import loaders
 import reference
 import torch
 import torch.nn as nn
@@ -79,7 +80,12 @@ def main():
     first_loss = model.loss(x).item()
     # Reload: the forward above updated the batch-norm running statistics.
     model.load_state_dict(load_file(a.init), strict=False)
-    reference.train_and_report(model, lambda: model.loss(x), a, 4 * x.shape[0], first_loss)
+    if a.data:
+        batches = loaders.batches(a, loaders.Images(load_file(a.data)), x.shape[0], device)
+        loaders.check_like(next(batches), x)
+        reference.train_and_report(model, lambda: model.loss(next(batches)), a, 4 * x.shape[0], first_loss)
+    else:
+        reference.train_and_report(model, lambda: model.loss(x), a, 4 * x.shape[0], first_loss)
 
 
 if __name__ == "__main__":

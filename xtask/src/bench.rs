@@ -176,21 +176,52 @@ impl Pairing {
     }
 }
 
-/// Run model `name`: our side and its reference as two processes that take turns, window by
-/// window (ours, PyTorch, ours, PyTorch, ...), first with our data loader, then with pre-loaded
-/// tensors, each configuration until its paired ratio is as tight as asked; returns both sides'
-/// records and the two paired ratios.
+/// The paired ratios of one model, by [`PairedRatio::config`].
+pub const END_TO_END: &str = "end to end";
+pub const LOADER_VS_PRELOADED: &str = "data loader";
+pub const PRELOADED: &str = "pre-loaded";
+pub const PYTORCH_LOADER: &str = "PyTorch DataLoader";
+
+/// Both sides of one model as measured: our record, the reference pre-loaded and with its
+/// DataLoader, and the paired ratios.
+struct Measurement {
+    ours: OursRun,
+    pytorch: ReferenceRun,
+    pytorch_dataloader: Option<ReferenceRun>,
+    paired: Vec<PairedRatio>,
+}
+
+fn log_pair(p: &PairedRatio) {
+    let n = p.ratios.len();
+    eprintln!(
+        "    {} pair {n}: {:.1} / {:.1} samples/s = {:.3}; median {:.3}, {:.0}% interval {:.3}-{:.3} (±{:.1}%)",
+        p.config,
+        p.ours[n - 1],
+        p.pytorch[n - 1],
+        p.ratios[n - 1],
+        p.median,
+        100.0 * p.ci_level,
+        p.ci_low,
+        p.ci_high,
+        p.half_width_pct()
+    );
+}
+
+/// Run model `name` as up to three processes that take turns, window by window, one at work at a
+/// time: ours, the reference with a DataLoader, the reference pre-loaded. First our data loader
+/// (rounds: ours, PyTorch DataLoader, PyTorch pre-loaded), then our pre-loaded tensors (rounds:
+/// ours, PyTorch pre-loaded), each until its paired ratios are as tight as asked.
 fn measure(
     root: &Path,
     ssl: &dyn Fn() -> Command,
     python: &Path,
     args: &BenchArgs,
     model: (&str, &str, &str),
-) -> Result<(OursRun, ReferenceRun, Vec<PairedRatio>)> {
+) -> Result<Measurement> {
     let (modality, preset, name) = model;
     let out = &args.out;
     let pairing = Pairing::of(args);
-    eprintln!("==> {name}: ours (data loader, then pre-loaded tensors) in turns with the PyTorch eager reference");
+    eprintln!("==> {name}: ours, then the PyTorch eager reference, in turns window by window");
     let mut cmd = ssl();
     cmd.args(["bench", modality, "--preset", preset, "--device", &args.device, "--paired", "--out"]).arg(out);
     if args.quick {
@@ -208,71 +239,108 @@ fn measure(
     if (warm.config.as_str(), warm.index) != ("loader", 0) {
         bail!("ssl bench announced {warm:?} first, expected the data loader's warm-up window");
     }
-    // Written before our timing started; our side now waits, so the reference warms up alone.
+    // Written before our timing started; our side now waits, so each reference warms up alone.
     let file = out.join(format!("{name}_reference.json"));
     let call: ReferenceCall =
         serde_json::from_slice(&std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?)
             .with_context(|| format!("{} is not what ssl bench writes", file.display()))?;
-    let mut py = Command::new(python);
-    py.arg(root.join(&call.script));
-    py.args(&call.args);
-    py.arg("--init").arg(&call.init);
-    py.arg("--batch").arg(&call.batch);
-    py.args(["--paired", "--device", &args.device]);
+    let reference = |extra: &[&std::ffi::OsStr]| {
+        let mut py = Command::new(python);
+        py.arg(root.join(&call.script));
+        py.args(&call.args);
+        py.arg("--init").arg(&call.init);
+        py.arg("--batch").arg(&call.batch);
+        py.args(["--paired", "--device", &args.device]);
+        py.args(extra);
+        py
+    };
     let profiles = out.join(format!("{name}_profile"));
-    if let Some(n) = args.profile {
-        py.args(["--profile", &n.to_string(), "--profile-out"]).arg(profiles.join("pytorch-trace.json"));
-    }
-    let mut torch = Side::spawn(&format!("the PyTorch reference {}", call.script), py)?;
+    let trace = profiles.join("pytorch-trace.json");
+    let profile_n = args.profile.map(|n| n.to_string()).unwrap_or_default();
+    let profile_flags: Vec<&std::ffi::OsStr> = match args.profile {
+        Some(_) => vec!["--profile".as_ref(), profile_n.as_ref(), "--profile-out".as_ref(), trace.as_os_str()],
+        None => Vec::new(),
+    };
+    let mut torch = Side::spawn(&format!("the PyTorch reference {}", call.script), reference(&profile_flags))?;
     torch.window()?;
+    let workers = call.workers.to_string();
+    let mut torch_dl = match &call.data {
+        Some(data) => {
+            let flags: [&std::ffi::OsStr; 4] =
+                ["--data".as_ref(), data.as_os_str(), "--workers".as_ref(), workers.as_ref()];
+            let mut side = Side::spawn(&format!("{} with a DataLoader", call.script), reference(&flags))?;
+            side.window()?;
+            Some(side)
+        }
+        None => None,
+    };
     let mut paired = Vec::new();
-    for (config, label) in [("loader", "data loader"), ("preloaded", "pre-loaded")] {
-        if config == "preloaded" {
-            let w = ours.window()?;
-            if (w.config.as_str(), w.index) != (config, 0) {
-                bail!("ssl bench announced {w:?}, expected the pre-loaded warm-up window");
-            }
+
+    // Our data loader: against PyTorch with its DataLoader (end to end) and pre-loaded.
+    let (mut o, mut d, mut t) = (Vec::new(), Vec::new(), Vec::new());
+    loop {
+        ours.say("go")?;
+        let w = ours.window()?;
+        if w.config != "loader" {
+            bail!("ssl bench announced {w:?} during the data loader's windows");
         }
-        let (mut o, mut t) = (Vec::new(), Vec::new());
-        loop {
-            ours.say("go")?;
-            let w = ours.window()?;
-            if w.config != config {
-                bail!("ssl bench announced {w:?} during the {label} pairs");
-            }
-            o.push(w.samples_per_s);
-            torch.say("go")?;
-            t.push(torch.window()?.samples_per_s);
-            let p = PairedRatio::of(label, &o, &t);
-            eprintln!(
-                "    {label} pair {}: ours {:.1}, PyTorch {:.1} samples/s, ratio {:.3}; median {:.3}, {:.0}% interval {:.3}-{:.3} (±{:.1}%)",
-                o.len(),
-                w.samples_per_s,
-                t[t.len() - 1],
-                p.ratios[p.ratios.len() - 1],
-                p.median,
-                100.0 * p.ci_level,
-                p.ci_low,
-                p.ci_high,
-                p.half_width_pct()
-            );
-            if pairing.done(&p) {
-                paired.push(p);
-                break;
-            }
+        o.push(w.samples_per_s);
+        if let Some(side) = torch_dl.as_mut() {
+            side.say("go")?;
+            d.push(side.window()?.samples_per_s);
         }
-        ours.say("next")?;
+        torch.say("go")?;
+        t.push(torch.window()?.samples_per_s);
+        let e2e = PairedRatio::of(END_TO_END, &o, &d);
+        let vs_pre = PairedRatio::of(LOADER_VS_PRELOADED, &o, &t);
+        if torch_dl.is_some() {
+            log_pair(&e2e);
+        }
+        log_pair(&vs_pre);
+        if pairing.done(&vs_pre) && (torch_dl.is_none() || pairing.done(&e2e)) {
+            if torch_dl.is_some() {
+                paired.extend([e2e, PairedRatio::of(PYTORCH_LOADER, &d, &t)]);
+            }
+            paired.push(vs_pre);
+            break;
+        }
     }
+    ours.say("next")?;
+    let w = ours.window()?;
+    if (w.config.as_str(), w.index) != ("preloaded", 0) {
+        bail!("ssl bench announced {w:?}, expected the pre-loaded warm-up window");
+    }
+    let (mut o, mut t) = (Vec::new(), Vec::new());
+    loop {
+        ours.say("go")?;
+        let w = ours.window()?;
+        if w.config != "preloaded" {
+            bail!("ssl bench announced {w:?} during the pre-loaded windows");
+        }
+        o.push(w.samples_per_s);
+        torch.say("go")?;
+        t.push(torch.window()?.samples_per_s);
+        let p = PairedRatio::of(PRELOADED, &o, &t);
+        log_pair(&p);
+        if pairing.done(&p) {
+            paired.push(p);
+            break;
+        }
+    }
+    ours.say("next")?;
     ours.finish()?;
     let bytes = std::fs::read(out.join(format!("{name}_ours.json"))).context("reading ssl bench's record")?;
     let ours_run: OursRun = serde_json::from_slice(&bytes).context("ssl bench's record is not an OursRun")?;
-    let lines = torch.finish()?;
+    let result = |side: &mut Side| -> Result<ReferenceRun> {
+        let lines = side.finish()?;
+        last_json_line(&lines.join("\n")).with_context(|| format!("reading the result of {}", side.what))
+    };
+    let pytorch_dataloader = torch_dl.as_mut().map(result).transpose()?;
+    let pytorch = result(&mut torch)?;
     if let Some(n) = args.profile {
         compare_profiles(ssl, &profiles, n, &out.join(format!("{name}_profile.md")))?;
     }
-    let reference =
-        last_json_line(&lines.join("\n")).with_context(|| format!("reading the result of {}", call.script))?;
-    Ok((ours_run, reference, paired))
+    Ok(Measurement { ours: ours_run, pytorch, pytorch_dataloader, paired })
 }
 
 /// `ssl trace` over our trace and the reference's (`dir/trace.json`, `dir/pytorch-trace.json`),
@@ -312,21 +380,31 @@ fn equivalence(ours: &OursRun, reference: &ReferenceRun) -> Equivalence {
     }
 }
 
-/// The three table rows of one model. MFU divides by the matmul peak measured in our process.
-/// Against PyTorch, our rows give the median of their paired ratios (`paired`: data loader, then
-/// pre-loaded), and the loader overhead compares the two paired medians, so that drift between
-/// the two configurations cancels too; without pairs, the ratio of medians.
-fn rows(ours: &OursRun, reference: &ReferenceRun, paired: &[PairedRatio]) -> Vec<Row> {
+/// The table rows of one model: ours with the data loader, ours pre-loaded, PyTorch with its
+/// DataLoader (when it ran) and PyTorch pre-loaded. MFU divides by the matmul peak measured in our
+/// process. "vs PyTorch" compares like with like: our data loader against PyTorch's DataLoader
+/// (end to end; against PyTorch pre-loaded when there is no DataLoader run), pre-loaded against
+/// pre-loaded, each the median of its paired ratios (without pairs, the ratio of medians). A
+/// loader overhead compares a side's two configurations through their paired ratios against the
+/// same PyTorch pre-loaded windows, so that drift between the configurations cancels too.
+fn rows(
+    ours: &OursRun,
+    reference: &ReferenceRun,
+    dataloader: Option<&ReferenceRun>,
+    paired: &[PairedRatio],
+) -> Vec<Row> {
     let peak = ours.peak_flops;
     let torch_sps = reference.samples_per_s.median;
+    let find = |config: &str| paired.iter().find(|p| p.config == config);
     let of_medians = |sps: f64| if torch_sps > 0.0 { sps / torch_sps } else { 0.0 };
-    let loader_vs = paired.first().map_or(of_medians(ours.ours_loader_samples_per_s.median), |p| p.median);
-    let pre_vs = paired.get(1).map_or(of_medians(ours.ours_preloaded_samples_per_s.median), |p| p.median);
+    let ratio = |config: &str, sps: f64| find(config).map_or(of_medians(sps), |p| p.median);
+    let loader_vs_pre = ratio(LOADER_VS_PRELOADED, ours.ours_loader_samples_per_s.median);
+    let pre_vs = ratio(PRELOADED, ours.ours_preloaded_samples_per_s.median);
     let (unit, per_sample) = match &ours.per_sample {
         Some(p) => (Some(p.unit.clone()), p.count),
         None => (None, 0.0),
     };
-    let row = |config: &str,
+    let row = |config: String,
                spread: Spread,
                vs_pytorch: f64,
                paired: Option<&PairedRatio>,
@@ -337,7 +415,7 @@ fn rows(ours: &OursRun, reference: &ReferenceRun, paired: &[PairedRatio]) -> Vec
             model: ours.name.clone(),
             modality: ours.modality.clone(),
             preset: ours.preset.clone(),
-            config: config.into(),
+            config,
             sample_unit: ours.sample_unit.clone(),
             samples_per_s: spread,
             unit: unit.clone(),
@@ -349,19 +427,46 @@ fn rows(ours: &OursRun, reference: &ReferenceRun, paired: &[PairedRatio]) -> Vec
             peak_rss_bytes,
         }
     };
-    let overhead = (pre_vs > 0.0).then(|| 100.0 * (1.0 - loader_vs / pre_vs));
-    vec![
+    let overhead = |loader_ratio: f64| (pre_vs > 0.0).then(|| 100.0 * (1.0 - loader_ratio / pre_vs));
+    let (loader_vs, loader_pair) = match (dataloader, find(END_TO_END)) {
+        (Some(_), Some(p)) => (p.median, Some(p)),
+        (Some(d), None) => (ours.ours_loader_samples_per_s.median / d.samples_per_s.median.max(1e-12), None),
+        (None, _) => (loader_vs_pre, find(LOADER_VS_PRELOADED)),
+    };
+    let mut rows = vec![
         row(
-            "ours, data loader",
+            "ours, data loader".into(),
             ours.ours_loader_samples_per_s,
             loader_vs,
-            paired.first(),
-            overhead,
+            loader_pair,
+            overhead(loader_vs_pre),
             Some(ours.peak_rss_bytes),
         ),
-        row("ours, pre-loaded tensors", ours.ours_preloaded_samples_per_s, pre_vs, paired.get(1), None, None),
-        row("PyTorch eager (pre-loaded)", reference.samples_per_s, 1.0, None, None, reference.peak_rss_bytes),
-    ]
+        row("ours, pre-loaded tensors".into(), ours.ours_preloaded_samples_per_s, pre_vs, find(PRELOADED), None, None),
+    ];
+    if let Some(d) = dataloader {
+        let own = find(PYTORCH_LOADER).map_or(of_medians(d.samples_per_s.median), |p| p.median);
+        rows.push(row(
+            match ours.reference.workers {
+                1 => "PyTorch eager, DataLoader (1 worker)".to_string(),
+                n => format!("PyTorch eager, DataLoader ({n} workers)"),
+            },
+            d.samples_per_s,
+            1.0,
+            None,
+            Some(100.0 * (1.0 - own)),
+            d.peak_rss_bytes,
+        ));
+    }
+    rows.push(row(
+        "PyTorch eager (pre-loaded)".into(),
+        reference.samples_per_s,
+        1.0,
+        None,
+        None,
+        reference.peak_rss_bytes,
+    ));
+    rows
 }
 
 /// Run the benchmark. `ssl` makes the command that runs our side (a cargo command prepared by the
@@ -379,13 +484,14 @@ pub fn run(root: &Path, ssl: &dyn Fn() -> Command, python: &Path, args: &BenchAr
     let (mut runs, mut equivalences, mut all_rows) = (BTreeMap::new(), BTreeMap::new(), Vec::new());
     let (mut peak, mut torch_version) = (0.0f64, String::new());
     for &&model in &models {
-        let (ours, reference, paired) = measure(root, ssl, python, &args, model)?;
+        let Measurement { ours, pytorch: reference, pytorch_dataloader, paired } =
+            measure(root, ssl, python, &args, model)?;
         // Each `ssl bench` process measures its own peak (the rows' MFU); the table shows the best.
         peak = peak.max(ours.peak_flops);
         torch_version.clone_from(&reference.torch_version);
         equivalences.insert(model.2.to_owned(), equivalence(&ours, &reference));
-        all_rows.extend(rows(&ours, &reference, &paired));
-        runs.insert(model.2.to_owned(), ModelRuns { ours, pytorch: reference, paired });
+        all_rows.extend(rows(&ours, &reference, pytorch_dataloader.as_ref(), &paired));
+        runs.insert(model.2.to_owned(), ModelRuns { ours, pytorch: reference, pytorch_dataloader, paired });
     }
     let report = BenchReport {
         quick: args.quick,
@@ -497,6 +603,20 @@ mod tests {
     }
 
     #[test]
+    fn pairs_are_added_until_the_interval_is_tight_or_the_most_ran() {
+        let pairing = Pairing { min: 6, max: 10, target_pct: 5.0 };
+        let torch = [100.0; 10];
+        // Steady ratios: done at the minimum, not before.
+        let steady = [101.0, 99.0, 100.0, 102.0, 98.0, 100.0];
+        assert!(!pairing.done(&PairedRatio::of(PRELOADED, &steady[..5], &torch)));
+        assert!(pairing.done(&PairedRatio::of(PRELOADED, &steady, &torch)));
+        // Noisy ratios: not done until the most pairs ran.
+        let noisy = [80.0, 120.0, 90.0, 110.0, 70.0, 130.0, 85.0, 115.0, 75.0, 125.0];
+        assert!(!pairing.done(&PairedRatio::of(PRELOADED, &noisy[..9], &torch)));
+        assert!(pairing.done(&PairedRatio::of(PRELOADED, &noisy, &torch)));
+    }
+
+    #[test]
     fn rows_equivalence_and_table() {
         let (ours, reference) = (ours(), reference(9.00001));
         let close = |a: f64, b: f64| (a - b).abs() < 1e-9 * b.abs();
@@ -504,16 +624,29 @@ mod tests {
         assert!(e.equivalent && (e.abs_diff - 1e-5).abs() < 1e-9, "{e:?}");
         assert!(!equivalence(&ours, &self::reference(9.1)).equivalent);
         // Paired: the median of the pairs' ratios, and the loader overhead from the two medians.
-        let paired = [
-            PairedRatio::of("data loader", &[160.0, 170.0, 180.0], &[200.0, 200.0, 200.0]),
-            PairedRatio::of("pre-loaded", &[200.0, 190.0, 210.0], &[200.0, 200.0, 200.0]),
+        let loader = [160.0, 170.0, 180.0];
+        let mut paired = vec![
+            PairedRatio::of(LOADER_VS_PRELOADED, &loader, &[200.0, 200.0, 200.0]),
+            PairedRatio::of(PRELOADED, &[200.0, 190.0, 210.0], &[200.0, 200.0, 200.0]),
         ];
-        let with_pairs = rows(&ours, &reference, &paired);
+        let with_pairs = rows(&ours, &reference, None, &paired);
         assert!(close(with_pairs[0].vs_pytorch, 0.85) && close(with_pairs[1].vs_pytorch, 1.0), "{with_pairs:?}");
         assert!(close(with_pairs[0].loader_overhead_pct.unwrap(), 15.0), "{:?}", with_pairs[0]);
         assert_eq!(with_pairs[1].paired.map(|p| (p.pairs, p.ci_low, p.ci_high)), Some((3, 0.95, 1.05)));
         assert_eq!((with_pairs[2].vs_pytorch, with_pairs[2].paired), (1.0, None));
-        let rows = rows(&ours, &reference, &[]);
+        // With PyTorch's DataLoader: our loader row compares against it (end to end), and its
+        // own row carries its loader overhead; ours is still measured against pre-loaded PyTorch.
+        let mut dataloader = reference.clone();
+        dataloader.samples_per_s.median = 100.0;
+        paired.push(PairedRatio::of(END_TO_END, &loader, &[100.0, 100.0, 100.0]));
+        paired.push(PairedRatio::of(PYTORCH_LOADER, &[100.0, 90.0, 110.0], &[200.0, 200.0, 200.0]));
+        let four = rows(&ours, &reference, Some(&dataloader), &paired);
+        assert_eq!(four.len(), 4);
+        assert!(close(four[0].vs_pytorch, 1.7) && close(four[0].loader_overhead_pct.unwrap(), 15.0), "{:?}", four[0]);
+        assert_eq!(four[2].config, "PyTorch eager, DataLoader (0 workers)");
+        assert!(close(four[2].loader_overhead_pct.unwrap(), 50.0), "{:?}", four[2]);
+        assert_eq!(four[3].config, "PyTorch eager (pre-loaded)");
+        let rows = rows(&ours, &reference, None, &[]);
         assert_eq!(rows.len(), 3);
         assert!(close(rows[0].loader_overhead_pct.unwrap(), 10.0), "{:?}", rows[0]);
         assert!(close(rows[0].units_per_s.unwrap(), 180.0 * 128.0), "{:?}", rows[0]);
@@ -530,7 +663,10 @@ mod tests {
             loss_tolerance: LOSS_TOLERANCE,
             equivalence: BTreeMap::from([("text_tiny".into(), e)]),
             models: BTreeMap::from([("text_tiny".into(), "BERT tiny".into())]),
-            runs: BTreeMap::from([("text_tiny".into(), ModelRuns { ours, pytorch: reference, paired: Vec::new() })]),
+            runs: BTreeMap::from([(
+                "text_tiny".into(),
+                ModelRuns { ours, pytorch: reference, pytorch_dataloader: None, paired: Vec::new() },
+            )]),
             rows,
         };
         let t = table(&report);

@@ -26,7 +26,7 @@ fn quick_bench_writes_well_formed_json() {
         // The two sides took turns: 2 window pairs (--quick) per configuration, each pair a ratio.
         let paired = report["runs"][name]["paired"].as_array().unwrap();
         let configs: Vec<&str> = paired.iter().map(|p| p["config"].as_str().unwrap()).collect();
-        assert_eq!(configs, ["data loader", "pre-loaded"], "{name}");
+        assert_eq!(configs, ["end to end", "PyTorch DataLoader", "data loader", "pre-loaded"], "{name}");
         for p in paired {
             let ratios = p["ratios"].as_array().unwrap();
             assert_eq!(ratios.len(), 2, "{name}: {p}");
@@ -34,11 +34,13 @@ fn quick_bench_writes_well_formed_json() {
             let expected = ours.as_f64().unwrap() / torch.as_f64().unwrap();
             assert!((ratios[0].as_f64().unwrap() - expected).abs() < 1e-12, "{name}: {p}");
         }
-        // The reference ran as many windows as both configurations' pairs.
+        // The pre-loaded reference ran as many windows as both configurations' pairs; the one
+        // with a DataLoader as many as our data loader's.
         assert_eq!(report["runs"][name]["pytorch"]["samples_per_s"]["n"], 4, "{name}");
+        assert_eq!(report["runs"][name]["pytorch_dataloader"]["samples_per_s"]["n"], 2, "{name}");
     }
     let rows = report["rows"].as_array().unwrap();
-    assert_eq!(rows.len(), 3 * xtask::bench::MODELS.len());
+    assert_eq!(rows.len(), 4 * xtask::bench::MODELS.len());
     for modality in ["vision", "text", "speech"] {
         assert!(rows.iter().any(|r| r["modality"] == modality), "no {modality} row");
     }
@@ -49,6 +51,9 @@ fn quick_bench_writes_well_formed_json() {
         assert!(r["samples_per_s"]["median"].as_f64().unwrap() > 0.0, "{r}");
         let ours = r["config"].as_str().unwrap().starts_with("ours");
         assert_eq!(r["paired"]["pairs"].as_u64(), ours.then_some(2), "{r}");
+        // Every data loader, ours and PyTorch's, has a measured overhead.
+        let loader = r["config"].as_str().unwrap().to_lowercase().contains("loader");
+        assert_eq!(r["loader_overhead_pct"].is_number(), loader, "{r}");
     }
     for name in ["text_tiny", "text_mini", "speech_tiny"] {
         assert!(rows.iter().any(|r| r["model"] == name && r["units_per_s"].as_f64().is_some_and(|u| u > 0.0)));

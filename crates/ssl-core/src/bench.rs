@@ -137,10 +137,18 @@ impl BenchContext {
         self.options.out.join(format!("{name}_{what}.safetensors"))
     }
 
+    /// Write the decoded data our loader samples from, `tensors` by name, to the `data` artefact
+    /// of model `name`: what the reference's DataLoader reads.
+    pub fn write_data(&self, name: &str, tensors: &[(&str, &Tensor)]) -> Result<()> {
+        Tensor::write_safetensors(tensors, self.artefact(name, "data"))?;
+        Ok(())
+    }
+
     /// How to run model `name`'s reference: `script` with its model and optimizer flags `args`,
-    /// our window length and intra-op threads, on the artefacts. Also written to
-    /// `out/<name>_reference.json` before any timing, so that `cargo xtask bench` can start the
-    /// reference while our side runs.
+    /// our window length and intra-op threads, on the artefacts (the `data` one written by
+    /// [`BenchContext::write_data`], with as many DataLoader workers as our loader has threads).
+    /// Also written to `out/<name>_reference.json` before any timing, so that `cargo xtask bench`
+    /// can start the reference while our side runs.
     pub fn reference(&self, name: &str, script: &str, mut args: Vec<String>) -> Result<ReferenceCall> {
         args.extend([
             "--window".into(),
@@ -155,6 +163,8 @@ impl BenchContext {
             args,
             init: self.artefact(name, "init"),
             batch: self.artefact(name, "batch"),
+            data: Some(self.artefact(name, "data")),
+            workers: crate::trainer::loader_threads(0, self.device),
         };
         let path = self.options.out.join(format!("{name}_reference.json"));
         let json = serde_json::to_vec_pretty(&call).map_err(|e| CoreError::InvalidArgument(e.to_string()))?;

@@ -176,6 +176,14 @@ pub struct ReferenceCall {
     pub args: Vec<String>,
     pub init: PathBuf,
     pub batch: PathBuf,
+    /// The decoded data our loader samples from (safetensors), for the reference's end-to-end
+    /// configuration (`--data`: a `torch.utils.data.DataLoader` over it); absent in records
+    /// written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<PathBuf>,
+    /// The DataLoader's worker processes: as many as our loader's threads.
+    #[serde(default)]
+    pub workers: usize,
 }
 
 /// `<name>_ours.json`: what `ssl bench <modality>` measured on our side, and how to run the
@@ -245,8 +253,14 @@ pub struct ReferenceRun {
 pub struct ModelRuns {
     pub ours: OursRun,
     pub pytorch: ReferenceRun,
-    /// Ours with the data loader and with pre-loaded tensors, each against the reference in
-    /// alternating windows (empty where the sides ran one after the other).
+    /// The reference trained from a `torch.utils.data.DataLoader` over the same data (end to end).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pytorch_dataloader: Option<ReferenceRun>,
+    /// The ratios of windows that ran in turns (see `xtask/src/bench.rs`): `end to end` (ours
+    /// with the data loader / PyTorch with its DataLoader), `PyTorch DataLoader` (its DataLoader /
+    /// pre-loaded), `data loader` (ours with the data loader / PyTorch pre-loaded) and
+    /// `pre-loaded` (ours / PyTorch, both pre-loaded); empty where the sides ran one after the
+    /// other.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub paired: Vec<PairedRatio>,
 }
@@ -384,7 +398,9 @@ mod tests {
             "script": "bench/text_mlm.py",
             "args": ["--vocab", "8192", "--hidden", "128", "--lr", "0.001"],
             "init": "runs/bench/text_tiny_init.safetensors",
-            "batch": "runs/bench/text_tiny_batch.safetensors"
+            "batch": "runs/bench/text_tiny_batch.safetensors",
+            "data": "runs/bench/text_tiny_data.safetensors",
+            "workers": 1
         }
     }"#;
 
@@ -472,6 +488,11 @@ mod tests {
         assert_eq!(ours.per_sample, Some(PerSample { unit: "tokens".into(), count: 128.0 }));
         assert_eq!(ours.reference.init, PathBuf::from("runs/bench/text_tiny_init.safetensors"));
         assert_eq!((ours.window_steps, ours.windows, ours.threads), (10, 5, 2));
+        assert_eq!(ours.reference.data, Some(PathBuf::from("runs/bench/text_tiny_data.safetensors")));
+        // A record from before the DataLoader configuration: no data, no workers.
+        let old = OURS.replace(",\n            \"data\": \"runs/bench/text_tiny_data.safetensors\",\n            \"workers\": 1", "");
+        let old: OursRun = serde_json::from_str(&old).unwrap();
+        assert_eq!((old.reference.data, old.reference.workers), (None, 0));
         // Vision has no second unit.
         let vision = OURS.replace(r#"{"unit": "tokens", "count": 128.0}"#, "null");
         assert_eq!(round_trip::<OursRun>(&vision).per_sample, None);

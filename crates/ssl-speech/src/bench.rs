@@ -55,7 +55,8 @@ pub fn measure(ctx: &BenchContext) -> Result<Measured> {
         let corpus = AudioCorpus::load_dir(&dir, &cfg.model)?;
         clips.extend(corpus.clips);
     }
-    let corpus = AudioCorpus { clips: tracks(clips, 2 * crop), skipped: Vec::new() };
+    let tracks = tracks(clips, 2 * crop);
+    let corpus = AudioCorpus { clips: tracks.clone(), skipped: Vec::new() };
     if corpus.clips.len() < batch_size {
         return Err(SpeechError::InvalidArgument("the embedded clips join into fewer tracks than one batch".into()));
     }
@@ -122,6 +123,20 @@ pub fn measure(ctx: &BenchContext) -> Result<Measured> {
         script_args.push("--pos-norm".into());
     }
     script_args.extend(optimizer_flags(&cfg.train));
+    let mut offsets = vec![0i64];
+    for clip in &tracks {
+        offsets.push(offsets[offsets.len() - 1] + clip.len() as i64);
+    }
+    let audio: Vec<f32> = tracks.concat();
+    ctx.write_data(
+        &name,
+        &[
+            ("audio", &Tensor::from_slice(&audio)),
+            ("offsets", &Tensor::from_slice(&offsets)),
+            ("shape", &Tensor::from_slice(&[crop as i64, cfg.model.frames(crop as i64)])),
+            ("masking", &Tensor::from_slice(&[cfg.masking.prob, cfg.masking.length as f64])),
+        ],
+    )?;
     let reference = ctx.reference(&name, "bench/speech_bestrq.py", script_args)?;
     let (loader, preloaded) =
         loader_and_preloaded(ctx, &name, &cfg.train, || Ok(objective_of()), Arc::new(source), &batch)?;

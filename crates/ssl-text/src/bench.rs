@@ -86,6 +86,19 @@ pub fn measure(ctx: &BenchContext) -> Result<Measured> {
         script_args.push("--pre-ln".into());
     }
     script_args.extend(optimizer_flags(&cfg.train));
+    let train = data.train_indices.iter().map(|&i| data.packed.get(i)).collect::<Result<Vec<_>>>()?;
+    let ids: Vec<i64> = train.iter().flat_map(|s| s.ids.iter().map(|&i| i64::from(i))).collect();
+    let sp = data.tokenizer.special();
+    let m = &cfg.masking;
+    ctx.write_data(
+        &name,
+        &[
+            ("ids", &Tensor::from_slice(&ids).view([train.len() as i64, -1])),
+            ("special_ids", &Tensor::from_slice(&[sp.pad, sp.unk, sp.cls, sp.sep, sp.mask])),
+            ("slots", &Tensor::from_slice(&[slots])),
+            ("masking", &Tensor::from_slice(&[m.rate, m.mask_fraction, m.random_fraction])),
+        ],
+    )?;
     let reference = ctx.reference(&name, "bench/text_mlm.py", script_args)?;
     let (loader, preloaded) = loader_and_preloaded(ctx, &name, &cfg.train, objective_of, source, &batch)?;
     Ok(Measured {

@@ -39,6 +39,12 @@ pub fn measure(ctx: &BenchContext) -> Result<Measured> {
         optimizer_flags(&cfg.train),
     ]
     .concat();
+    let t = &data.train;
+    let images = Tensor::from_slice(&t.pixels).view([t.len as i64, t.channels as i64, t.height as i64, t.width as i64]);
+    let aug = &cfg.augment;
+    let augment =
+        Tensor::from_slice(&[aug.crop_padding as f64, f64::from(u8::from(aug.hflip)), aug.color_jitter as f64]);
+    ctx.write_data(&name, &[("images", &images), ("augment", &augment)])?;
     let reference = ctx.reference(&name, "bench/vision_rotation.py", script_args)?;
     let (loader, preloaded) = loader_and_preloaded(
         ctx,
