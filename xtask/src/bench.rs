@@ -62,6 +62,11 @@ pub struct BenchArgs {
     /// them side by side, op by op, in `OUT/<name>_profile.md` (traces in `OUT/<name>_profile/`).
     #[arg(long, value_name = "N")]
     pub profile: Option<u64>,
+    /// Instead of the comparison with PyTorch: our throughput with the data loader for every
+    /// pair of intra-op and loader threads out of 1, 2, 4, ... cores, in turns, against the
+    /// defaults (`OUT/threads.json`; --windows rounds).
+    #[arg(long)]
+    pub threads_table: bool,
     /// Instead of the models: the data-parallel benchmark with N local processes (all-reduce
     /// against torch.distributed, and scaling against 1 process; see bench_dist.rs).
     #[arg(long, value_name = "N")]
@@ -94,8 +99,8 @@ fn last_json_line(text: &str) -> Result<ReferenceRun> {
 
 /// A benchmark process the orchestrator alternates with: its stdin, and its stdout read line by
 /// line. Killed when dropped (on an error path); [`Side::finish`] lets it end normally.
-struct Side {
-    what: String,
+pub(crate) struct Side {
+    pub(crate) what: String,
     child: Child,
     stdin: Option<ChildStdin>,
     lines: Lines<BufReader<ChildStdout>>,
@@ -104,7 +109,7 @@ struct Side {
 }
 
 impl Side {
-    fn spawn(what: &str, mut cmd: Command) -> Result<Side> {
+    pub(crate) fn spawn(what: &str, mut cmd: Command) -> Result<Side> {
         let mut child =
             cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().with_context(|| format!("starting {what}"))?;
         let stdin = child.stdin.take();
@@ -113,7 +118,7 @@ impl Side {
     }
 
     /// The next window the process announces.
-    fn window(&mut self) -> Result<Window> {
+    pub(crate) fn window(&mut self) -> Result<Window> {
         for line in self.lines.by_ref() {
             let line = line.with_context(|| format!("reading the output of {}", self.what))?;
             match serde_json::from_str::<WindowLine>(&line) {
@@ -126,13 +131,13 @@ impl Side {
     }
 
     /// Tell the process `word` (`go`: one more window; anything else ends its timing).
-    fn say(&mut self, word: &str) -> Result<()> {
+    pub(crate) fn say(&mut self, word: &str) -> Result<()> {
         let stdin = self.stdin.as_mut().context("stdin closed")?;
         writeln!(stdin, "{word}").and_then(|_| stdin.flush()).with_context(|| format!("writing to {}", self.what))
     }
 
     /// Let the process end (its stdin closed), and return what else it printed.
-    fn finish(&mut self) -> Result<Vec<String>> {
+    pub(crate) fn finish(&mut self) -> Result<Vec<String>> {
         self.stdin.take();
         for line in self.lines.by_ref() {
             self.other.push(line.with_context(|| format!("reading the output of {}", self.what))?);
@@ -585,7 +590,7 @@ mod tests {
             "batch_size": 8, "samples_per_step": 8, "sample_unit": "sequences",
             "per_sample": {"unit": "tokens", "count": 128.0},
             "parameters": 958592, "first_step_loss": 9.0, "flops_per_sample": 1e9, "peak_flops": 2e11,
-            "device": "Cpu", "threads": 2,
+            "device": "Cpu", "threads": 2, "loader_threads": 1,
             "ours_loader_samples_per_s": {"median": 180.0, "min": 170.0, "max": 190.0, "n": 5},
             "ours_preloaded_samples_per_s": {"median": 200.0, "min": 195.0, "max": 205.0, "n": 5},
             "peak_rss_bytes": 1048576000u64, "windows": 5, "window_steps": 10,

@@ -5,6 +5,7 @@
 
 pub mod bench;
 pub mod bench_dist;
+pub mod bench_threads;
 pub mod datasets;
 pub mod docs;
 pub mod libtorch;

@@ -212,6 +212,10 @@ fn main() -> ExitCode {
                 c.current_dir(workspace_root());
                 c
             };
+            if a.threads_table {
+                let out = if a.out.is_absolute() { a.out.clone() } else { workspace_root().join(&a.out) };
+                return xtask::bench_threads::run(&ssl, &a, &out).map(|_| ());
+            }
             bench::run(&workspace_root(), &ssl, &python, &a).map(|_| ())
         }),
         Cmd::Docs { check } => libtorch::provision().and_then(|s| {

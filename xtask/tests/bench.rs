@@ -59,3 +59,28 @@ fn quick_bench_writes_well_formed_json() {
         assert!(rows.iter().any(|r| r["model"] == name && r["units_per_s"].as_f64().is_some_and(|u| u > 0.0)));
     }
 }
+
+#[test]
+fn quick_threads_table_pairs_every_configuration_with_the_default() {
+    let out = tempfile::tempdir().unwrap();
+    let status = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["bench", "--quick", "--threads-table", "--modality", "speech", "--out"])
+        .arg(out.path())
+        .status()
+        .expect("xtask runs");
+    assert!(status.success(), "cargo xtask bench --quick --threads-table failed");
+    let rows: Vec<ssl_records::bench::ThreadRow> =
+        serde_json::from_slice(&std::fs::read(out.path().join("threads.json")).unwrap()).unwrap();
+    let cores = std::thread::available_parallelism().unwrap().get();
+    let sizes = xtask::bench_threads::candidates(cores);
+    assert_eq!(rows.len(), sizes.len() * sizes.len());
+    assert_eq!(rows.iter().filter(|r| r.default).count(), 1);
+    for r in &rows {
+        assert_eq!((r.samples_per_s.n, r.paired.pairs), (2, 2), "{r:?}");
+        assert!(r.samples_per_s.median > 0.0, "{r:?}");
+        // The default against itself: every round's ratio is 1.
+        if r.default {
+            assert_eq!((r.vs_default, r.paired.ci_low, r.paired.ci_high), (1.0, 1.0, 1.0));
+        }
+    }
+}

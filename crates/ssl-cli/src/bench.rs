@@ -49,6 +49,12 @@ pub struct BenchArgs {
     /// configuration (`--windows` is then the most windows).
     #[arg(long)]
     pub paired: bool,
+    /// LibTorch intra-op threads (default: LibTorch's choice, one per core).
+    #[arg(long)]
+    pub threads: Option<i32>,
+    /// The data loader's decode and augmentation threads (default 0: the trainer's choice).
+    #[arg(long, default_value_t = 0)]
+    pub loader_threads: usize,
 }
 
 pub fn run(a: BenchArgs) -> Result<()> {
@@ -56,6 +62,12 @@ pub fn run(a: BenchArgs) -> Result<()> {
         return all_reduce(&a);
     }
     let device = ssl_core::device::parse(&a.device)?;
+    if let Some(t) = a.threads {
+        if t < 1 {
+            bail!("--threads must be at least 1, got {t}");
+        }
+        tch::set_num_threads(t);
+    }
     std::fs::create_dir_all(&a.out)?;
     let options = BenchOptions {
         out: a.out.clone(),
@@ -67,6 +79,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         windows: a.windows,
         profile: a.profile,
         paired: a.paired,
+        loader_threads: a.loader_threads,
     };
     let ctx = BenchContext::new(options, device);
     let measured = match a.modality.as_str() {

@@ -95,6 +95,8 @@ pub struct BenchOptions {
     /// Alternate with another process (`cargo xtask bench`): announce every window on stdout
     /// and wait for a line on stdin before the next (see [`stdin_gate`]).
     pub paired: bool,
+    /// The data loader's threads (0: the trainer's choice, [`crate::trainer::loader_threads`]).
+    pub loader_threads: usize,
 }
 
 /// The timed windows: `windows` windows of `steps` steps after one warm-up window.
@@ -102,12 +104,16 @@ pub struct BenchOptions {
 pub struct Timing {
     pub steps: u64,
     pub windows: u64,
+    /// The data loader's threads (0: the trainer's choice).
+    pub loader_threads: usize,
 }
 
 impl Timing {
-    /// Make `train` run exactly the timed windows with `batch_size`, logging once per window.
+    /// Make `train` run exactly the timed windows with `batch_size` and the loader threads asked
+    /// for, logging once per window.
     pub fn apply(&self, train: &mut TrainConfig, batch_size: usize) {
         train.batch_size = batch_size;
+        train.loader_threads = self.loader_threads;
         train.steps = self.steps * (self.windows + 1);
         train.log_every = self.steps;
         train.checkpoint_every = 0;
@@ -128,6 +134,7 @@ impl BenchContext {
         let timing = Timing {
             steps: options.window_steps.unwrap_or(steps).max(1),
             windows: options.windows.unwrap_or(windows).max(1),
+            loader_threads: options.loader_threads,
         };
         Self { options, device, timing }
     }
@@ -164,7 +171,7 @@ impl BenchContext {
             init: self.artefact(name, "init"),
             batch: self.artefact(name, "batch"),
             data: Some(self.artefact(name, "data")),
-            workers: crate::trainer::loader_threads(0, self.device),
+            workers: crate::trainer::loader_threads(self.timing.loader_threads, self.device),
         };
         let path = self.options.out.join(format!("{name}_reference.json"));
         let json = serde_json::to_vec_pretty(&call).map_err(|e| CoreError::InvalidArgument(e.to_string()))?;
@@ -360,6 +367,7 @@ impl Measured {
             peak_flops: peak,
             device: format!("{:?}", ctx.device),
             threads: tch::get_num_threads(),
+            loader_threads: crate::trainer::loader_threads(ctx.timing.loader_threads, ctx.device),
             ours_loader_samples_per_s: self.loader,
             ours_preloaded_samples_per_s: self.preloaded,
             peak_rss_bytes: peak_rss_bytes(),

@@ -219,6 +219,9 @@ pub struct OursRun {
     pub device: String,
     /// LibTorch intra-op threads.
     pub threads: i32,
+    /// The data loader's threads (0 in records written before they were recorded).
+    #[serde(default)]
+    pub loader_threads: usize,
     pub ours_loader_samples_per_s: Spread,
     pub ours_preloaded_samples_per_s: Spread,
     pub peak_rss_bytes: u64,
@@ -309,6 +312,22 @@ pub struct Row {
     pub peak_rss_bytes: Option<u64>,
 }
 
+/// One row of `cargo xtask bench --threads-table` (`threads.json`): our training throughput with
+/// the data loader at `threads` intra-op threads and `loader_threads` loader threads, against the
+/// default configuration's window of the same round.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ThreadRow {
+    pub model: String,
+    pub threads: usize,
+    pub loader_threads: usize,
+    /// Whether this is the default configuration.
+    pub default: bool,
+    pub samples_per_s: Spread,
+    /// The median of this configuration's samples/s over the default's, round by round.
+    pub vs_default: f64,
+    pub paired: PairedSummary,
+}
+
 /// What a table row shows of a [`PairedRatio`].
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct PairedSummary {
@@ -389,6 +408,7 @@ mod tests {
         "peak_flops": 293000000000.0,
         "device": "Cpu",
         "threads": 2,
+        "loader_threads": 1,
         "ours_loader_samples_per_s": {"median": 214.0, "min": 205.5, "max": 226.25, "n": 5},
         "ours_preloaded_samples_per_s": {"median": 226.0, "min": 221.0, "max": 232.0, "n": 5},
         "peak_rss_bytes": 847249408,
@@ -490,7 +510,10 @@ mod tests {
         assert_eq!((ours.window_steps, ours.windows, ours.threads), (10, 5, 2));
         assert_eq!(ours.reference.data, Some(PathBuf::from("runs/bench/text_tiny_data.safetensors")));
         // A record from before the DataLoader configuration: no data, no workers.
-        let old = OURS.replace(",\n            \"data\": \"runs/bench/text_tiny_data.safetensors\",\n            \"workers\": 1", "");
+        let old = OURS.replace(
+            ",\n            \"data\": \"runs/bench/text_tiny_data.safetensors\",\n            \"workers\": 1",
+            "",
+        );
         let old: OursRun = serde_json::from_str(&old).unwrap();
         assert_eq!((old.reference.data, old.reference.workers), (None, 0));
         // Vision has no second unit.
