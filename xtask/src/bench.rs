@@ -130,6 +130,16 @@ impl Side {
         bail!("{} ended before its next window ({status})", self.what)
     }
 
+    /// Run one more window of the process, which must be of `config`; returns its samples/s.
+    pub(crate) fn run_window(&mut self, config: &str) -> Result<f64> {
+        self.say("go")?;
+        let w = self.window()?;
+        if w.config != config {
+            bail!("{} announced {w:?}, expected a {config} window", self.what);
+        }
+        Ok(w.samples_per_s)
+    }
+
     /// Tell the process `word` (`go`: one more window; anything else ends its timing).
     pub(crate) fn say(&mut self, word: &str) -> Result<()> {
         let stdin = self.stdin.as_mut().context("stdin closed")?;
@@ -284,18 +294,11 @@ fn measure(
     // Our data loader: against PyTorch with its DataLoader (end to end) and pre-loaded.
     let (mut o, mut d, mut t) = (Vec::new(), Vec::new(), Vec::new());
     loop {
-        ours.say("go")?;
-        let w = ours.window()?;
-        if w.config != "loader" {
-            bail!("ssl bench announced {w:?} during the data loader's windows");
-        }
-        o.push(w.samples_per_s);
+        o.push(ours.run_window("loader")?);
         if let Some(side) = torch_dl.as_mut() {
-            side.say("go")?;
-            d.push(side.window()?.samples_per_s);
+            d.push(side.run_window("dataloader")?);
         }
-        torch.say("go")?;
-        t.push(torch.window()?.samples_per_s);
+        t.push(torch.run_window("preloaded")?);
         let e2e = PairedRatio::of(END_TO_END, &o, &d);
         let vs_pre = PairedRatio::of(LOADER_VS_PRELOADED, &o, &t);
         if torch_dl.is_some() {
@@ -317,14 +320,8 @@ fn measure(
     }
     let (mut o, mut t) = (Vec::new(), Vec::new());
     loop {
-        ours.say("go")?;
-        let w = ours.window()?;
-        if w.config != "preloaded" {
-            bail!("ssl bench announced {w:?} during the pre-loaded windows");
-        }
-        o.push(w.samples_per_s);
-        torch.say("go")?;
-        t.push(torch.window()?.samples_per_s);
+        o.push(ours.run_window("preloaded")?);
+        t.push(torch.run_window("preloaded")?);
         let p = PairedRatio::of(PRELOADED, &o, &t);
         log_pair(&p);
         if pairing.done(&p) {

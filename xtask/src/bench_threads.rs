@@ -5,7 +5,7 @@
 //! the defaults: LibTorch's intra-op threads (one per core) and
 //! `ssl_core::trainer::loader_threads` (the cores LibTorch leaves free, at least one).
 use crate::bench::{BenchArgs, Side, MODELS};
-use anyhow::{bail, Result};
+use anyhow::Result;
 use ssl_records::bench::{PairedRatio, PairedSummary, Spread, ThreadRow};
 use std::path::Path;
 use std::process::Command;
@@ -53,12 +53,7 @@ pub fn run(ssl: &dyn Fn() -> Command, args: &BenchArgs, out: &Path) -> Result<Ve
         let mut sps = vec![Vec::new(); configs.len()];
         for round in 0..rounds {
             for (i, side) in sides.iter_mut().enumerate() {
-                side.say("go")?;
-                let w = side.window()?;
-                if w.config != "loader" {
-                    bail!("{} announced {w:?}, expected a data loader window", side.what);
-                }
-                sps[i].push(w.samples_per_s);
+                sps[i].push(side.run_window("loader")?);
             }
             eprintln!(
                 "    round {}: {}",
