@@ -130,6 +130,15 @@ impl Side {
         bail!("{} ended before its next window ({status})", self.what)
     }
 
+    /// The process's warm-up window of `config` (its first, index 0), which no ratio uses.
+    pub(crate) fn warm_up(&mut self, config: &str) -> Result<()> {
+        let w = self.window()?;
+        if (w.config.as_str(), w.index) != (config, 0) {
+            bail!("{} announced {w:?}, expected its {config} warm-up window", self.what);
+        }
+        Ok(())
+    }
+
     /// Run one more window of the process, which must be of `config`; returns its samples/s.
     pub(crate) fn run_window(&mut self, config: &str) -> Result<f64> {
         self.say("go")?;
@@ -250,41 +259,34 @@ fn measure(
         cmd.args(["--profile", &n.to_string()]);
     }
     let mut ours = Side::spawn(&format!("ssl bench {modality} --preset {preset}"), cmd)?;
-    let warm = ours.window()?;
-    if (warm.config.as_str(), warm.index) != ("loader", 0) {
-        bail!("ssl bench announced {warm:?} first, expected the data loader's warm-up window");
-    }
+    ours.warm_up("loader")?;
     // Written before our timing started; our side now waits, so each reference warms up alone.
     let file = out.join(format!("{name}_reference.json"));
     let call: ReferenceCall =
         serde_json::from_slice(&std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?)
             .with_context(|| format!("{} is not what ssl bench writes", file.display()))?;
-    let reference = |extra: &[&std::ffi::OsStr]| {
+    let reference = || {
         let mut py = Command::new(python);
         py.arg(root.join(&call.script));
         py.args(&call.args);
         py.arg("--init").arg(&call.init);
         py.arg("--batch").arg(&call.batch);
         py.args(["--paired", "--device", &args.device]);
-        py.args(extra);
         py
     };
     let profiles = out.join(format!("{name}_profile"));
-    let trace = profiles.join("pytorch-trace.json");
-    let profile_n = args.profile.map(|n| n.to_string()).unwrap_or_default();
-    let profile_flags: Vec<&std::ffi::OsStr> = match args.profile {
-        Some(_) => vec!["--profile".as_ref(), profile_n.as_ref(), "--profile-out".as_ref(), trace.as_os_str()],
-        None => Vec::new(),
-    };
-    let mut torch = Side::spawn(&format!("the PyTorch reference {}", call.script), reference(&profile_flags))?;
-    torch.window()?;
-    let workers = call.workers.to_string();
+    let mut py = reference();
+    if let Some(n) = args.profile {
+        py.args(["--profile", &n.to_string(), "--profile-out"]).arg(profiles.join("pytorch-trace.json"));
+    }
+    let mut torch = Side::spawn(&format!("the PyTorch reference {}", call.script), py)?;
+    torch.warm_up("preloaded")?;
     let mut torch_dl = match &call.data {
         Some(data) => {
-            let flags: [&std::ffi::OsStr; 4] =
-                ["--data".as_ref(), data.as_os_str(), "--workers".as_ref(), workers.as_ref()];
-            let mut side = Side::spawn(&format!("{} with a DataLoader", call.script), reference(&flags))?;
-            side.window()?;
+            let mut py = reference();
+            py.arg("--data").arg(data).args(["--workers", &call.workers.to_string()]);
+            let mut side = Side::spawn(&format!("{} with a DataLoader", call.script), py)?;
+            side.warm_up("dataloader")?;
             Some(side)
         }
         None => None,
@@ -314,10 +316,7 @@ fn measure(
         }
     }
     ours.say("next")?;
-    let w = ours.window()?;
-    if (w.config.as_str(), w.index) != ("preloaded", 0) {
-        bail!("ssl bench announced {w:?}, expected the pre-loaded warm-up window");
-    }
+    ours.warm_up("preloaded")?;
     let (mut o, mut t) = (Vec::new(), Vec::new());
     loop {
         o.push(ours.run_window("preloaded")?);

@@ -47,7 +47,7 @@ pub fn run(ssl: &dyn Fn() -> Command, args: &BenchArgs, out: &Path) -> Result<Ve
                 cmd.args(["--window-steps", &n.to_string()]);
             }
             let mut side = Side::spawn(&format!("ssl bench {name} --threads {t} --loader-threads {l}"), cmd)?;
-            side.window()?; // its warm-up, alone
+            side.warm_up("loader")?; // alone
             sides.push(side);
         }
         let mut sps = vec![Vec::new(); configs.len()];
@@ -63,7 +63,7 @@ pub fn run(ssl: &dyn Fn() -> Command, args: &BenchArgs, out: &Path) -> Result<Ve
         }
         for side in &mut sides {
             side.say("next")?;
-            side.window()?; // the pre-loaded configuration's warm-up: not part of this table
+            side.warm_up("preloaded")?; // not part of this table, but it runs before the process ends
             side.say("next")?;
             side.finish()?;
         }

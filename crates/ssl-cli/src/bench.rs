@@ -62,12 +62,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         return all_reduce(&a);
     }
     let device = ssl_core::device::parse(&a.device)?;
-    if let Some(t) = a.threads {
-        if t < 1 {
-            bail!("--threads must be at least 1, got {t}");
-        }
-        tch::set_num_threads(t);
-    }
+    ssl_core::device::set_threads(a.threads)?;
     std::fs::create_dir_all(&a.out)?;
     let options = BenchOptions {
         out: a.out.clone(),

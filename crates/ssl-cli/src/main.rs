@@ -249,12 +249,7 @@ impl WithRecipe for Embed<'_> {
 
 fn embed(run: &Path, data: &Path, out: &Path, device: &str, threads: Option<i32>) -> Result<(), Failure> {
     let device = ssl_core::device::parse(device).map_err(usage)?;
-    if let Some(t) = threads {
-        if t < 1 {
-            return Err(usage(anyhow::anyhow!("--threads must be at least 1, got {t}")));
-        }
-        tch::set_num_threads(t);
-    }
+    ssl_core::device::set_threads(threads).map_err(usage)?;
     ssl_core::embed::check_paths(data, out).map_err(usage)?;
     with_run_recipe(run, "embed", Embed(run, data, out, device))
 }

@@ -33,3 +33,25 @@ pub fn parse(spec: &str) -> Result<Device> {
     }
     Ok(device)
 }
+
+/// Check `--threads` (LibTorch's intra-op threads): at least one. The one rule every command uses.
+///
+/// ```
+/// assert!(ssl_core::device::check_threads(Some(2)).is_ok() && ssl_core::device::check_threads(None).is_ok());
+/// assert!(ssl_core::device::check_threads(Some(0)).is_err());
+/// ```
+pub fn check_threads(threads: Option<i32>) -> Result<()> {
+    match threads {
+        Some(t) if t < 1 => Err(CoreError::InvalidArgument(format!("--threads must be at least 1, got {t}"))),
+        _ => Ok(()),
+    }
+}
+
+/// Check `--threads` and give LibTorch that many intra-op threads (`None`: its default).
+pub fn set_threads(threads: Option<i32>) -> Result<()> {
+    check_threads(threads)?;
+    if let Some(t) = threads {
+        tch::set_num_threads(t);
+    }
+    Ok(())
+}

@@ -199,8 +199,8 @@ pub struct MetricsLine {
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
-/// Called after each logged window with its metrics line; the next window's clock starts when
-/// it returns. `Ok(false)` ends training there (no checkpoint is written): the benchmark uses it
+/// Called after each logged window with its metrics line; the time it takes is left out of the
+/// next window. `Ok(false)` ends training there (no checkpoint is written): the benchmark uses it
 /// to alternate timed windows with another process ([`crate::bench`]).
 pub type WindowGate = Arc<dyn Fn(&MetricsLine) -> Result<bool> + Send + Sync>;
 
@@ -475,6 +475,7 @@ impl Trainer {
                 // Every rank loads the same number of samples per step.
                 let sps = (window_samples * world.size) as f64 / secs;
                 window_samples = 0;
+                window_start = Instant::now();
                 let mut map = serde_json::Map::new();
                 if window_steps > 0 {
                     map.insert("allreduce_ms".into(), serde_json::json!(1000.0 * window_comm / window_steps as f64));
@@ -498,11 +499,13 @@ impl Trainer {
                 }
                 bar.update(state.step, &format!("loss {loss_v:.4} lr {lr:.2e} {sps:.0} samples/s"));
                 if let Some(gate) = &self.window_gate {
+                    // The wait for the other process is no one's time: leave it out of the next window.
+                    let waited = Instant::now();
                     if !gate(&line)? {
                         break;
                     }
+                    window_start += waited.elapsed();
                 }
-                window_start = Instant::now();
             }
             bar.tick(state.step);
             let interrupted = stop_agreed.unwrap_or_else(crate::interrupt::requested) && !is_last;

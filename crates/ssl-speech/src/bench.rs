@@ -56,7 +56,13 @@ pub fn measure(ctx: &BenchContext) -> Result<Measured> {
         clips.extend(corpus.clips);
     }
     let tracks = tracks(clips, 2 * crop);
-    let corpus = AudioCorpus { clips: tracks.clone(), skipped: Vec::new() };
+    // The reference's DataLoader samples the same tracks: concatenated, with their offsets.
+    let mut offsets = vec![0i64];
+    for clip in &tracks {
+        offsets.push(offsets[offsets.len() - 1] + clip.len() as i64);
+    }
+    let audio = Tensor::from_slice(&tracks.concat());
+    let corpus = AudioCorpus { clips: tracks, skipped: Vec::new() };
     if corpus.clips.len() < batch_size {
         return Err(SpeechError::InvalidArgument("the embedded clips join into fewer tracks than one batch".into()));
     }
@@ -123,15 +129,10 @@ pub fn measure(ctx: &BenchContext) -> Result<Measured> {
         script_args.push("--pos-norm".into());
     }
     script_args.extend(optimizer_flags(&cfg.train));
-    let mut offsets = vec![0i64];
-    for clip in &tracks {
-        offsets.push(offsets[offsets.len() - 1] + clip.len() as i64);
-    }
-    let audio: Vec<f32> = tracks.concat();
     ctx.write_data(
         &name,
         &[
-            ("audio", &Tensor::from_slice(&audio)),
+            ("audio", &audio),
             ("offsets", &Tensor::from_slice(&offsets)),
             ("shape", &Tensor::from_slice(&[crop as i64, cfg.model.frames(crop as i64)])),
             ("masking", &Tensor::from_slice(&[cfg.masking.prob, cfg.masking.length as f64])),

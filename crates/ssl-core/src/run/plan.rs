@@ -126,11 +126,7 @@ impl RunOptions {
                 return Err(invalid(format!("--warmup {w} is longer than --steps {s}")));
             }
         }
-        if let Some(t) = self.threads {
-            if t < 1 {
-                return Err(invalid(format!("--threads must be at least 1, got {t}")));
-            }
-        }
+        crate::device::check_threads(self.threads)?;
         if let Some(k) = &self.labels_per_class {
             if k.is_empty() || k.contains(&0) {
                 return Err(invalid("--labels-per-class needs one or more positive counts, e.g. 1,5,10,50"));
@@ -297,6 +293,7 @@ impl RunPlan {
 
     /// Set LibTorch's intra-op threads (`--threads`).
     pub fn apply_threads(&self) {
+        // Checked when the plan was resolved.
         if let Some(t) = self.threads {
             tch::set_num_threads(t);
         }
