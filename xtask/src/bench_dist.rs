@@ -6,6 +6,9 @@
 //! 2. Scaling: the text tiny preset pretrained for the same steps and global batch by 1 process
 //!    with N intra-op threads and by N processes with 1 thread each; samples/s, the efficiency
 //!    (N processes / 1 process), and the per-step all-reduce time the trainer logs.
+//! 3. Overlap: the N-process run with the gradient buckets sent from backward's hooks (the
+//!    default), only after backward (`--no-dist-overlap`), and from the hooks with 1 MiB
+//!    buckets, in alternating rounds; samples/s and the all-reduce time backward did not hide.
 //!
 //! Writes `dist_bench.json` under `--out` and prints a table.
 use anyhow::{bail, Context, Result};
@@ -36,7 +39,6 @@ fn json_lines(mut c: Command, what: &str) -> Result<Vec<AllReduceRun>> {
         .collect()
 }
 
-/// Pretraining throughput of one text run: (samples/s, mean all-reduce ms per step).
 /// How a scaling run is laid out: processes, intra-op threads each, per-process batch.
 struct Layout {
     nproc: usize,
@@ -44,6 +46,14 @@ struct Layout {
     batch: usize,
 }
 
+/// The gradient-bucket settings compared in the overlap rounds: name and extra flags.
+const OVERLAP_CONFIGS: [(&str, &[&str]); 3] = [
+    ("from backward's hooks, 25 MiB buckets (default)", &[]),
+    ("after backward, 25 MiB buckets", &["--no-dist-overlap"]),
+    ("from backward's hooks, 1 MiB buckets", &["--dist-bucket-mb", "1"]),
+];
+
+/// Pretraining throughput of one text run: (samples/s, mean all-reduce ms per step).
 fn text_run(
     ssl: &Path,
     root: &Path,
@@ -51,6 +61,7 @@ fn text_run(
     layout: Layout,
     steps: u64,
     tokenizer: Option<&Path>,
+    extra: &[&str],
 ) -> Result<(f64, Option<f64>)> {
     let Layout { nproc, threads, batch } = layout;
     let mut c = Command::new(ssl);
@@ -63,6 +74,7 @@ fn text_run(
     if let Some(t) = tokenizer {
         c.arg("--tokenizer").arg(t);
     }
+    c.args(extra);
     let o = c.output().context("starting ssl pretrain-text")?;
     if !o.status.success() {
         bail!("ssl pretrain-text with {nproc} processes failed:\n{}", String::from_utf8_lossy(&o.stderr));
@@ -109,12 +121,23 @@ pub fn run(root: &Path, ssl: &Path, python: &Path, nproc: usize, out: &Path, qui
     eprintln!("==> scaling: text tiny, {steps} steps of {global} sequences: 1 process x {nproc} threads, then {nproc} processes x 1 thread");
     let one_dir = out.join("scale-1");
     let _ = std::fs::remove_dir_all(&one_dir);
-    let (one, _) = text_run(ssl, root, &one_dir, Layout { nproc: 1, threads: nproc, batch: global }, steps, None)?;
+    let (one, _) = text_run(ssl, root, &one_dir, Layout { nproc: 1, threads: nproc, batch: global }, steps, None, &[])?;
     let many_dir = out.join(format!("scale-{nproc}"));
     let _ = std::fs::remove_dir_all(&many_dir);
     let tok = one_dir.join("tokenizer.json");
-    let (many, comm) =
-        text_run(ssl, root, &many_dir, Layout { nproc, threads: 1, batch: global / nproc }, steps, Some(&tok))?;
+    let many_layout = || Layout { nproc, threads: 1, batch: global / nproc };
+    let (many, comm) = text_run(ssl, root, &many_dir, many_layout(), steps, Some(&tok), &[])?;
+    // Overlap: each bucket setting once per round, the rounds one after the other.
+    let mut overlap: Vec<(usize, &str, f64, Option<f64>)> = Vec::new();
+    for round in 0..ROUNDS {
+        for (i, (name, flags)) in OVERLAP_CONFIGS.iter().enumerate() {
+            eprintln!("==> overlap, round {}/{ROUNDS}: {nproc} processes, gradients sent {name}", round + 1);
+            let dir = out.join(format!("overlap-{i}"));
+            let _ = std::fs::remove_dir_all(&dir);
+            let (sps, comm) = text_run(ssl, root, &dir, many_layout(), steps, Some(&tok), flags)?;
+            overlap.push((round + 1, name, sps, comm));
+        }
+    }
 
     if ours.len() != pytorch.len() || ours.iter().zip(&pytorch).any(|(o, p)| o.elements != p.elements) {
         bail!("ours and torch.distributed measured different sizes: {} against {} rows", ours.len(), pytorch.len());
@@ -145,7 +168,20 @@ pub fn run(root: &Path, ssl: &Path, python: &Path, nproc: usize, out: &Path, qui
         "\nscaling, text tiny, global batch {global}: 1 process x {nproc} threads {one:.1} samples/s; {nproc} processes x 1 thread {many:.1} samples/s; efficiency {efficiency:.2}; all-reduce {} ms per step\n",
         comm.map(|c| format!("{c:.2}")).unwrap_or_else(|| "-".into())
     ));
+    table.push_str(&format!(
+        "\noverlap, text tiny, {nproc} processes x 1 thread:\n\n| round | gradients sent | samples/s | all-reduce ms per step not hidden |\n|---|---|---|---|\n"
+    ));
+    for (round, name, sps, comm) in &overlap {
+        let comm = comm.map(|c| format!("{c:.2}")).unwrap_or_else(|| "-".into());
+        table.push_str(&format!("| {round} | {name} | {sps:.1} | {comm} |\n"));
+    }
     println!("{table}");
+    let overlap: Vec<serde_json::Value> = overlap
+        .iter()
+        .map(|(round, name, sps, comm)| {
+            serde_json::json!({ "round": round, "gradients_sent": name, "samples_per_s": sps, "allreduce_ms_per_step": comm })
+        })
+        .collect();
     let record = serde_json::json!({
         "machine": { "cpu": ssl_records::run::cpu_model(), "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) },
         "git_rev": ssl_records::run::git_revision(root).unwrap_or_default(),
@@ -154,6 +190,7 @@ pub fn run(root: &Path, ssl: &Path, python: &Path, nproc: usize, out: &Path, qui
         "allreduce": { "ours": ours, "pytorch": pytorch },
         "scaling": { "model": "text tiny", "steps": steps, "global_batch": global, "one_process_samples_per_s": one,
                      "n_processes_samples_per_s": many, "efficiency": efficiency, "allreduce_ms_per_step": comm },
+        "overlap": overlap,
         "table": table,
     });
     std::fs::write(out.join("dist_bench.json"), serde_json::to_vec_pretty(&record)?)?;

@@ -96,8 +96,9 @@ fn all_reduce(a: &BenchArgs) -> Result<()> {
     if !world.is_distributed() {
         bail!("`ssl bench allreduce` needs a launcher: torchrun --nproc-per-node N --no-python ssl bench allreduce");
     }
-    let Some(group) = ssl_core::dist::init(&world, ssl_core::dist::Backend::Gloo, std::time::Duration::from_secs(300))?
-    else {
+    let timeout = std::time::Duration::from_secs(300);
+    let buckets = ssl_core::dist::BucketConfig::default();
+    let Some(group) = ssl_core::dist::init(&world, ssl_core::dist::Backend::Gloo, timeout, buckets)? else {
         bail!("no process group");
     };
     for &n in &a.sizes {

@@ -3,6 +3,8 @@
 //! - Equivalence: 2 ranks at batch B/2 follow 1 rank at batch B step for step (loss within 1e-5
 //!   relative at every one of 20 steps) and end at the same weights; a control run whose ranks
 //!   skip the gradient all-reduce drifts away measurably, so the comparison can fail.
+//! - Overlap: backward's hooks send gradient buckets at every step, and sending (smaller)
+//!   buckets only after backward gives the same losses bit for bit.
 //! - Launchers: the built-in `--nproc-per-node`, torchrun `--no-python` (from the test Python,
 //!   `SSL_PYTHON`), and Slurm's variables set by hand all give the same trajectory.
 //! - Faults: SIGKILL one of 2 ranks mid-run; the run stops within 10 s with an error naming the
@@ -90,6 +92,17 @@ fn losses(run: &Path) -> Vec<(u64, f64)> {
         .collect()
 }
 
+/// One extra metric of every logged step (e.g. `buckets_in_backward`).
+fn metric(run: &Path, key: &str) -> Vec<f64> {
+    let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    text.lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v[key].as_f64().unwrap_or_else(|| panic!("no {key} in {l}"))
+        })
+        .collect()
+}
+
 /// The weights of a run's newest checkpoint.
 fn weights(run: &Path) -> BTreeMap<String, tch::Tensor> {
     let ckpt = ssl_core::checkpoint::latest(run).expect("a checkpoint");
@@ -170,6 +183,17 @@ fn two_ranks_follow_one_rank_step_for_step_under_every_launcher() {
     eprintln!(
         "equivalence: loss {gap:e} relative; weights: {woff:e} of the values off by more than 1e-5, largest {wmax:e}"
     );
+
+    // Backward's hooks sent buckets at every step (the default overlap). Sending 0.5 MiB
+    // buckets only after backward sums the same values: the same trajectory, bit for bit.
+    let sent = metric(&two, "buckets_in_backward");
+    assert!(sent.iter().all(|&b| b >= 1.0), "buckets sent from backward's hooks per step: {sent:?}");
+    let after = dir.path().join("after");
+    let mut a = text_args(&after, 8, 20, Some(&tok));
+    a.extend(["--nproc-per-node", "2", "--no-dist-overlap", "--dist-bucket-mb", "0.5"].map(String::from));
+    check(&ssl().args(&a).output().unwrap(), "2 ranks, buckets after backward");
+    assert_eq!(losses(&after), l2, "overlapped and after-backward all-reduce give the same losses");
+    assert!(metric(&after, "buckets_in_backward").iter().all(|&b| b == 0.0));
 
     // Control: the same 2-rank run without averaging the gradients drifts away.
     let control = dir.path().join("control");
@@ -299,6 +323,7 @@ fn distributed_flags_are_checked_before_any_work() {
     for (extra, envs, want) in [
         (vec!["--nproc-per-node", "0"], vec![], "--nproc-per-node must be at least 1"),
         (vec!["--nproc-per-node", "2", "--dist-timeout", "0"], vec![], "--dist-timeout must be a positive"),
+        (vec!["--nproc-per-node", "2", "--dist-bucket-mb", "0"], vec![], "--dist-bucket-mb must be a positive"),
         (vec![], vec![("RANK", "0"), ("WORLD_SIZE", "2")], "needs MASTER_ADDR"),
         (vec!["--nproc-per-node", "2", "--dist-backend", "nccl"], vec![], "no NCCL backend"),
     ] {

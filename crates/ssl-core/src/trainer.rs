@@ -342,10 +342,19 @@ impl Trainer {
         let sync = match group {
             Some(g) => {
                 crate::dist::broadcast_vars(g, objective.var_store())?;
-                let mut trainable: Vec<(String, Tensor)> =
-                    objective.var_store().variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
-                trainable.sort_by(|a, b| a.0.cmp(&b.0));
-                Some(crate::dist::GradSync::new(&trainable.into_iter().map(|(_, t)| t).collect::<Vec<_>>())?)
+                // Reverse creation order: roughly the order backward produces the gradients,
+                // so the first buckets fill (and leave) first. The same on every rank.
+                let vs = objective.var_store();
+                let params: Vec<Tensor> =
+                    vs.trainable_variables().into_iter().filter(Tensor::requires_grad).rev().collect();
+                let expected = vs.variables().values().filter(|t| t.requires_grad()).count();
+                if params.len() != expected {
+                    return Err(CoreError::InvalidArgument(format!(
+                        "{expected} variables need a gradient but {} are trainable parameters",
+                        params.len()
+                    )));
+                }
+                Some(crate::dist::GradSync::for_group(&params, g)?)
             }
             None => None,
         };
@@ -369,7 +378,7 @@ impl Trainer {
         let mut losses = Vec::new();
         let mut window_samples = 0usize;
         // Data-parallel: time in the gradient all-reduce (including waiting for slower ranks).
-        let (mut window_comm, mut window_steps) = (0.0f64, 0u64);
+        let (mut window_comm, mut window_steps, mut window_overlapped) = (0.0f64, 0u64, 0usize);
         let mut window_start = Instant::now();
         let mut last_loss = f64::NAN;
         let mut last_ckpt = None;
@@ -401,7 +410,7 @@ impl Trainer {
             let mut loss_sum = Tensor::zeros([], (Kind::Float, self.device));
             let mut weight_sum = 0.0;
             let mut extra: Vec<(String, Tensor)> = Vec::new();
-            for _ in 0..cfg.grad_accum {
+            for micro in 0..cfg.grad_accum {
                 let loaded = loader.next_batch()?;
                 window_samples += objective.batch_samples(&loaded.batch);
                 state.loader = loaded.next;
@@ -412,9 +421,12 @@ impl Trainer {
                     objective.forward(&loaded.batch, self.device)?
                 };
                 let loss = out.loss.to_kind(Kind::Float);
-                if sync.is_some() {
+                if let Some(s) = &sync {
                     // Sums weighted by each micro-batch's loss terms; divided by the global sum
-                    // after the all-reduce.
+                    // after the all-reduce. The last micro-batch's backward sends the buckets.
+                    if micro + 1 == cfg.grad_accum {
+                        s.arm()?;
+                    }
                     (&loss * weight).backward();
                     loss_sum += loss.detach() * weight;
                     weight_sum += weight;
@@ -432,6 +444,7 @@ impl Trainer {
                     let r = s.all_reduce(g, &loss_sum, weight_sum, crate::interrupt::requested())?;
                     window_comm += t0.elapsed().as_secs_f64();
                     window_steps += 1;
+                    window_overlapped += r.overlapped;
                     (r.loss, Some(r.stop))
                 }
                 _ => (&loss_sum / cfg.grad_accum as f64, None),
@@ -478,8 +491,12 @@ impl Trainer {
                 window_start = Instant::now();
                 let mut map = serde_json::Map::new();
                 if window_steps > 0 {
+                    // With overlapping, only the all-reduce time backward did not hide.
                     map.insert("allreduce_ms".into(), serde_json::json!(1000.0 * window_comm / window_steps as f64));
-                    (window_comm, window_steps) = (0.0, 0);
+                    // Gradient buckets sent from backward's hooks, per step.
+                    let per_step = window_overlapped as f64 / window_steps as f64;
+                    map.insert("buckets_in_backward".into(), serde_json::json!(per_step));
+                    (window_comm, window_steps, window_overlapped) = (0.0, 0, 0);
                 }
                 for (k, t) in &extra {
                     let v = t.to_device(Device::Cpu).to_kind(Kind::Double).double_value(&[]);

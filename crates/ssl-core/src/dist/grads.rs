@@ -1,5 +1,6 @@
 //! Gradient averaging for data-parallel training: one persistent flat buffer per run, every
-//! parameter's `.grad` a view into it, summed over the ranks in asynchronous buckets.
+//! parameter's `.grad` a view into it, summed over the ranks in asynchronous buckets, sent from
+//! backward's hooks as they fill ([`super::overlap`]) unless overlapping is turned off.
 //!
 //! Each rank back-propagates its loss multiplied by its weight (the number of terms its loss
 //! averages: samples, or masked tokens for MLM). The buffer's tail carries the weighted loss, the
@@ -8,11 +9,9 @@
 //! of terms between ranks. Every rank then holds the same gradient, loss and stop decision, so
 //! clipping, the NaN guard and the schedule agree without further communication.
 use super::group::{set_grad, ProcessGroup};
+use super::overlap::{bucket_layout, BucketConfig, Overlap, FIRST_BUCKET_BYTES};
 use crate::error::Result;
 use tch::{Kind, Tensor};
-
-/// Bucket size for the asynchronous all-reduce, as in PyTorch DDP's default (25 MiB).
-pub const BUCKET_BYTES: i64 = 25 << 20;
 
 /// Number of values after the gradients in the flat buffer: weighted loss, weight, stop flag.
 const TAIL: i64 = 3;
@@ -27,6 +26,8 @@ pub struct Reduced {
     pub weight: Tensor,
     /// Positive when any rank asked to stop (SIGINT/SIGTERM) at this step.
     pub stop: Tensor,
+    /// Gradient buckets backward's hooks sent before it ended (0 without overlapping).
+    pub overlapped: usize,
 }
 
 /// Fault injection for the equivalence test's control run: with this variable set to 1, only
@@ -39,11 +40,26 @@ pub struct GradSync {
     flat: Tensor,
     numel: i64,
     skip_grads: bool,
+    /// The buckets: `(start, len)` in the buffer.
+    buckets: Vec<(i64, i64)>,
+    overlap: Option<Overlap>,
 }
 
 impl GradSync {
-    /// Allocate the buffer and make every parameter's gradient a view into it.
+    /// Allocate the buffer and make every parameter's gradient a view into it, buckets of
+    /// DDP's default size, sent after backward.
     pub fn new(params: &[Tensor]) -> Result<Self> {
+        Self::build(params, None, BucketConfig { overlap: false, ..Default::default() })
+    }
+
+    /// The buffer of a data-parallel run over `group`, with the group's bucket settings. Put the
+    /// parameters in the order backward produces their gradients (roughly reverse creation
+    /// order), so that the buckets fill one after the other.
+    pub fn for_group(params: &[Tensor], group: &'static ProcessGroup) -> Result<Self> {
+        Self::build(params, Some(group), group.buckets())
+    }
+
+    fn build(params: &[Tensor], group: Option<&'static ProcessGroup>, cfg: BucketConfig) -> Result<Self> {
         let numel: i64 = params.iter().map(Tensor::numel).sum::<usize>() as i64;
         let first = params.first();
         let device = first.map(Tensor::device).unwrap_or(tch::Device::Cpu);
@@ -60,7 +76,35 @@ impl GradSync {
                 "warning: {SKIP_GRAD_ALLREDUCE_VAR}=1: the gradients are NOT averaged over the ranks (a test control)"
             );
         }
-        Ok(GradSync { flat, numel, skip_grads })
+        let elem = Kind::Float.elt_size_in_bytes() as i64;
+        let numels: Vec<i64> = params.iter().map(|p| p.numel() as i64).collect();
+        let layout = bucket_layout(&numels, (FIRST_BUCKET_BYTES / elem).max(1), (cfg.bytes / elem).max(1));
+        let overlap = match group {
+            Some(g) if cfg.overlap && !skip_grads && !params.is_empty() => {
+                Some(Overlap::new(g, &flat, params, &layout)?)
+            }
+            _ => None,
+        };
+        Ok(GradSync { flat, numel, skip_grads, buckets: layout.0, overlap })
+    }
+
+    /// The gradient buckets, `(start, len)` in the buffer.
+    pub fn buckets(&self) -> &[(i64, i64)] {
+        &self.buckets
+    }
+
+    /// Whether backward's hooks send the buckets.
+    pub fn overlaps(&self) -> bool {
+        self.overlap.is_some()
+    }
+
+    /// Call before the backward pass of a step's last micro-batch: its hooks then send each
+    /// bucket as soon as it is complete. Without overlapping, nothing.
+    pub fn arm(&self) -> Result<()> {
+        match &self.overlap {
+            Some(o) => o.arm(),
+            None => Ok(()),
+        }
     }
 
     /// Zero every gradient (the whole buffer) in place, keeping the views.
@@ -91,16 +135,25 @@ impl GradSync {
             ],
             0,
         ));
+        let mut overlapped = 0;
         if let Some(g) = group {
-            let per_bucket = (BUCKET_BYTES / 4).max(1);
-            let total = self.numel + TAIL;
-            let mut start = if self.skip_grads { self.numel } else { 0 };
-            while start < total {
-                let len = per_bucket.min(total - start);
-                g.all_reduce_sum_async(&self.flat.narrow(0, start, len))?;
-                start += len;
-            }
-            g.wait()?;
+            // Every rank: the gradient buckets in index order (from the hooks, or here), then
+            // the tail.
+            let sent = match &self.overlap {
+                Some(o) => o.finish(),
+                None if self.skip_grads => Ok(0),
+                None => {
+                    for &(start, len) in &self.buckets {
+                        g.all_reduce_sum_async(&self.flat.narrow(0, start, len))?;
+                    }
+                    Ok(0)
+                }
+            };
+            g.all_reduce_sum_async(&tail)?;
+            // Wait for what is in flight even when a bucket failed: no tensor stays borrowed.
+            let waited = g.wait();
+            overlapped = sent?;
+            waited?;
         }
         // With no loss term on any rank the gradient is zero, and stays zero.
         let weight_sum = tail.get(1).clamp_min(f64::from(f32::MIN_POSITIVE));
@@ -110,7 +163,7 @@ impl GradSync {
         } else {
             let _ = self.grads().g_div_(&weight_sum);
         }
-        Ok(Reduced { loss: tail.get(0) / &weight_sum, weight: tail.get(1), stop: tail.get(2) })
+        Ok(Reduced { loss: tail.get(0) / &weight_sum, weight: tail.get(1), stop: tail.get(2), overlapped })
     }
 }
 

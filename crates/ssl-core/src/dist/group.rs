@@ -1,5 +1,6 @@
 //! A c10d process group (TCPStore rendezvous, ProcessGroupGloo collectives), through the C++
 //! layer in `csrc/distributed.cpp`.
+use super::overlap::BucketConfig;
 use super::world::World;
 use crate::error::{CoreError, Result};
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
@@ -29,12 +30,12 @@ mod ffi {
     }
 }
 
-fn raw(t: &Tensor) -> *const c_void {
+pub(super) fn raw(t: &Tensor) -> *const c_void {
     t.as_ptr() as *const c_void
 }
 
 /// The error string the C++ layer returned, if any, as this rank's error.
-fn check(what: &str, world: &World, err: *mut c_char) -> Result<()> {
+pub(super) fn check(what: &str, world: &World, err: *mut c_char) -> Result<()> {
     if err.is_null() {
         return Ok(());
     }
@@ -57,6 +58,7 @@ pub struct ProcessGroup {
     raw: *mut c_void,
     world: World,
     timeout: Duration,
+    buckets: BucketConfig,
 }
 
 // SAFETY: c10d process groups are thread-safe; the handle is only freed in Drop.
@@ -86,7 +88,18 @@ impl ProcessGroup {
             )
         };
         check(&format!("rendezvous at {}:{}", world.master_addr, world.master_port), world, err)?;
-        Ok(ProcessGroup { raw: out, world: world.clone(), timeout })
+        Ok(ProcessGroup { raw: out, world: world.clone(), timeout, buckets: BucketConfig::default() })
+    }
+
+    /// The same group, its gradients bucketed as `buckets` says (default: [`BucketConfig::default`]).
+    pub fn with_buckets(mut self, buckets: BucketConfig) -> Self {
+        self.buckets = buckets;
+        self
+    }
+
+    /// How the trainer buckets the gradients over this group.
+    pub fn buckets(&self) -> BucketConfig {
+        self.buckets
     }
 
     pub fn world(&self) -> &World {
@@ -96,6 +109,11 @@ impl ProcessGroup {
     /// The collective timeout.
     pub fn timeout(&self) -> Duration {
         self.timeout
+    }
+
+    /// The C++ group, for the other wrappers of the C++ layer ([`super::overlap`]).
+    pub(super) fn handle(&self) -> *mut c_void {
+        self.raw
     }
 
     /// Copy `t` from rank `root` to every rank, in place.

@@ -6,6 +6,7 @@
 //! - [`mod@group`]: the process group (broadcast, asynchronous all-reduce, barrier), with a timeout on
 //!   every collective, so a dead or hung peer is an error and never a hang.
 //! - [`mod@grads`]: the flat gradient buffer the trainer averages in asynchronous buckets.
+//! - [`mod@overlap`]: the buckets leave from backward's hooks as they fill, as in DDP.
 //! - [`mod@launch`]: `--nproc-per-node N` starts N local workers with torchrun's variables.
 //!
 //! A process joins at most one group, created once by [`init`] (as `torch.distributed`'s default
@@ -19,10 +20,12 @@
 pub mod grads;
 pub mod group;
 pub mod launch;
+pub mod overlap;
 pub mod world;
 
 pub use grads::GradSync;
 pub use group::ProcessGroup;
+pub use overlap::BucketConfig;
 pub use world::{Launcher, World};
 
 use crate::error::{CoreError, Result};
@@ -67,8 +70,14 @@ pub const DEFAULT_TIMEOUT_SECS: f64 = 600.0;
 
 static GROUP: OnceLock<ProcessGroup> = OnceLock::new();
 
-/// Join the run's process group (once per process). A world of one process creates nothing.
-pub fn init(world: &World, backend: Backend, timeout: Duration) -> Result<Option<&'static ProcessGroup>> {
+/// Join the run's process group (once per process), whose gradients the trainer buckets as
+/// `buckets` says. A world of one process creates nothing.
+pub fn init(
+    world: &World,
+    backend: Backend,
+    timeout: Duration,
+    buckets: BucketConfig,
+) -> Result<Option<&'static ProcessGroup>> {
     if !world.is_distributed() {
         return Ok(None);
     }
@@ -79,7 +88,7 @@ pub fn init(world: &World, backend: Backend, timeout: Duration) -> Result<Option
         return Err(CoreError::InvalidArgument("this process already joined another process group".into()));
     }
     backend.check_available()?;
-    let group = ProcessGroup::gloo(world, timeout)?;
+    let group = ProcessGroup::gloo(world, timeout)?.with_buckets(buckets);
     Ok(Some(GROUP.get_or_init(|| group)))
 }
 

@@ -107,6 +107,14 @@ pub struct RunOptions {
     /// 600); a crashed peer fails the others at once.
     #[arg(long, value_name = "SECS")]
     pub dist_timeout: Option<f64>,
+    /// The size of the gradient buckets a data-parallel run all-reduces, in MiB (default 25, as
+    /// DDP's bucket_cap_mb; the first bucket is 1 MiB).
+    #[arg(long, value_name = "MB")]
+    pub dist_bucket_mb: Option<f64>,
+    /// Send the gradient buckets only after backward, instead of from backward's hooks as each
+    /// one fills (DDP's overlap, the default).
+    #[arg(long)]
+    pub no_dist_overlap: bool,
     /// After pretraining, export the encoder into this new (or empty) folder, as `ssl export`
     /// does.
     #[arg(long)]

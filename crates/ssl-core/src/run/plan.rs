@@ -56,6 +56,8 @@ pub struct RunPlan {
     pub launch: Option<usize>,
     pub dist_backend: Backend,
     pub dist_timeout: Duration,
+    /// `--dist-bucket-mb`, `--no-dist-overlap`.
+    pub dist_buckets: crate::dist::BucketConfig,
     /// `--export`: where the encoder goes after pretraining, and in which format (`None`: the
     /// encoder's natural one).
     pub export: Option<Export>,
@@ -155,6 +157,7 @@ impl RunOptions {
             Some(t) => Duration::from_secs_f64(t),
             None => Duration::from_secs_f64(crate::dist::DEFAULT_TIMEOUT_SECS),
         };
+        let dist_buckets = crate::dist::BucketConfig::from_flags(self.dist_bucket_mb, self.no_dist_overlap)?;
         if self.init_from.is_some() && self.eval_only {
             return Err(invalid("--init-from starts a pretraining run; --eval-only evaluates an existing one"));
         }
@@ -244,6 +247,7 @@ impl RunOptions {
             launch,
             dist_backend,
             dist_timeout,
+            dist_buckets,
             export,
             init_from,
             options: self.clone(),
