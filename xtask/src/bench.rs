@@ -205,6 +205,9 @@ pub const END_TO_END: &str = "end to end";
 pub const LOADER_VS_PRELOADED: &str = "data loader";
 pub const PRELOADED: &str = "pre-loaded";
 pub const PYTORCH_LOADER: &str = "PyTorch DataLoader";
+/// Ours with the data loader against ours pre-loaded: our loader's overhead, as
+/// [`PYTORCH_LOADER`] is PyTorch's.
+pub const OURS_LOADER: &str = "our loader";
 
 /// Both sides of one model as measured: our record, the reference pre-loaded and with its
 /// DataLoader, and the paired ratios.
@@ -231,10 +234,11 @@ fn log_pair(p: &PairedRatio) {
     );
 }
 
-/// Run model `name` as up to three processes that take turns, window by window, one at work at a
-/// time: ours, the reference with a DataLoader, the reference pre-loaded. First our data loader
-/// (rounds: ours, PyTorch DataLoader, PyTorch pre-loaded), then our pre-loaded tensors (rounds:
-/// ours, PyTorch pre-loaded), each until its paired ratios are as tight as asked.
+/// Run model `name` as up to four processes that take turns, window by window, one at work at a
+/// time: ours with the data loader, ours pre-loaded, the reference with a DataLoader, the
+/// reference pre-loaded. Every ratio (end to end, pre-loaded, and each side's loader overhead)
+/// pairs windows of the same round; rounds are added until the end-to-end and pre-loaded ratios
+/// are as tight as asked.
 fn measure(
     root: &Path,
     ssl: &dyn Fn() -> Command,
@@ -245,21 +249,28 @@ fn measure(
     let (modality, preset, name) = model;
     let out = &args.out;
     let pairing = Pairing::of(args);
-    eprintln!("==> {name}: ours, then the PyTorch eager reference, in turns window by window");
-    let mut cmd = ssl();
-    cmd.args(["bench", modality, "--preset", preset, "--device", &args.device, "--paired", "--out"]).arg(out);
-    if args.quick {
-        cmd.arg("--quick");
-    }
-    if let Some(n) = args.window_steps {
-        cmd.args(["--window-steps", &n.to_string()]);
-    }
-    cmd.args(["--windows", &pairing.max.to_string()]);
-    if let Some(n) = args.profile {
-        cmd.args(["--profile", &n.to_string()]);
-    }
-    let mut ours = Side::spawn(&format!("ssl bench {modality} --preset {preset}"), cmd)?;
-    ours.warm_up("loader")?;
+    eprintln!("==> {name}: ours and the PyTorch eager reference, in turns window by window");
+    // Our two configurations are two processes; the pre-loaded one writes its artefacts (the same
+    // bytes) into a folder of its own, so it never rewrites a file a reference is reading.
+    let ours_side = |only: &str, to: &Path| -> Result<Side> {
+        let mut cmd = ssl();
+        cmd.args(["bench", modality, "--preset", preset, "--device", &args.device, "--paired", "--only", only]);
+        cmd.arg("--out").arg(to);
+        if args.quick {
+            cmd.arg("--quick");
+        }
+        if let Some(n) = args.window_steps {
+            cmd.args(["--window-steps", &n.to_string()]);
+        }
+        cmd.args(["--windows", &pairing.max.to_string()]);
+        if let (Some(n), "preloaded") = (args.profile, only) {
+            cmd.args(["--profile", &n.to_string()]);
+        }
+        let mut side = Side::spawn(&format!("ssl bench {modality} --preset {preset} --only {only}"), cmd)?;
+        side.warm_up(only)?;
+        Ok(side)
+    };
+    let mut ours = ours_side("loader", out)?;
     // Written before our timing started; our side now waits, so each reference warms up alone.
     let file = out.join(format!("{name}_reference.json"));
     let call: ReferenceCall =
@@ -291,47 +302,48 @@ fn measure(
         }
         None => None,
     };
+    let pre_out = out.join(format!("{name}_preloaded_side"));
+    let mut ours_pre = ours_side("preloaded", &pre_out)?;
     let mut paired = Vec::new();
 
-    // Our data loader: against PyTorch with its DataLoader (end to end) and pre-loaded.
-    let (mut o, mut d, mut t) = (Vec::new(), Vec::new(), Vec::new());
+    // One round: ours with the loader, ours pre-loaded, PyTorch with its DataLoader, PyTorch
+    // pre-loaded.
+    let (mut o, mut op, mut d, mut t) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     loop {
         o.push(ours.run_window("loader")?);
+        op.push(ours_pre.run_window("preloaded")?);
         if let Some(side) = torch_dl.as_mut() {
             d.push(side.run_window("dataloader")?);
         }
         t.push(torch.run_window("preloaded")?);
         let e2e = PairedRatio::of(END_TO_END, &o, &d);
+        let pre = PairedRatio::of(PRELOADED, &op, &t);
         let vs_pre = PairedRatio::of(LOADER_VS_PRELOADED, &o, &t);
+        let own = PairedRatio::of(OURS_LOADER, &o, &op);
         if torch_dl.is_some() {
             log_pair(&e2e);
         }
-        log_pair(&vs_pre);
-        if pairing.done(&vs_pre) && (torch_dl.is_none() || pairing.done(&e2e)) {
+        log_pair(&pre);
+        log_pair(&own);
+        if pairing.done(&pre) && (torch_dl.is_none() || pairing.done(&e2e)) {
             if torch_dl.is_some() {
                 paired.extend([e2e, PairedRatio::of(PYTORCH_LOADER, &d, &t)]);
             }
-            paired.push(vs_pre);
+            paired.extend([pre, vs_pre, own]);
             break;
         }
     }
-    ours.say("next")?;
-    ours.warm_up("preloaded")?;
-    let (mut o, mut t) = (Vec::new(), Vec::new());
-    loop {
-        o.push(ours.run_window("preloaded")?);
-        t.push(torch.run_window("preloaded")?);
-        let p = PairedRatio::of(PRELOADED, &o, &t);
-        log_pair(&p);
-        if pairing.done(&p) {
-            paired.push(p);
-            break;
-        }
+    for side in [&mut ours, &mut ours_pre] {
+        side.say("next")?;
+        side.finish()?;
     }
-    ours.say("next")?;
-    ours.finish()?;
-    let bytes = std::fs::read(out.join(format!("{name}_ours.json"))).context("reading ssl bench's record")?;
-    let ours_run: OursRun = serde_json::from_slice(&bytes).context("ssl bench's record is not an OursRun")?;
+    let record = |dir: &Path| -> Result<OursRun> {
+        let bytes = std::fs::read(dir.join(format!("{name}_ours.json"))).context("reading ssl bench's record")?;
+        serde_json::from_slice(&bytes).context("ssl bench's record is not an OursRun")
+    };
+    // The loader process's record, with the pre-loaded process's samples/s.
+    let mut ours_run = record(out)?;
+    ours_run.ours_preloaded_samples_per_s = record(&pre_out)?.ours_preloaded_samples_per_s;
     let result = |side: &mut Side| -> Result<ReferenceRun> {
         let lines = side.finish()?;
         last_json_line(&lines.join("\n")).with_context(|| format!("reading the result of {}", side.what))
@@ -428,7 +440,12 @@ fn rows(
             peak_rss_bytes,
         }
     };
-    let overhead = |loader_ratio: f64| (pre_vs > 0.0).then(|| 100.0 * (1.0 - loader_ratio / pre_vs));
+    // Our loader's overhead: paired within rounds where measured so (as PyTorch's), otherwise
+    // from the two ratios against PyTorch pre-loaded.
+    let overhead = |loader_ratio: f64| match find(OURS_LOADER) {
+        Some(p) => Some(100.0 * (1.0 - p.median)),
+        None => (pre_vs > 0.0).then(|| 100.0 * (1.0 - loader_ratio / pre_vs)),
+    };
     let (loader_vs, loader_pair) = match (dataloader, find(END_TO_END)) {
         (Some(_), Some(p)) => (p.median, Some(p)),
         (Some(d), None) => (ours.ours_loader_samples_per_s.median / d.samples_per_s.median.max(1e-12), None),

@@ -23,10 +23,10 @@ fn quick_bench_writes_well_formed_json() {
         assert_eq!(eq["parameters_ours"], eq["parameters_pytorch"], "{name}");
         assert!(eq["abs_diff"].as_f64().unwrap() < 1e-4, "{name}: {eq}");
         assert!(report["runs"][name]["ours"]["flops_per_sample"].as_f64().unwrap() > 0.0, "{name}");
-        // The two sides took turns: 2 window pairs (--quick) per configuration, each pair a ratio.
+        // The four sides took turns: 2 rounds (--quick), every ratio paired within a round.
         let paired = report["runs"][name]["paired"].as_array().unwrap();
         let configs: Vec<&str> = paired.iter().map(|p| p["config"].as_str().unwrap()).collect();
-        assert_eq!(configs, ["end to end", "PyTorch DataLoader", "data loader", "pre-loaded"], "{name}");
+        assert_eq!(configs, ["end to end", "PyTorch DataLoader", "pre-loaded", "data loader", "our loader"], "{name}");
         for p in paired {
             let ratios = p["ratios"].as_array().unwrap();
             assert_eq!(ratios.len(), 2, "{name}: {p}");
@@ -34,10 +34,22 @@ fn quick_bench_writes_well_formed_json() {
             let expected = ours.as_f64().unwrap() / torch.as_f64().unwrap();
             assert!((ratios[0].as_f64().unwrap() - expected).abs() < 1e-12, "{name}: {p}");
         }
-        // The pre-loaded reference ran as many windows as both configurations' pairs; the one
-        // with a DataLoader as many as our data loader's.
-        assert_eq!(report["runs"][name]["pytorch"]["samples_per_s"]["n"], 4, "{name}");
-        assert_eq!(report["runs"][name]["pytorch_dataloader"]["samples_per_s"]["n"], 2, "{name}");
+        // Every side ran one window per round.
+        for side in ["pytorch", "pytorch_dataloader"] {
+            assert_eq!(report["runs"][name][side]["samples_per_s"]["n"], 2, "{name} {side}");
+        }
+        for config in ["ours_loader_samples_per_s", "ours_preloaded_samples_per_s"] {
+            assert_eq!(report["runs"][name]["ours"][config]["n"], 2, "{name} {config}");
+        }
+        // Our loader's overhead is the paired ratio of our two configurations, as PyTorch's is.
+        let own = paired.iter().find(|p| p["config"] == "our loader").unwrap()["median"].as_f64().unwrap();
+        let row = report["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["model"] == name && r["config"] == "ours, data loader")
+            .unwrap();
+        assert!((row["loader_overhead_pct"].as_f64().unwrap() - 100.0 * (1.0 - own)).abs() < 1e-9, "{row}");
     }
     let rows = report["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 4 * xtask::bench::MODELS.len());

@@ -55,6 +55,9 @@ pub struct BenchArgs {
     /// The data loader's decode and augmentation threads (default 0: the trainer's choice).
     #[arg(long, default_value_t = 0)]
     pub loader_threads: usize,
+    /// Time only this configuration (default: the loader, then the pre-loaded batch).
+    #[arg(long, value_enum)]
+    pub only: Option<ssl_core::bench::BenchConfig>,
 }
 
 pub fn run(a: BenchArgs) -> Result<()> {
@@ -75,6 +78,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         profile: a.profile,
         paired: a.paired,
         loader_threads: a.loader_threads,
+        only: a.only,
     };
     let ctx = BenchContext::new(options, device);
     let measured = match a.modality.as_str() {

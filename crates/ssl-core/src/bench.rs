@@ -97,6 +97,18 @@ pub struct BenchOptions {
     pub paired: bool,
     /// The data loader's threads (0: the trainer's choice, [`crate::trainer::loader_threads`]).
     pub loader_threads: usize,
+    /// Time only this configuration (`None`: the data loader, then the pre-loaded batch); the
+    /// other's samples/s is then recorded as empty (`n` = 0).
+    pub only: Option<BenchConfig>,
+}
+
+/// The two timed configurations of our side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchConfig {
+    /// Batches from the data loader (decode, augment, mask) as in a real run.
+    Loader,
+    /// One pre-loaded batch, copied every step: the step alone.
+    Preloaded,
 }
 
 /// The timed windows: `windows` windows of `steps` steps after one warm-up window.
@@ -258,7 +270,8 @@ where
     Ok(Spread::of(&sps))
 }
 
-/// Samples/s with the data loader, then with `fixed` every step, each on a fresh objective; then,
+/// Samples/s with the data loader, then with `fixed` every step (or only the one `--only` asks
+/// for), each on a fresh objective; then,
 /// with `--profile N`, N more steps on `fixed` (after 2 warm-up steps) recorded with LibTorch's
 /// profiler into `out/<name>_profile/` (untimed, so the profiler does not touch the numbers).
 pub fn loader_and_preloaded<O, S>(
@@ -277,11 +290,20 @@ where
     let device = ctx.device;
     let tmp = tempfile::tempdir().map_err(|e| CoreError::io(std::env::temp_dir(), e))?;
     let gate = |config: &str| ctx.options.paired.then(|| stdin_gate(config));
-    let loader = windows(train, &tmp.path().join("loader"), &mut objective()?, source, device, gate("loader"))?;
+    let runs = |config: BenchConfig| ctx.options.only.is_none_or(|only| only == config);
+    let loader = match runs(BenchConfig::Loader) {
+        true => windows(train, &tmp.path().join("loader"), &mut objective()?, source, device, gate("loader"))?,
+        false => Spread::of(&[]),
+    };
     let preloaded = || Arc::new(Preloaded(Mutex::new(fixed.fresh_copy())));
-    let pre = windows(train, &tmp.path().join("preloaded"), &mut objective()?, preloaded(), device, gate("preloaded"))?;
+    let pre = match runs(BenchConfig::Preloaded) {
+        true => {
+            windows(train, &tmp.path().join("preloaded"), &mut objective()?, preloaded(), device, gate("preloaded"))?
+        }
+        false => Spread::of(&[]),
+    };
     let n = ctx.options.profile;
-    if n > 0 {
+    if n > 0 && runs(BenchConfig::Preloaded) {
         let mut t = train.clone();
         (t.steps, t.profile, t.log_every) = (n + 2, n, 0);
         let run = tmp.path().join("profiled");
