@@ -88,16 +88,6 @@ impl GradSync {
         Ok(GradSync { flat, numel, skip_grads, buckets: layout.0, overlap })
     }
 
-    /// The gradient buckets, `(start, len)` in the buffer.
-    pub fn buckets(&self) -> &[(i64, i64)] {
-        &self.buckets
-    }
-
-    /// Whether backward's hooks send the buckets.
-    pub fn overlaps(&self) -> bool {
-        self.overlap.is_some()
-    }
-
     /// Call before the backward pass of a step's last micro-batch: its hooks then send each
     /// bucket as soon as it is complete. Without overlapping, nothing.
     pub fn arm(&self) -> Result<()> {

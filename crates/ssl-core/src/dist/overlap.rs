@@ -103,7 +103,6 @@ pub fn bucket_layout(numels: &[i64], first_cap: i64, cap: i64) -> (Vec<(i64, i64
 pub struct Overlap {
     raw: *mut c_void,
     group: &'static ProcessGroup,
-    buckets: usize,
 }
 
 // SAFETY: the C++ state is guarded by its own mutex; the handle is only freed in Drop.
@@ -147,12 +146,7 @@ impl Overlap {
             )
         };
         check("gradient hooks", group.world(), err)?;
-        Ok(Overlap { raw: out, group, buckets: buckets.len() })
-    }
-
-    /// The number of buckets.
-    pub fn buckets(&self) -> usize {
-        self.buckets
+        Ok(Overlap { raw: out, group })
     }
 
     /// Let the next backward pass send the buckets it completes (call it before the last
