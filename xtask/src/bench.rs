@@ -67,6 +67,10 @@ pub struct BenchArgs {
     /// defaults (`OUT/threads.json`; --windows rounds).
     #[arg(long)]
     pub threads_table: bool,
+    /// Vision: our side augments on the training device as batched tensor ops (pretrain-vision's
+    /// --augment-on-device); needs --modality vision.
+    #[arg(long)]
+    pub augment_on_device: bool,
     /// Instead of the models: the data-parallel benchmark with N local processes (all-reduce
     /// against torch.distributed, and scaling against 1 process; see bench_dist.rs).
     #[arg(long, value_name = "N")]
@@ -258,6 +262,9 @@ fn measure(
         cmd.arg("--out").arg(to);
         if args.quick {
             cmd.arg("--quick");
+        }
+        if args.augment_on_device {
+            cmd.arg("--augment-on-device");
         }
         if let Some(n) = args.window_steps {
             cmd.args(["--window-steps", &n.to_string()]);
@@ -498,6 +505,9 @@ pub fn run(root: &Path, ssl: &dyn Fn() -> Command, python: &Path, args: &BenchAr
     let models: Vec<_> = MODELS.iter().filter(|m| args.modality.as_deref().is_none_or(|w| w == m.0)).collect();
     if models.is_empty() {
         bail!("--modality must be vision, text or speech");
+    }
+    if args.augment_on_device && args.modality.as_deref() != Some("vision") {
+        bail!("--augment-on-device is a vision option: add --modality vision");
     }
     let (mut runs, mut equivalences, mut all_rows) = (BTreeMap::new(), BTreeMap::new(), Vec::new());
     let (mut peak, mut torch_version) = (0.0f64, String::new());

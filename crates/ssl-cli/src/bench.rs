@@ -31,6 +31,10 @@ pub struct BenchArgs {
     /// ResNet width (vision; default: the shipped preset).
     #[arg(long)]
     pub width: Option<i64>,
+    /// Vision: augment on the training device as batched tensor ops (pretrain-vision's
+    /// --augment-on-device) instead of in the loader's threads.
+    #[arg(long)]
+    pub augment_on_device: bool,
     /// Batch size (default: vision 64; text and speech: their recipe's, 8 and 4 with --quick).
     #[arg(long)]
     pub batch_size: Option<usize>,
@@ -64,6 +68,9 @@ pub fn run(a: BenchArgs) -> Result<()> {
     if a.modality == "allreduce" {
         return all_reduce(&a);
     }
+    if a.augment_on_device && a.modality != "vision" {
+        bail!("--augment-on-device is a vision option (`ssl bench vision`), not {}'s", a.modality);
+    }
     let device = ssl_core::device::parse(&a.device)?;
     ssl_core::device::set_threads(a.threads)?;
     std::fs::create_dir_all(&a.out)?;
@@ -72,6 +79,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         quick: a.quick,
         preset: a.preset.clone(),
         width: a.width,
+        augment_on_device: a.augment_on_device,
         batch_size: a.batch_size,
         window_steps: a.window_steps,
         windows: a.windows,

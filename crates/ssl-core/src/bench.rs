@@ -83,6 +83,8 @@ pub struct BenchOptions {
     pub preset: String,
     /// ResNet width (vision).
     pub width: Option<i64>,
+    /// Vision: augment on the training device as batched tensor ops.
+    pub augment_on_device: bool,
     /// Batch size (default: the modality's).
     pub batch_size: Option<usize>,
     /// Steps per timed window (default 10, 2 with `quick`).

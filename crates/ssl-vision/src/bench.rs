@@ -1,5 +1,6 @@
 //! `ssl bench vision`: the rotation ResNet on 28x28 grey images, against `bench/vision_rotation.py`
 //! (the harness is [`ssl_core::bench`]).
+use crate::batch::ImageBatch;
 use crate::encoder::EncoderConfig;
 use crate::error::{Result, VisionError};
 use crate::recipe::{Method, VisionConfig};
@@ -20,6 +21,7 @@ pub fn measure(ctx: &BenchContext) -> Result<Measured> {
         r.width = w;
     }
     ctx.timing.apply(&mut cfg.train, batch_size);
+    cfg.augment.on_device = a.augment_on_device;
     let EncoderConfig::Resnet(resnet) = cfg.encoder.clone() else {
         return Err(VisionError::Invalid("rotation defaults to a ResNet".into()));
     };
@@ -30,9 +32,9 @@ pub fn measure(ctx: &BenchContext) -> Result<Measured> {
     let parameters = write_init(&task.vs, &ctx.artefact(&name, "init"))?;
     let batch = data.train.to_tensor().narrow(0, 0, batch_size as i64);
     Tensor::write_safetensors(&[("images", &batch)], ctx.artefact(&name, "batch"))?;
-    let first_step_loss = task.forward(&batch, device)?.loss.double_value(&[]);
+    let first_step_loss = task.forward(&batch.shallow_clone().into(), device)?.loss.double_value(&[]);
 
-    let source = Arc::new(ImageSource { images: Arc::new(data.train.clone()), augment: cfg.augment });
+    let source = Arc::new(ImageSource::new(Arc::new(data.train.clone()), cfg.augment));
     let blocks: Vec<String> = resnet.blocks_per_stage.iter().map(|b| b.to_string()).collect();
     let script_args = [
         vec!["--width".into(), resnet.width.to_string(), "--blocks".into(), blocks.join(",")],
@@ -52,7 +54,7 @@ pub fn measure(ctx: &BenchContext) -> Result<Measured> {
         &cfg.train,
         || Ok(RotationTask::new(&cfg.encoder, device, 0)),
         source,
-        &batch.to_kind(Kind::Float),
+        &ImageBatch::Pixels(batch.to_kind(Kind::Float)),
     )?;
     Ok(Measured {
         model: format!("rotation ResNet width {} blocks {:?}, 28x28 grey", resnet.width, resnet.blocks_per_stage),
@@ -69,6 +71,10 @@ pub fn measure(ctx: &BenchContext) -> Result<Measured> {
         loader,
         preloaded,
         reference,
-        details: serde_json::json!({ "width": resnet.width, "blocks": resnet.blocks_per_stage }),
+        details: serde_json::json!({
+            "width": resnet.width,
+            "blocks": resnet.blocks_per_stage,
+            "augment_on_device": cfg.augment.on_device,
+        }),
     })
 }

@@ -1,6 +1,7 @@
 //! Inpainting, Context-Encoder style (Pathak et al. 2016): a block of each image is blanked, the
 //! encoder sees the rest, a small decoder reconstructs the image, and the L2 loss covers only the
 //! blanked block.
+use crate::batch::ImageBatch;
 use crate::encoder::{EncoderConfig, Net};
 use serde::{Deserialize, Serialize};
 use ssl_core::losses::{masked_reconstruction, Reconstruction};
@@ -126,15 +127,15 @@ impl InpaintingTask {
 }
 
 impl Objective for InpaintingTask {
-    type Batch = Tensor;
+    type Batch = ImageBatch;
     fn var_store(&self) -> &VarStore {
         &self.vs
     }
-    fn forward(&mut self, batch: &Tensor, device: Device) -> ssl_core::Result<StepOutput> {
-        let (loss, _, _) = self.loss(&batch.to_device(device), true);
+    fn forward(&mut self, batch: &ImageBatch, device: Device) -> ssl_core::Result<StepOutput> {
+        let (loss, _, _) = self.loss(&batch.pixels(device), true);
         Ok(StepOutput { loss, metrics: vec![] })
     }
-    fn batch_samples(&self, batch: &Tensor) -> usize {
-        batch.size()[0] as usize
+    fn batch_samples(&self, batch: &ImageBatch) -> usize {
+        batch.len()
     }
 }

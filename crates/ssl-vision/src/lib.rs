@@ -21,6 +21,7 @@
 //! ```
 
 pub mod augment;
+pub mod batch;
 pub mod bench;
 pub mod corruptions;
 pub mod data;

@@ -1,6 +1,7 @@
 //! Masked patches, MAE style (He et al. 2021): 75% of the patches of a small ViT are dropped, the
 //! encoder sees only the visible ones, a light decoder reconstructs the per-patch normalised
 //! pixels, and the loss covers only the dropped patches.
+use crate::batch::ImageBatch;
 use crate::vit::{Block, Vit, VitConfig};
 use serde::{Deserialize, Serialize};
 use ssl_core::losses::{masked_reconstruction, Reconstruction};
@@ -153,15 +154,15 @@ impl MaeTask {
 }
 
 impl Objective for MaeTask {
-    type Batch = Tensor;
+    type Batch = ImageBatch;
     fn var_store(&self) -> &VarStore {
         &self.vs
     }
-    fn forward(&mut self, batch: &Tensor, device: Device) -> ssl_core::Result<StepOutput> {
-        let (loss, _, _) = self.loss(&batch.to_device(device));
+    fn forward(&mut self, batch: &ImageBatch, device: Device) -> ssl_core::Result<StepOutput> {
+        let (loss, _, _) = self.loss(&batch.pixels(device));
         Ok(StepOutput { loss, metrics: vec![] })
     }
-    fn batch_samples(&self, batch: &Tensor) -> usize {
-        batch.size()[0] as usize
+    fn batch_samples(&self, batch: &ImageBatch) -> usize {
+        batch.len()
     }
 }

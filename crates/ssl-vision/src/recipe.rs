@@ -126,11 +126,12 @@ impl VisionConfig {
                 crop_padding: 2,
                 hflip: true,
                 color_jitter: if method == Method::Rotation { 0.4 } else { 0.0 },
+                on_device: false,
             },
             inpainting: InpaintingConfig::default(),
             mae: MaeConfig::default(),
             protocol,
-            finetune_augment: AugmentConfig { crop_padding: 2, hflip: true, color_jitter: 0.0 },
+            finetune_augment: AugmentConfig { crop_padding: 2, hflip: true, color_jitter: 0.0, on_device: false },
             max_test: 1000,
         }
     }
@@ -150,7 +151,7 @@ pub fn pretrain<'a>(
     let mut trainer = Trainer::new(config.train.clone(), run_dir, device);
     trainer.model_config =
         serde_json::json!({ "method": config.method, "encoder": config.encoder, "image_size": config.image_size });
-    let source = Arc::new(ImageSource { images: images.clone(), augment: config.augment });
+    let source = Arc::new(ImageSource::new(images.clone(), config.augment));
     let seed = ssl_core::rng::derive(config.train.seed, "init");
     let preview = preview_batch(&images, 8);
     match config.method {

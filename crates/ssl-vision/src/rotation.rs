@@ -1,5 +1,6 @@
 //! Rotation prediction (RotNet, Gidaris et al. 2018): every image appears in the batch at 0, 90,
 //! 180 and 270 degrees, and a 4-way head predicts which.
+use crate::batch::ImageBatch;
 use crate::encoder::{EncoderConfig, Net};
 use ssl_core::trainer::{Objective, StepOutput};
 use tch::nn::{self, Module, VarStore};
@@ -44,19 +45,19 @@ impl RotationTask {
 }
 
 impl Objective for RotationTask {
-    type Batch = Tensor;
+    type Batch = ImageBatch;
     fn var_store(&self) -> &VarStore {
         &self.vs
     }
-    fn forward(&mut self, batch: &Tensor, device: Device) -> ssl_core::Result<StepOutput> {
-        let (x, labels) = rotate_all(&batch.to_device(device));
+    fn forward(&mut self, batch: &ImageBatch, device: Device) -> ssl_core::Result<StepOutput> {
+        let (x, labels) = rotate_all(&batch.pixels(device));
         let (feats, _) = self.net.pooled_t(&x, true);
         let logits = self.head.forward(&feats).to_kind(Kind::Float);
         let loss = logits.cross_entropy_for_logits(&labels);
         let acc = logits.detach().argmax(1, false).eq_tensor(&labels).to_kind(Kind::Float).mean(Kind::Float);
         Ok(StepOutput { loss, metrics: vec![("rotation_acc".into(), acc)] })
     }
-    fn batch_samples(&self, batch: &Tensor) -> usize {
-        batch.size()[0] as usize * 4
+    fn batch_samples(&self, batch: &ImageBatch) -> usize {
+        batch.len() * 4
     }
 }

@@ -67,6 +67,11 @@ pub struct VisionFlags {
     #[arg(long)]
     #[serde(default)]
     pub class_token: bool,
+    /// Augment on the training device: the images stay there as bytes and each batch is cropped,
+    /// flipped and jittered there as batched tensor ops (the same pixels as the loader's).
+    #[arg(long)]
+    #[serde(default)]
+    pub augment_on_device: bool,
 }
 
 /// The vision recipe: flags in, a pretrained and evaluated encoder out.
@@ -117,6 +122,7 @@ impl VisionRecipe {
         if let Some(j) = f.color_jitter {
             cfg.augment.color_jitter = j.max(0.0);
         }
+        cfg.augment.on_device |= f.augment_on_device;
     }
 }
 

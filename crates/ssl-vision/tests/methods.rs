@@ -1,6 +1,7 @@
 //! The pretext tasks on tiny data: shapes, exact rotations, mask ratios, and the loss going down
 //! on a fixed batch.
 use ssl_core::trainer::Objective;
+use ssl_vision::batch::ImageBatch;
 use ssl_vision::encoder::EncoderConfig;
 use ssl_vision::inpainting::{block_mask, BlockPlacement, InpaintingConfig, InpaintingTask};
 use ssl_vision::mae::{random_masking, MaeConfig, MaeTask};
@@ -23,13 +24,14 @@ fn batch(n: i64, size: i64) -> Tensor {
 }
 
 /// Train `obj` on one fixed batch and return (first loss, last loss).
-fn fit_fixed<O: Objective<Batch = Tensor>>(obj: &mut O, x: &Tensor, steps: usize, lr: f64) -> (f64, f64) {
+fn fit_fixed<O: Objective<Batch = ImageBatch>>(obj: &mut O, x: &Tensor, steps: usize, lr: f64) -> (f64, f64) {
+    let x = ImageBatch::from(x.shallow_clone());
     let mut opt = ssl_core::optim::Optimizer::new(obj.var_store(), ssl_core::optim::OptimizerConfig::adamw(0.0));
     let mut losses = vec![];
     for i in 0..steps {
         let _rng = ssl_core::rng::torch_rng(i as u64 % 2);
         opt.zero_grad();
-        let out = obj.forward(x, Device::Cpu).unwrap();
+        let out = obj.forward(&x, Device::Cpu).unwrap();
         losses.push(out.loss.double_value(&[]));
         out.loss.backward();
         opt.step(lr).unwrap();

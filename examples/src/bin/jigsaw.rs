@@ -8,6 +8,7 @@ use clap::Parser;
 use ssl_core::eval::ProtocolConfig;
 use ssl_core::run::{DataReport, EvalInputs, Recipe, RunContext, RunPlan};
 use ssl_core::trainer::{Objective, StepOutput, TrainSummary};
+use ssl_vision::batch::ImageBatch;
 use ssl_vision::encoder::Net;
 use ssl_vision::run::{VisionFlags, VisionRecipe};
 use ssl_vision::source::ImageSource;
@@ -43,22 +44,22 @@ struct JigsawTask {
 }
 
 impl Objective for JigsawTask {
-    type Batch = Tensor;
+    type Batch = ImageBatch;
     fn var_store(&self) -> &VarStore {
         &self.vs
     }
-    fn forward(&mut self, batch: &Tensor, device: Device) -> ssl_core::Result<StepOutput> {
-        let n = batch.size()[0];
+    fn forward(&mut self, batch: &ImageBatch, device: Device) -> ssl_core::Result<StepOutput> {
+        let n = batch.len() as i64;
         // Permutations cycle through the batch: the loader already shuffled the images.
         let labels: Vec<i64> = (0..n).map(|i| i % PERMUTATIONS.len() as i64).collect();
-        let x = shuffle_quadrants(&batch.to_device(device), &labels);
+        let x = shuffle_quadrants(&batch.pixels(device), &labels);
         let target = Tensor::from_slice(&labels).to_device(device);
         let logits = self.head.forward(&self.net.pooled_t(&x, true).0).to_kind(Kind::Float);
         let acc = logits.argmax(1, false).eq_tensor(&target).to_kind(Kind::Float).mean(Kind::Float);
         Ok(StepOutput { loss: logits.cross_entropy_for_logits(&target), metrics: vec![("jigsaw_acc".into(), acc)] })
     }
-    fn batch_samples(&self, batch: &Tensor) -> usize {
-        batch.size()[0] as usize
+    fn batch_samples(&self, batch: &ImageBatch) -> usize {
+        batch.len()
     }
 }
 
@@ -105,7 +106,7 @@ impl Recipe for Jigsaw {
         let head = nn::linear(vs.root() / "jigsaw_head", dim, PERMUTATIONS.len() as i64, Default::default());
         drop(rng);
         let mut task = JigsawTask { vs, net, head };
-        let source = Arc::new(ImageSource { images, augment: cfg.augment });
+        let source = Arc::new(ImageSource::new(images, cfg.augment));
         let model = serde_json::json!({ "method": "jigsaw", "encoder": cfg.encoder });
         Ok(ctx.fit(&cfg.train, model, &mut task, source)?)
     }
