@@ -83,14 +83,31 @@ def timed_windows(a, window):
         return rates[1:]
     rates, index = [], 0
     while True:
+        start = (time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF))
         rate = window()
         if index > 0:
             rates.append(rate)
         config = "dataloader" if a.data else "preloaded"
-        print(json.dumps({"window": {"config": config, "index": index, "samples_per_s": rate}}), flush=True)
+        line = {"config": config, "index": index, "samples_per_s": rate, "usage": window_usage(*start)}
+        print(json.dumps({"window": line}), flush=True)
         index += 1
         if sys.stdin.readline().strip() != "go":
             return rates
+
+
+def window_usage(t0, r0):
+    """The process's resource use since `(t0, r0)`, as ssl_records::bench::WindowUsage: the
+    same getrusage(RUSAGE_SELF) counters our side reports. The DataLoader's worker processes
+    are children, so their use is not in it."""
+    t1, r1 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
+    return {
+        "wall_s": t1 - t0,
+        "cpu_s": (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime),
+        "minor_faults": r1.ru_minflt - r0.ru_minflt,
+        "major_faults": r1.ru_majflt - r0.ru_majflt,
+        "voluntary_switches": r1.ru_nvcsw - r0.ru_nvcsw,
+        "involuntary_switches": r1.ru_nivcsw - r0.ru_nivcsw,
+    }
 
 
 def train_and_report(model, loss_fn, a, samples_per_step, first_loss):

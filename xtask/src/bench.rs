@@ -110,6 +110,8 @@ pub(crate) struct Side {
     lines: Lines<BufReader<ChildStdout>>,
     /// Lines that were not windows (the reference's result is the last JSON line).
     other: Vec<String>,
+    /// Every window it announced, warm-up included, in order.
+    pub(crate) windows: Vec<Window>,
 }
 
 impl Side {
@@ -118,7 +120,8 @@ impl Side {
             cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().with_context(|| format!("starting {what}"))?;
         let stdin = child.stdin.take();
         let stdout = child.stdout.take().context("no stdout")?;
-        Ok(Side { what: what.to_owned(), child, stdin, lines: BufReader::new(stdout).lines(), other: Vec::new() })
+        let lines = BufReader::new(stdout).lines();
+        Ok(Side { what: what.to_owned(), child, stdin, lines, other: Vec::new(), windows: Vec::new() })
     }
 
     /// The next window the process announces.
@@ -126,7 +129,10 @@ impl Side {
         for line in self.lines.by_ref() {
             let line = line.with_context(|| format!("reading the output of {}", self.what))?;
             match serde_json::from_str::<WindowLine>(&line) {
-                Ok(w) => return Ok(w.window),
+                Ok(w) => {
+                    self.windows.push(w.window.clone());
+                    return Ok(w.window);
+                }
                 Err(_) => self.other.push(line),
             }
         }
@@ -357,10 +363,26 @@ fn measure(
     };
     let pytorch_dataloader = torch_dl.as_mut().map(result).transpose()?;
     let pytorch = result(&mut torch)?;
+    let sides = [Some(&ours), Some(&ours_pre), torch_dl.as_ref(), Some(&torch)];
+    write_windows(&out.join(format!("{name}_windows.jsonl")), sides.into_iter().flatten())?;
     if let Some(n) = args.profile {
         compare_profiles(ssl, &profiles, n, &out.join(format!("{name}_profile.md")))?;
     }
     Ok(Measurement { ours: ours_run, pytorch, pytorch_dataloader, paired })
+}
+
+/// Every window of every side, one JSON line each (`{"side": ..., "window": {...}}`), in the
+/// order the sides announced them: the raw record behind the ratios, with each window's
+/// resource use.
+fn write_windows<'a>(path: &Path, sides: impl Iterator<Item = &'a Side>) -> Result<()> {
+    let mut text = String::new();
+    for side in sides {
+        for w in &side.windows {
+            text.push_str(&serde_json::to_string(&serde_json::json!({ "side": side.what, "window": w }))?);
+            text.push('\n');
+        }
+    }
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }
 
 /// `ssl trace` over our trace and the reference's (`dir/trace.json`, `dir/pytorch-trace.json`),

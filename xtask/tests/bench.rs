@@ -41,6 +41,18 @@ fn quick_bench_writes_well_formed_json() {
         for config in ["ours_loader_samples_per_s", "ours_preloaded_samples_per_s"] {
             assert_eq!(report["runs"][name]["ours"][config]["n"], 2, "{name} {config}");
         }
+        // The raw windows: four sides, a warm-up and two rounds each, with each window's use of the
+        // machine from the same getrusage counters on both sides.
+        let text = std::fs::read_to_string(out.path().join(format!("{name}_windows.jsonl"))).unwrap();
+        let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let mut sides: Vec<&str> = lines.iter().map(|l| l["side"].as_str().unwrap()).collect();
+        sides.dedup();
+        assert_eq!((sides.len(), lines.len()), (4, 12), "{name}: {sides:?}");
+        for l in &lines {
+            let u = &l["window"]["usage"];
+            assert!(u["wall_s"].as_f64().unwrap() > 0.0 && u["cpu_s"].as_f64().unwrap() >= 0.0, "{name}: {l}");
+            assert!(u["involuntary_switches"].is_u64() && u["minor_faults"].is_u64(), "{name}: {l}");
+        }
         // Our loader's overhead is the paired ratio of our two configurations, as PyTorch's is.
         let own = paired.iter().find(|p| p["config"] == "our loader").unwrap()["median"].as_f64().unwrap();
         let row = report["rows"]

@@ -234,11 +234,14 @@ impl<B: FixedBatch> DataSource for Preloaded<B> {
 pub fn stdin_gate(config: &str) -> WindowGate {
     let config = config.to_owned();
     let index = AtomicU64::new(0);
+    let start = Mutex::new(UsageMark::now());
     Arc::new(move |line: &MetricsLine| {
+        let mut start = start.lock().unwrap_or_else(|e| e.into_inner());
         let window = ssl_records::bench::Window {
             config: config.clone(),
             index: index.fetch_add(1, Ordering::Relaxed),
             samples_per_s: line.samples_per_s,
+            usage: start.as_ref().zip(UsageMark::now()).map(|(a, b)| b.since(a)),
         };
         let text = serde_json::to_string(&ssl_records::bench::WindowLine { window })
             .map_err(|e| CoreError::InvalidArgument(e.to_string()))?;
@@ -246,8 +249,40 @@ pub fn stdin_gate(config: &str) -> WindowGate {
         writeln!(out, "{text}").and_then(|_| out.flush()).map_err(|e| CoreError::io("stdout", e))?;
         let mut word = String::new();
         std::io::stdin().read_line(&mut word).map_err(|e| CoreError::io("stdin", e))?;
+        // The next window starts now, after the wait for the word.
+        *start = UsageMark::now();
         Ok(word.trim() == "go")
     })
+}
+
+/// The process's resource counters at one instant.
+struct UsageMark {
+    at: std::time::Instant,
+    usage: libc::rusage,
+}
+
+impl UsageMark {
+    fn now() -> Option<Self> {
+        // SAFETY: `getrusage` only writes the struct it is given; an all-zero `rusage` is valid.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        let ok = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } == 0;
+        ok.then(|| UsageMark { at: std::time::Instant::now(), usage })
+    }
+
+    /// What was used from `start` to `self`.
+    fn since(&self, start: &UsageMark) -> ssl_records::bench::WindowUsage {
+        let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+        let cpu = |u: &libc::rusage| secs(u.ru_utime) + secs(u.ru_stime);
+        let count = |f: fn(&libc::rusage) -> libc::c_long| (f(&self.usage) - f(&start.usage)).max(0) as u64;
+        ssl_records::bench::WindowUsage {
+            wall_s: (self.at - start.at).as_secs_f64(),
+            cpu_s: cpu(&self.usage) - cpu(&start.usage),
+            minor_faults: count(|u| u.ru_minflt),
+            major_faults: count(|u| u.ru_majflt),
+            voluntary_switches: count(|u| u.ru_nvcsw),
+            involuntary_switches: count(|u| u.ru_nivcsw),
+        }
+    }
 }
 
 /// Train through the real `Trainer` and return samples/s over the timed windows (all of them

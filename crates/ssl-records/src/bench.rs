@@ -53,6 +53,25 @@ pub struct Window {
     pub config: String,
     pub index: u64,
     pub samples_per_s: f64,
+    /// What the process used during the window (absent from older or non-Linux records).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<WindowUsage>,
+}
+
+/// The process's resource use over one window, all threads together (`getrusage(RUSAGE_SELF)`
+/// differences, the same call on both sides): tells a slow window caused by the machine (fewer
+/// CPU seconds, more involuntary switches) from one caused by the process's own work.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct WindowUsage {
+    /// Wall-clock seconds of the window.
+    pub wall_s: f64,
+    /// User plus system CPU seconds of every thread.
+    pub cpu_s: f64,
+    pub minor_faults: u64,
+    pub major_faults: u64,
+    /// Context switches: waits (voluntary) and preemptions (involuntary).
+    pub voluntary_switches: u64,
+    pub involuntary_switches: u64,
 }
 
 /// The stdout line that carries a [`Window`].
