@@ -4,9 +4,11 @@
 // catches every C++ exception and returns it as a heap string the Rust side frees with
 // `ssl_free_error`. A null return means success.
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <ATen/autocast_mode.h>
 
 #include "guarded.h"
+#include <dlfcn.h>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -89,5 +91,25 @@ char *ssl_set_bf16_autocast(int enabled) {
 }
 
 int ssl_bf16_autocast_enabled() { return at::autocast::is_autocast_enabled(at::kCUDA) ? 1 : 0; }
+
+// Make every ATen operator called from this thread run serially, and return the intra-op thread
+// count the thread now sees (1 on success). ATen's CPU kernels parallelise with OpenMP, whose
+// thread count is per calling thread: a second thread that runs a large enough operator (a
+// data loader's collate) gets an OpenMP team of its own. libgomp then manages more threads than
+// there are cores and cuts every thread's spin-wait short, so the training thread's team sleeps
+// between operators and each operator pays a futex wake-up. `at::get_num_threads()` first applies
+// ATen's own count to this thread (its lazy per-thread set-up); only then is this thread's count
+// set to 1, in the OpenMP runtime LibTorch loaded (looked up in the process, not linked here).
+int ssl_serial_thread() {
+  try {
+    at::get_num_threads();
+    using SetThreads = void (*)(int);
+    static auto set = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "omp_set_num_threads"));
+    if (set != nullptr) set(1);
+    return at::get_num_threads();
+  } catch (...) {
+    return -1;
+  }
+}
 
 }  // extern "C"

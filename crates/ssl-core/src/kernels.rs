@@ -47,6 +47,7 @@ mod ffi {
         pub fn ssl_profiler_start(record_shapes: c_int, cuda: c_int) -> *mut c_char;
         pub fn ssl_profiler_stop(trace_path: *const c_char) -> *mut c_char;
         pub fn ssl_bf16_autocast_enabled() -> c_int;
+        pub fn ssl_serial_thread() -> c_int;
     }
 }
 
@@ -62,6 +63,22 @@ fn check(kernel: &'static str, err: *mut c_char) -> Result<()> {
     let message = unsafe { CStr::from_ptr(err) }.to_string_lossy().into_owned();
     unsafe { ffi::ssl_free_error(err) };
     Err(CoreError::Kernel { kernel, message })
+}
+
+/// Make LibTorch's operators called from the current thread run serially (a data loader's
+/// threads): returns the intra-op thread count the thread now sees, 1 unless LibTorch was built
+/// without OpenMP's per-thread counts. A thread that is not the training thread and runs large
+/// operators would otherwise get an OpenMP team of its own, and with more OpenMP threads than
+/// cores the runtime cuts every spin-wait short: the training thread's operators then each wait
+/// for a sleeping worker to wake (see `csrc/kernels.cpp`).
+///
+/// ```
+/// let seen = std::thread::spawn(ssl_core::kernels::serial_thread).join().unwrap();
+/// assert_eq!(seen, 1);
+/// ```
+pub fn serial_thread() -> i32 {
+    // SAFETY: no arguments; the C++ side catches every exception.
+    unsafe { ffi::ssl_serial_thread() }
 }
 
 /// Start LibTorch's profiler (Kineto) on this thread: operators (with their input shapes when

@@ -133,7 +133,16 @@ impl<B: Send + 'static> Loader<B> {
         let skipped = Arc::new(AtomicU64::new(0));
         let (stop2, skipped2) = (stop.clone(), skipped.clone());
         let handle = std::thread::spawn(move || {
-            let pool = match rayon::ThreadPoolBuilder::new().num_threads(threads.max(1)).build() {
+            // The loader's tensors (collate) and its decode threads never open an OpenMP team of
+            // their own: the cores' spin-waits stay the training thread's (kernels::serial_thread).
+            crate::kernels::serial_thread();
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads.max(1))
+                .start_handler(|_| {
+                    crate::kernels::serial_thread();
+                })
+                .build();
+            let pool = match pool {
                 Ok(p) => p,
                 Err(e) => {
                     let _ = tx.send(Err(format!("cannot start {threads} loader threads: {e}")));

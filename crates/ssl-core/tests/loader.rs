@@ -64,3 +64,35 @@ fn the_stream_does_not_depend_on_the_number_of_loader_threads() {
     let three = batches_with_threads(LoaderPosition::default(), 7, vec![2], 3);
     assert_eq!(one, three);
 }
+
+/// Records the intra-op thread count LibTorch sees in the decode threads and in collate.
+struct ThreadCounts;
+
+impl DataSource for ThreadCounts {
+    type Item = i32;
+    type Batch = Vec<i32>;
+    fn len(&self) -> usize {
+        64
+    }
+    fn get(&self, _: usize, _: &mut ChaCha8Rng) -> Result<i32, ssl_core::loader::Skipped> {
+        Ok(tch::get_num_threads())
+    }
+    fn collate(&self, mut items: Vec<i32>, _: &mut ChaCha8Rng) -> Vec<i32> {
+        // A large operator, as a real collate makes: it must not open an OpenMP team here.
+        let _ = tch::Tensor::zeros([1 << 18], (tch::Kind::Float, tch::Device::Cpu)).sum(tch::Kind::Float);
+        items.push(tch::get_num_threads());
+        items
+    }
+}
+
+#[test]
+fn the_loaders_threads_run_libtorch_serially() {
+    tch::set_num_threads(2);
+    let mut loader = Loader::new(Arc::new(ThreadCounts), 8, 1, LoaderPosition::default(), 2, 2);
+    for _ in 0..4 {
+        let counts = loader.next_batch().unwrap().batch;
+        assert!(counts.iter().all(|&n| n == 1), "the loader's threads see {counts:?} intra-op threads");
+    }
+    // The calling thread keeps its own count.
+    assert_eq!(tch::get_num_threads(), 2);
+}

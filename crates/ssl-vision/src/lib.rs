@@ -1,7 +1,8 @@
 //! # ssl-vision
 //!
 //! Self-supervised pretraining of image encoders, as a recipe:
-//! data ([`data`]: IDX, CIFAR, image folders) -> augment ([`augment`]) -> encoder ([`resnet`],
+//! data ([`data`]: IDX, CIFAR, image folders) -> augment ([`augment`], in the loader or, as a
+//! batch, on the device: [`source`], [`batch`]) -> encoder ([`resnet`],
 //! [`vit`], [`encoder`]) -> pretext task ([`rotation`], [`inpainting`], [`mae`]) -> ssl-core's
 //! trainer -> ssl-core's evaluation protocol with image [`corruptions`]. [`recipe`] holds the
 //! configuration and library calls; [`run`] plugs them into ssl-core's run pipeline as a
