@@ -519,6 +519,9 @@ fn rows(
 /// Run the benchmark. `ssl` makes the command that runs our side (a cargo command prepared by the
 /// caller with the LibTorch environment; one per model), `python` runs the references.
 pub fn run(root: &Path, ssl: &dyn Fn() -> Command, python: &Path, args: &BenchArgs) -> Result<BenchReport> {
+    if args.augment_on_device && args.modality.as_deref() != Some("vision") {
+        bail!("--augment-on-device is a vision option: add --modality vision");
+    }
     let mut args = args.clone();
     if !args.out.is_absolute() {
         args.out = root.join(&args.out);
@@ -527,9 +530,6 @@ pub fn run(root: &Path, ssl: &dyn Fn() -> Command, python: &Path, args: &BenchAr
     let models: Vec<_> = MODELS.iter().filter(|m| args.modality.as_deref().is_none_or(|w| w == m.0)).collect();
     if models.is_empty() {
         bail!("--modality must be vision, text or speech");
-    }
-    if args.augment_on_device && args.modality.as_deref() != Some("vision") {
-        bail!("--augment-on-device is a vision option: add --modality vision");
     }
     let (mut runs, mut equivalences, mut all_rows) = (BTreeMap::new(), BTreeMap::new(), Vec::new());
     let (mut peak, mut torch_version) = (0.0f64, String::new());

@@ -10,7 +10,7 @@ use crate::augment::{apply_batch, AugmentConfig};
 use crate::data::ImageSet;
 use ssl_core::bench::FixedBatch;
 use std::sync::{Arc, Mutex};
-use tch::{Device, Tensor};
+use tch::{Device, TchError, Tensor};
 
 /// The dataset as `[N, C, H, W]` bytes, made into a tensor on the training device by its first
 /// batch and kept there.
@@ -26,17 +26,18 @@ impl ResidentImages {
         Self { images, cfg, on_device: Mutex::new(None) }
     }
 
-    /// The dataset on `device` (copied there by the first call).
-    fn on(&self, device: Device) -> Tensor {
+    /// The dataset on `device` (copied there by the first call; an error, not a panic, when it
+    /// does not fit).
+    fn on(&self, device: Device) -> Result<Tensor, TchError> {
         let mut cached = self.on_device.lock().unwrap_or_else(|e| e.into_inner());
         match cached.as_ref() {
-            Some(t) if t.device() == device => t.shallow_clone(),
+            Some(t) if t.device() == device => Ok(t.shallow_clone()),
             _ => {
                 let s = &self.images;
                 let shape = [s.len as i64, s.channels as i64, s.height as i64, s.width as i64];
-                let t = Tensor::from_slice(&s.pixels).view(shape).to_device(device);
+                let t = Tensor::f_from_slice(&s.pixels)?.f_view(shape)?.f_to_device(device)?;
                 *cached = Some(t.shallow_clone());
-                t
+                Ok(t)
             }
         }
     }
@@ -59,12 +60,12 @@ impl From<Tensor> for ImageBatch {
 
 impl ImageBatch {
     /// The augmented images on `device`, `[N, C, H, W]` floats in `[0, 1]`.
-    pub fn pixels(&self, device: Device) -> Tensor {
+    pub fn pixels(&self, device: Device) -> Result<Tensor, TchError> {
         match self {
-            ImageBatch::Pixels(x) => x.to_device(device),
+            ImageBatch::Pixels(x) => x.f_to_device(device),
             ImageBatch::Indexed { index, params, images } => {
-                let picked = images.on(device).index_select(0, &index.to_device(device));
-                apply_batch(&picked, params, &images.cfg)
+                let picked = images.on(device)?.f_index_select(0, &index.f_to_device(device)?)?;
+                Ok(apply_batch(&picked, params, &images.cfg))
             }
         }
     }

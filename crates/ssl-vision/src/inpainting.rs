@@ -132,7 +132,7 @@ impl Objective for InpaintingTask {
         &self.vs
     }
     fn forward(&mut self, batch: &ImageBatch, device: Device) -> ssl_core::Result<StepOutput> {
-        let (loss, _, _) = self.loss(&batch.pixels(device), true);
+        let (loss, _, _) = self.loss(&batch.pixels(device)?, true);
         Ok(StepOutput { loss, metrics: vec![] })
     }
     fn batch_samples(&self, batch: &ImageBatch) -> usize {

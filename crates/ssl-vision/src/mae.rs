@@ -159,7 +159,7 @@ impl Objective for MaeTask {
         &self.vs
     }
     fn forward(&mut self, batch: &ImageBatch, device: Device) -> ssl_core::Result<StepOutput> {
-        let (loss, _, _) = self.loss(&batch.pixels(device));
+        let (loss, _, _) = self.loss(&batch.pixels(device)?);
         Ok(StepOutput { loss, metrics: vec![] })
     }
     fn batch_samples(&self, batch: &ImageBatch) -> usize {

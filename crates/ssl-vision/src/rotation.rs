@@ -50,7 +50,7 @@ impl Objective for RotationTask {
         &self.vs
     }
     fn forward(&mut self, batch: &ImageBatch, device: Device) -> ssl_core::Result<StepOutput> {
-        let (x, labels) = rotate_all(&batch.pixels(device));
+        let (x, labels) = rotate_all(&batch.pixels(device)?);
         let (feats, _) = self.net.pooled_t(&x, true);
         let logits = self.head.forward(&feats).to_kind(Kind::Float);
         let loss = logits.cross_entropy_for_logits(&labels);

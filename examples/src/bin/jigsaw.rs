@@ -52,7 +52,7 @@ impl Objective for JigsawTask {
         let n = batch.len() as i64;
         // Permutations cycle through the batch: the loader already shuffled the images.
         let labels: Vec<i64> = (0..n).map(|i| i % PERMUTATIONS.len() as i64).collect();
-        let x = shuffle_quadrants(&batch.pixels(device), &labels);
+        let x = shuffle_quadrants(&batch.pixels(device)?, &labels);
         let target = Tensor::from_slice(&labels).to_device(device);
         let logits = self.head.forward(&self.net.pooled_t(&x, true).0).to_kind(Kind::Float);
         let acc = logits.argmax(1, false).eq_tensor(&target).to_kind(Kind::Float).mean(Kind::Float);
