@@ -8,7 +8,7 @@
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 
 /// Which augmentations a method uses.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -65,11 +65,6 @@ pub fn draw(cfg: &AugmentConfig, rng: &mut ChaCha8Rng) -> Params {
         (1.0, 0.0)
     };
     Params { dy, dx, flip, gain, bias }
-}
-
-/// Augment one `C x H x W` byte image into floats in `[0, 1]` ([`draw`], then [`apply`]).
-pub fn augment(img: &[u8], c: usize, h: usize, w: usize, cfg: &AugmentConfig, rng: &mut ChaCha8Rng) -> Vec<f32> {
-    apply(img, c, h, w, &draw(cfg, rng))
 }
 
 /// Apply drawn parameters to one `C x H x W` byte image: the output pixel `(y, x)` is the source
@@ -148,7 +143,7 @@ pub fn apply_batch(images: &Tensor, params: &Tensor, cfg: &AugmentConfig) -> Ten
 /// The parameters of a batch as `[N, 5]` floats on the CPU.
 pub fn params_tensor(params: &[Params]) -> Tensor {
     let rows: Vec<f32> = params.iter().flat_map(Params::row).collect();
-    Tensor::from_slice(&rows).view([params.len() as i64, 5]).to_device(Device::Cpu)
+    Tensor::from_slice(&rows).view([params.len() as i64, 5])
 }
 
 /// Batch augmentation on a `[N, C, H, W]` float tensor: one random shift for the batch
