@@ -34,3 +34,46 @@ fn cuda_is_used_when_present_and_never_faked_when_absent() {
         assert!(t.device().is_cuda(), "{name} is on {:?}", t.device());
     }
 }
+
+/// The NCCL backend in a group of one process on GPU 0: rendezvous, broadcast, all-reduce and
+/// barrier on CUDA tensors. With `SSL_REQUIRE_NCCL=1` (the GPU check script) a build without NCCL
+/// (made without `SSL_NCCL=1`) or a machine without a GPU fails; elsewhere each is checked to be
+/// refused with its reason.
+#[test]
+fn nccl_group_of_one_runs_collectives_on_the_gpu() {
+    use ssl_core::dist::{Backend, Launcher, ProcessGroup, World};
+    let required = std::env::var("SSL_REQUIRE_NCCL").is_ok_and(|v| v == "1");
+    let cpu = Backend::Nccl.check_available(Device::Cpu).unwrap_err().to_string();
+    assert!(cpu.contains("needs a CUDA device"), "{cpu}");
+    if !tch::Cuda::is_available() {
+        assert!(!required, "SSL_REQUIRE_NCCL=1 but LibTorch sees no CUDA device");
+        return;
+    }
+    let device = Device::Cuda(0);
+    if let Err(e) = Backend::Nccl.check_available(device) {
+        assert!(!required, "SSL_REQUIRE_NCCL=1 but {e}");
+        assert!(e.to_string().contains("SSL_NCCL=1"), "{e}");
+        return;
+    }
+    let world = World {
+        rank: 0,
+        size: 1,
+        local_rank: 0,
+        local_size: 1,
+        master_addr: "127.0.0.1".into(),
+        master_port: ssl_core::dist::launch::free_port().unwrap(),
+        launcher: Launcher::Single,
+    };
+    let group = ProcessGroup::new(&world, Backend::Nccl, device, std::time::Duration::from_secs(60)).unwrap();
+    let t = tch::Tensor::arange(1000, (tch::Kind::Float, device));
+    let want = t.copy();
+    group.broadcast_(&t, 0).unwrap();
+    group.all_reduce_sum(&t).unwrap();
+    group.barrier().unwrap();
+    tch::Cuda::synchronize(0);
+    assert!(t.device().is_cuda());
+    // One rank: the sum is the tensor itself.
+    assert!(t.equal(&want), "the all-reduce of one rank changed the tensor");
+    let run = ssl_core::bench::all_reduce_times(&group, 1 << 20, 5, device).unwrap();
+    eprintln!("NCCL all-reduce of 1M floats on one GPU: median {:.3} ms", run.ms.median);
+}

@@ -67,8 +67,9 @@ pub struct BenchArgs {
     /// defaults (`OUT/threads.json`; --windows rounds).
     #[arg(long)]
     pub threads_table: bool,
-    /// Vision: our side augments on the training device as batched tensor ops (pretrain-vision's
-    /// --augment-on-device); needs --modality vision.
+    /// Our side makes its batches on the training device as batched tensor ops (vision's
+    /// augmentation, speech's crops; pretrain-vision's and pretrain-speech's
+    /// --augment-on-device); needs --modality vision or speech.
     #[arg(long)]
     pub augment_on_device: bool,
     /// Instead of the models: the data-parallel benchmark with N local processes (all-reduce
@@ -519,8 +520,9 @@ fn rows(
 /// Run the benchmark. `ssl` makes the command that runs our side (a cargo command prepared by the
 /// caller with the LibTorch environment; one per model), `python` runs the references.
 pub fn run(root: &Path, ssl: &dyn Fn() -> Command, python: &Path, args: &BenchArgs) -> Result<BenchReport> {
-    if args.augment_on_device && args.modality.as_deref() != Some("vision") {
-        bail!("--augment-on-device is a vision option: add --modality vision");
+    if args.augment_on_device {
+        ssl_records::bench::check_augment_on_device(args.modality.as_deref())
+            .map_err(|e| anyhow::anyhow!("{e} (--modality)"))?;
     }
     let mut args = args.clone();
     if !args.out.is_absolute() {

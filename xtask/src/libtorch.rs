@@ -68,12 +68,45 @@ pub fn provision() -> Result<Source> {
         return Ok(Source::UserPython);
     }
     let venv = cache_root().join(format!("torch-{TORCH_VERSION}"));
-    if let Some(torch_dir) = read_marker(&venv) {
-        return Ok(Source::Cache { venv, torch_dir });
+    let torch_dir = match read_marker(&venv) {
+        Some(dir) => dir,
+        None => {
+            install(&venv)?;
+            read_marker(&venv).context("torch was installed but its marker is missing")?
+        }
+    };
+    if std::env::var("SSL_NCCL").is_ok_and(|v| v == "1") {
+        nccl_headers(&venv, &torch_dir)?;
     }
-    install(&venv)?;
-    let torch_dir = read_marker(&venv).context("torch was installed but its marker is missing")?;
     Ok(Source::Cache { venv, torch_dir })
+}
+
+/// The CUDA headers the NCCL build (`SSL_NCCL=1`, see ssl-core's build.rs) compiles against that
+/// the torch wheel does not bring: the crt and cccl headers of CUDA 13.0, the release of the
+/// wheel's CUDA runtime. Headers only; nothing is linked from them.
+pub const NCCL_HEADER_PACKAGES: [(&str, &str); 2] = [("nvidia_cuda_crt", "13.0.88"), ("nvidia_cuda_cccl", "13.0.85")];
+
+/// Install [`NCCL_HEADER_PACKAGES`] into our environment, once.
+fn nccl_headers(venv: &Path, torch_dir: &Path) -> Result<()> {
+    let site = torch_dir.parent().context("the torch folder has no parent")?;
+    let missing: Vec<String> = NCCL_HEADER_PACKAGES
+        .iter()
+        .filter(|(name, version)| !site.join(format!("{name}-{version}.dist-info")).is_dir())
+        .map(|(name, version)| format!("{}=={version}", name.replace('_', "-")))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("==> SSL_NCCL=1: installing the CUDA headers the NCCL backend compiles against ({})", missing.join(", "));
+    let ok = Command::new(venv.join("bin/python"))
+        .args(["-m", "pip", "install", "--disable-pip-version-check", "--no-deps"])
+        .args(&missing)
+        .status()
+        .context("running pip install")?;
+    if !ok.success() {
+        bail!("pip install {} failed (see the output above)", missing.join(" "));
+    }
+    Ok(())
 }
 
 fn read_marker(venv: &Path) -> Option<PathBuf> {

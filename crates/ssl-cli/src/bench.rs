@@ -31,8 +31,9 @@ pub struct BenchArgs {
     /// ResNet width (vision; default: the shipped preset).
     #[arg(long)]
     pub width: Option<i64>,
-    /// Vision: augment on the training device as batched tensor ops (pretrain-vision's
-    /// --augment-on-device) instead of in the loader's threads.
+    /// Vision and speech: make the batches on the training device as batched tensor ops
+    /// (pretrain-vision's and pretrain-speech's --augment-on-device: augmentation, crops)
+    /// instead of in the loader's threads.
     #[arg(long)]
     pub augment_on_device: bool,
     /// Batch size (default: vision 64; text and speech: their recipe's, 8 and 4 with --quick).
@@ -68,8 +69,8 @@ pub fn run(a: BenchArgs) -> Result<()> {
     if a.modality == "allreduce" {
         return all_reduce(&a);
     }
-    if a.augment_on_device && a.modality != "vision" {
-        bail!("--augment-on-device is a vision option (`ssl bench vision`), not {}'s", a.modality);
+    if a.augment_on_device {
+        ssl_records::bench::check_augment_on_device(Some(&a.modality)).map_err(anyhow::Error::msg)?;
     }
     let device = ssl_core::device::parse(&a.device)?;
     ssl_core::device::set_threads(a.threads)?;
@@ -110,11 +111,14 @@ fn all_reduce(a: &BenchArgs) -> Result<()> {
     }
     let timeout = std::time::Duration::from_secs(300);
     let buckets = ssl_core::dist::BucketConfig::default();
-    let Some(group) = ssl_core::dist::init(&world, ssl_core::dist::Backend::Gloo, timeout, buckets)? else {
+    // One GPU per process, as in training; NCCL on CUDA.
+    let device = world.device(&a.device)?;
+    let backend = ssl_core::dist::Backend::for_device(None, device);
+    let Some(group) = ssl_core::dist::init(&world, backend, device, timeout, buckets)? else {
         bail!("no process group");
     };
     for &n in &a.sizes {
-        let run = ssl_core::bench::all_reduce_times(group, n, a.iters)?;
+        let run = ssl_core::bench::all_reduce_times(group, n, a.iters, device)?;
         if world.is_main() {
             println!("{}", serde_json::to_string(&run)?);
         }

@@ -100,12 +100,15 @@ fn bad_flags_and_paths_exit_2_with_a_message_before_any_work() {
 }
 
 #[test]
-fn bench_refuses_a_vision_option_for_another_modality_before_any_work() {
+fn bench_refuses_the_device_option_for_a_modality_without_it_before_any_work() {
     let d = tempfile::tempdir().unwrap();
     let out = d.path().join("bench");
     let o = ssl(&["bench", "text", "--augment-on-device", "--quick", "--out", out.to_str().unwrap()]);
     let t = text(&o);
-    assert!(!o.status.success() && t.contains("--augment-on-device is a vision option"), "{t}");
+    assert!(
+        !o.status.success() && t.contains("--augment-on-device is an option of vision or speech only, not text's"),
+        "{t}"
+    );
     assert!(!out.exists(), "the refused bench wrote {}", out.display());
 }
 

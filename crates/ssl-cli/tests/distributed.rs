@@ -325,7 +325,7 @@ fn distributed_flags_are_checked_before_any_work() {
         (vec!["--nproc-per-node", "2", "--dist-timeout", "0"], vec![], "--dist-timeout must be a positive"),
         (vec!["--nproc-per-node", "2", "--dist-bucket-mb", "0"], vec![], "--dist-bucket-mb must be a positive"),
         (vec![], vec![("RANK", "0"), ("WORLD_SIZE", "2")], "needs MASTER_ADDR"),
-        (vec!["--nproc-per-node", "2", "--dist-backend", "nccl"], vec![], "no NCCL backend"),
+        (vec!["--nproc-per-node", "2", "--dist-backend", "nccl"], vec![], "the NCCL backend needs a CUDA device"),
     ] {
         let mut a = text_args(&run, 8, 20, None);
         a.extend(extra.iter().map(|s| s.to_string()));

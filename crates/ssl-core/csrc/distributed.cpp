@@ -1,5 +1,6 @@
 // Data-parallel collectives through PyTorch's own distributed engine (c10d): a TCPStore for the
-// rendezvous and ProcessGroupGloo for the collectives, both compiled into the LibTorch we link.
+// rendezvous and ProcessGroupGloo (CPU) or ProcessGroupNCCL (CUDA, nccl.cpp, in builds made with
+// SSL_NCCL=1) for the collectives, all compiled into the LibTorch we link.
 //
 // The all-reduce of the gradient buckets starts from post-accumulate-grad hooks while backward is
 // still running (the end of this file).
@@ -18,6 +19,7 @@
 #include <torch/csrc/autograd/variable.h>
 
 #include "guarded.h"
+#include "nccl_backend.h"
 
 #include <chrono>
 #include <cstring>
@@ -44,11 +46,12 @@ struct SslGroup {
 
 extern "C" {
 
-// Rendezvous at host:port and create a Gloo group. `serve` makes this process host the TCPStore
-// (rank 0 of a self-launched or Slurm run); under torchrun's agent store every rank is a client.
-// `prefix` namespaces the keys (torchrun's `/worker/attempt_<n>`); empty for none.
-char *ssl_dist_gloo_new(const char *host, int port, int rank, int world, int serve,
-                        const char *prefix, double timeout_s, SslGroup **out) {
+// Rendezvous at host:port and create a group: `backend` 0 is Gloo, 1 NCCL on CUDA device
+// `device`. `serve` makes this process host the TCPStore (rank 0 of a self-launched or Slurm
+// run); under torchrun's agent store every rank is a client. `prefix` namespaces the keys
+// (torchrun's `/worker/attempt_<n>`); empty for none.
+char *ssl_dist_new(int backend, const char *host, int port, int rank, int world, int serve, const char *prefix,
+                   double timeout_s, int device, SslGroup **out) {
   return ssl::guarded([&] {
     auto timeout = millis(timeout_s);
     c10d::TCPStoreOptions opts;
@@ -62,10 +65,20 @@ char *ssl_dist_gloo_new(const char *host, int port, int rank, int world, int ser
       store = c10::make_intrusive<c10d::PrefixStore>(std::string(prefix), store);
     }
     // A prefix of our own inside the store, as torch.distributed puts its default group under one.
-    auto group_store = c10::make_intrusive<c10d::PrefixStore>("ssl_default_pg/", store);
-    auto options = c10d::ProcessGroupGloo::Options::create_default(timeout);
-    auto backend = c10::make_intrusive<c10d::ProcessGroupGloo>(group_store, rank, world, options);
-    *out = new SslGroup{store, backend, {}, timeout};
+    c10::intrusive_ptr<c10d::Store> group_store = c10::make_intrusive<c10d::PrefixStore>("ssl_default_pg/", store);
+    c10::intrusive_ptr<c10d::Backend> made;
+    if (backend == 0) {
+      auto options = c10d::ProcessGroupGloo::Options::create_default(timeout);
+      made = c10::make_intrusive<c10d::ProcessGroupGloo>(group_store, rank, world, options);
+    } else {
+#ifdef SSL_WITH_NCCL
+      made = ssl::nccl_backend(group_store, rank, world, timeout, device);
+#else
+      (void)device;
+      TORCH_CHECK(false, "this build has no NCCL backend: rebuild with SSL_NCCL=1 (docs/src/scaling-out.md)");
+#endif
+    }
+    *out = new SslGroup{store, made, {}, timeout};
   });
 }
 

@@ -83,7 +83,7 @@ pub struct BenchOptions {
     pub preset: String,
     /// ResNet width (vision).
     pub width: Option<i64>,
-    /// Vision: augment on the training device as batched tensor ops.
+    /// Vision and speech: make the batches on the training device as batched tensor ops.
     pub augment_on_device: bool,
     /// Batch size (default: the modality's).
     pub batch_size: Option<usize>,
@@ -443,16 +443,26 @@ pub fn all_reduce_times(
     group: &crate::dist::ProcessGroup,
     elements: usize,
     iters: usize,
+    device: Device,
 ) -> Result<ssl_records::bench::AllReduceRun> {
-    let t = Tensor::ones([elements as i64], (Kind::Float, Device::Cpu));
+    let t = Tensor::f_ones([elements as i64], (Kind::Float, device))?;
+    // NCCL's wait only orders the CUDA streams: the host waits for the device before the clock.
+    let done = || {
+        if let Device::Cuda(i) = device {
+            tch::Cuda::synchronize(i as i64);
+        }
+    };
     for _ in 0..3 {
         group.all_reduce_sum(&t)?;
     }
+    done();
     let mut ms = Vec::with_capacity(iters);
     for _ in 0..iters {
         group.barrier()?;
+        done();
         let start = Instant::now();
         group.all_reduce_sum(&t)?;
+        done();
         ms.push(start.elapsed().as_secs_f64() * 1000.0);
     }
     Ok(ssl_records::bench::AllReduceRun {

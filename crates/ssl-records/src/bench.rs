@@ -80,6 +80,30 @@ pub struct WindowLine {
     pub window: Window,
 }
 
+/// The benchmarked modalities whose loader can leave the batch to the training device
+/// (`--augment-on-device`: vision's augmentation, speech's crops).
+pub const ON_DEVICE_MODALITIES: [&str; 2] = ["vision", "speech"];
+
+/// `--augment-on-device` for `modality` (`None`: every model), refused with the reason when a
+/// model it covers has no such path.
+///
+/// ```
+/// use ssl_records::bench::check_augment_on_device;
+/// assert!(check_augment_on_device(Some("speech")).is_ok());
+/// assert!(check_augment_on_device(Some("text")).unwrap_err().contains("vision or speech"));
+/// assert!(check_augment_on_device(None).is_err());
+/// ```
+pub fn check_augment_on_device(modality: Option<&str>) -> Result<(), String> {
+    match modality {
+        Some(m) if ON_DEVICE_MODALITIES.contains(&m) => Ok(()),
+        m => Err(format!(
+            "--augment-on-device is an option of {} only, not {}: name one of them",
+            ON_DEVICE_MODALITIES.join(" or "),
+            m.map_or("every model's".to_string(), |m| format!("{m}'s"))
+        )),
+    }
+}
+
 /// The coverage a distribution-free confidence interval of a median should reach.
 pub const CI_LEVEL: f64 = 0.95;
 

@@ -17,7 +17,7 @@ use tch::Tensor;
 
 impl FixedBatch for SpeechBatch {
     fn fresh_copy(&self) -> Self {
-        SpeechBatch { waves: self.waves.copy(), lengths: self.lengths.clone(), mask: self.mask.copy() }
+        SpeechBatch::fresh_copy(self)
     }
 }
 
@@ -66,7 +66,8 @@ pub fn measure(ctx: &BenchContext) -> Result<Measured> {
     if corpus.clips.len() < batch_size {
         return Err(SpeechError::InvalidArgument("the embedded clips join into fewer tracks than one batch".into()));
     }
-    let source = CropSource::new(corpus, cfg.crop_seconds, cfg.masking, cfg.model.clone())?;
+    let source = CropSource::new(corpus, cfg.crop_seconds, cfg.masking, cfg.model.clone())?
+        .crops_on_device(a.augment_on_device)?;
 
     // Reference artefacts: initial weights, one batch (crops, span mask), the frozen target makers
     // and the targets they give, our first-step loss on it.
@@ -82,7 +83,7 @@ pub fn measure(ctx: &BenchContext) -> Result<Measured> {
     let batch = source.collate(items.map_err(|e| SpeechError::InvalidArgument(e.to_string()))?, &mut rng);
     let o = &cfg.objective;
     let rq = RandomProjectionQuantizer::new(N_MELS, o.code_dim, o.codebook_size, o.quantizer_seed, device);
-    let waves = batch.waves.to_device(device);
+    let waves = batch.waves_on(device)?;
     let frames = cfg.model.frames(waves.size()[1]);
     let valid = frame_validity(&cfg.model, &batch.lengths, frames, device);
     let targets =
@@ -90,7 +91,7 @@ pub fn measure(ctx: &BenchContext) -> Result<Measured> {
     let filterbank = Tensor::from_slice(&mel_filterbank(N_MELS, SAMPLE_RATE)).view([N_FFT / 2 + 1, N_MELS]);
     Tensor::write_safetensors(
         &[
-            ("waves", &batch.waves),
+            ("waves", &batch.waves_on(tch::Device::Cpu)?),
             ("lengths", &Tensor::from_slice(&batch.lengths)),
             ("mask", &batch.mask),
             ("targets", &targets),

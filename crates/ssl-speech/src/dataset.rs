@@ -1,6 +1,7 @@
 //! Folders of WAV files: an unlabeled pool for pretraining (every `.wav` below a folder), a
 //! labeled `train/<class>/`, `test/<class>/` split for evaluation, and the [`DataSource`] that
-//! crops, pads and masks pretraining batches.
+//! crops, pads and masks pretraining batches (in the loader, or on the training device:
+//! [`crate::batch`]).
 //!
 //! Bad files are skipped with a warning naming them and counted; a folder with no usable audio
 //! is an error.
@@ -14,7 +15,10 @@ use rayon::prelude::*;
 use ssl_core::eval::LabeledSet;
 use ssl_core::loader::DataSource;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use tch::Tensor;
+
+pub use crate::batch::{ResidentAudio, SpeechBatch, Waves};
 
 pub use ssl_records::skipped::Skipped;
 
@@ -222,21 +226,34 @@ pub fn load_test_folder(dir: &Path, samples: usize, model: &ModelConfig, classes
     Ok(set)
 }
 
-/// A pretraining batch.
-pub struct SpeechBatch {
-    /// `[B, S]` waveforms, zero beyond each row's length (`S` is the longest row, at most the
-    /// crop length).
-    pub waves: Tensor,
-    /// Valid samples per row.
-    pub lengths: Vec<i64>,
-    /// `[B, T]` bool: frames to mask (never padding).
-    pub mask: Tensor,
+/// Where a [`CropSource`] cuts its crops from.
+enum Clips {
+    /// Decoded clips; the loader copies each crop into the batch.
+    Host(AudioCorpus),
+    /// One tensor of the corpus; the training device cuts the crops ([`crate::batch`]).
+    Resident(Arc<ResidentAudio>),
+}
+
+impl Clips {
+    fn len(&self) -> usize {
+        match self {
+            Clips::Host(c) => c.clips.len(),
+            Clips::Resident(a) => a.len(),
+        }
+    }
+
+    fn clip_len(&self, index: usize) -> Option<usize> {
+        match self {
+            Clips::Host(c) => c.clips.get(index).map(Vec::len),
+            Clips::Resident(a) => a.clip_len(index),
+        }
+    }
 }
 
 /// Random fixed-length crops of a corpus, each span-masked with its own item RNG (so a crop's mask
 /// does not depend on the batch it lands in: a data-parallel run masks as one process does).
 pub struct CropSource {
-    corpus: AudioCorpus,
+    clips: Clips,
     crop: usize,
     masker: SpanMasker,
     model: ModelConfig,
@@ -256,7 +273,18 @@ impl CropSource {
                 "mask probability must be in (0, 1] and the span length positive".into(),
             ));
         }
-        Ok(Self { corpus, crop, masker, model })
+        Ok(Self { clips: Clips::Host(corpus), crop, masker, model })
+    }
+
+    /// With `on_device`, cut the crops on the training device (`--augment-on-device`): the corpus
+    /// becomes one tensor ([`ResidentAudio`]) and batches carry offsets into it. The samples and
+    /// masks are those of the loader's crops.
+    pub fn crops_on_device(self, on_device: bool) -> Result<Self> {
+        let clips = match (self.clips, on_device) {
+            (Clips::Host(corpus), true) => Clips::Resident(Arc::new(ResidentAudio::new(corpus)?)),
+            (clips, _) => clips,
+        };
+        Ok(Self { clips, ..self })
     }
 
     pub fn crop_samples(&self) -> usize {
@@ -264,9 +292,11 @@ impl CropSource {
     }
 }
 
-/// A crop and the span mask over its frames.
+/// A crop (its clip, first sample and length) and the span mask over its frames.
 pub struct MaskedCrop {
-    pub samples: Vec<f32>,
+    pub clip: usize,
+    pub start: usize,
+    pub len: usize,
     pub mask: Vec<bool>,
 }
 
@@ -275,48 +305,54 @@ impl DataSource for CropSource {
     type Batch = SpeechBatch;
 
     fn len(&self) -> usize {
-        self.corpus.clips.len()
+        self.clips.len()
     }
 
     fn get(&self, index: usize, rng: &mut ChaCha8Rng) -> std::result::Result<MaskedCrop, Skipped> {
-        let clip = self
-            .corpus
+        let clip_len = self
             .clips
-            .get(index)
+            .clip_len(index)
             .ok_or_else(|| Skipped::record("pretraining audio", index as u64, "no such clip"))?;
-        let samples = if clip.len() <= self.crop {
-            clip.clone()
-        } else {
-            let start = rng.random_range(0..=clip.len() - self.crop);
-            clip[start..start + self.crop].to_vec()
+        let (start, len) = match clip_len <= self.crop {
+            true => (0, clip_len),
+            false => (rng.random_range(0..=clip_len - self.crop), self.crop),
         };
-        let frames = self.model.frames(samples.len() as i64).max(0) as usize;
+        let frames = self.model.frames(len as i64).max(0) as usize;
         let mask = self.masker.sample(frames, frames, rng);
-        Ok(MaskedCrop { samples, mask })
+        Ok(MaskedCrop { clip: index, start, len, mask })
     }
 
     fn collate(&self, crops: Vec<MaskedCrop>, _rng: &mut ChaCha8Rng) -> SpeechBatch {
-        let (items, masks): (Vec<Vec<f32>>, Vec<Vec<bool>>) = crops.into_iter().map(|c| (c.samples, c.mask)).unzip();
-        let b = items.len();
-        let lengths: Vec<i64> = items.iter().map(|x| x.len() as i64).collect();
+        let b = crops.len();
+        let lengths: Vec<i64> = crops.iter().map(|c| c.len as i64).collect();
         // Pad to the longest item of the batch, not to the crop length: with short clips most of
         // a crop would be padding.
-        let width = items.iter().map(Vec::len).max().unwrap_or(0).min(self.crop);
-        let mut flat = Vec::with_capacity(b * width);
-        for x in &items {
-            flat.extend_from_slice(&x[..x.len().min(width)]);
-            flat.resize(flat.len() + width - x.len().min(width), 0.0);
-        }
-        let waves = Tensor::from_slice(&flat).view([b as i64, width as i64]);
+        let width = crops.iter().map(|c| c.len).max().unwrap_or(0).min(self.crop);
         let total = self.model.frames(width as i64).max(0) as usize;
         // Each crop's mask covers its own frames; padding frames are never masked.
         let mut flat_mask = Vec::with_capacity(b * total);
-        for m in &masks {
-            let n = m.len().min(total);
-            flat_mask.extend_from_slice(&m[..n]);
+        for c in &crops {
+            let n = c.mask.len().min(total);
+            flat_mask.extend_from_slice(&c.mask[..n]);
             flat_mask.resize(flat_mask.len() + total - n, false);
         }
         let mask = Tensor::from_slice(&flat_mask).view([b as i64, total as i64]);
+        let waves = match &self.clips {
+            Clips::Host(corpus) => {
+                let mut flat = Vec::with_capacity(b * width);
+                for c in &crops {
+                    let n = c.len.min(width);
+                    flat.extend_from_slice(&corpus.clips[c.clip][c.start..c.start + n]);
+                    flat.resize(flat.len() + width - n, 0.0);
+                }
+                Waves::Samples(Tensor::from_slice(&flat).view([b as i64, width as i64]))
+            }
+            Clips::Resident(audio) => {
+                let starts: Vec<i64> =
+                    crops.iter().map(|c| (audio.offset(c.clip).unwrap_or(0) + c.start) as i64).collect();
+                Waves::Crops { starts: Tensor::from_slice(&starts), width: width as i64, audio: audio.clone() }
+            }
+        };
         SpeechBatch { waves, lengths, mask }
     }
 }

@@ -46,6 +46,7 @@
 //! let loss = out.loss.double_value(&[]);
 //! assert!((loss - 512f64.ln()).abs() < 1.5, "initial loss {loss}");
 //! ```
+pub mod batch;
 pub mod bench;
 pub mod best_rq;
 pub mod contrastive;

@@ -27,6 +27,10 @@ pub struct SpeechConfig {
     pub crop_seconds: f64,
     /// Length every evaluation clip is centre-cropped or padded to.
     pub eval_seconds: f64,
+    /// Cut the pretraining crops on the training device (`--augment-on-device`, see
+    /// [`crate::batch`]); the same samples and masks as the loader's.
+    #[serde(default)]
+    pub augment_on_device: bool,
     pub pooling: Pooling,
     pub train: TrainConfig,
     pub protocol: ProtocolConfig,
@@ -68,6 +72,7 @@ impl SpeechConfig {
             masking: SpanMasker::default(),
             crop_seconds: 2.0,
             eval_seconds: 1.0,
+            augment_on_device: false,
             pooling: Pooling::AllLayers,
             train,
             protocol,
@@ -118,7 +123,8 @@ pub fn pretrain<'a>(
     start: impl Into<Start<'a>>,
 ) -> Result<Pretrained> {
     cfg.validate()?;
-    let source = CropSource::new(corpus, cfg.crop_seconds, cfg.masking, cfg.model.clone())?;
+    let source = CropSource::new(corpus, cfg.crop_seconds, cfg.masking, cfg.model.clone())?
+        .crops_on_device(cfg.augment_on_device)?;
     let mut train = cfg.train.clone();
     if source_len(&source) < train.batch_size {
         train.batch_size = source_len(&source).max(1);

@@ -73,6 +73,11 @@ pub struct SpeechFlags {
     /// At most this many files of --data are decoded (evenly spaced over the sorted list).
     #[arg(long, default_value_t = 20000)]
     pub max_files: usize,
+    /// Crop on the training device: the decoded corpus stays there as one tensor and each batch
+    /// is one gather of it (the same samples and span masks as the loader's crops).
+    #[arg(long)]
+    #[serde(default)]
+    pub augment_on_device: bool,
 }
 
 /// `datasets/speech/<rel>`, the committed default data.
@@ -112,6 +117,7 @@ impl SpeechRecipe {
         if let Some(e) = flags.eval_seconds {
             cfg.eval_seconds = e;
         }
+        cfg.augment_on_device |= flags.augment_on_device;
         if let Some(p) = &flags.pooling {
             cfg.pooling = match p.as_str() {
                 "all-layers" => Pooling::AllLayers,

@@ -1,7 +1,8 @@
-//! A c10d process group (TCPStore rendezvous, ProcessGroupGloo collectives), through the C++
-//! layer in `csrc/distributed.cpp`.
+//! A c10d process group (TCPStore rendezvous, ProcessGroupGloo or ProcessGroupNCCL collectives),
+//! through the C++ layer in `csrc/distributed.cpp` (and `csrc/nccl.cpp` in builds with NCCL).
 use super::overlap::BucketConfig;
 use super::world::World;
+use super::Backend;
 use crate::error::{CoreError, Result};
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::time::Duration;
@@ -11,7 +12,8 @@ mod ffi {
     use std::ffi::{c_char, c_int, c_void};
     extern "C" {
         pub fn ssl_free_error(err: *mut c_char);
-        pub fn ssl_dist_gloo_new(
+        pub fn ssl_dist_new(
+            backend: c_int,
             host: *const c_char,
             port: c_int,
             rank: c_int,
@@ -19,6 +21,7 @@ mod ffi {
             serve: c_int,
             prefix: *const c_char,
             timeout_s: f64,
+            device: c_int,
             out: *mut *mut c_void,
         ) -> *mut c_char;
         pub fn ssl_dist_free(g: *mut c_void);
@@ -70,13 +73,27 @@ impl ProcessGroup {
     /// forever) when the others do not arrive within `timeout`; the same timeout bounds every
     /// collective afterwards.
     pub fn gloo(world: &World, timeout: Duration) -> Result<Self> {
+        Self::new(world, Backend::Gloo, tch::Device::Cpu, timeout)
+    }
+
+    /// Rendezvous with the other ranks and create a group of `backend`, whose tensors live on
+    /// `device` (NCCL: this rank's CUDA device; Gloo: any). Fails (rather than waits forever)
+    /// when the others do not arrive within `timeout`; the same timeout bounds every collective
+    /// afterwards.
+    pub fn new(world: &World, backend: Backend, device: tch::Device, timeout: Duration) -> Result<Self> {
+        backend.check_available(device)?;
+        let cuda_index = match device {
+            tch::Device::Cuda(i) => i as c_int,
+            _ => -1,
+        };
         let host = CString::new(world.master_addr.clone())
             .map_err(|_| CoreError::InvalidArgument("MASTER_ADDR contains a NUL byte".into()))?;
         let prefix = CString::new(world.store_prefix())
             .map_err(|_| CoreError::InvalidArgument("the store prefix contains a NUL byte".into()))?;
         let mut out: *mut c_void = std::ptr::null_mut();
         let err = unsafe {
-            ffi::ssl_dist_gloo_new(
+            ffi::ssl_dist_new(
+                backend as c_int,
                 host.as_ptr(),
                 world.master_port as c_int,
                 world.rank as c_int,
@@ -84,6 +101,7 @@ impl ProcessGroup {
                 world.serves_store() as c_int,
                 prefix.as_ptr(),
                 timeout.as_secs_f64(),
+                cuda_index,
                 &mut out,
             )
         };

@@ -34,14 +34,14 @@ use std::sync::OnceLock;
 use std::time::Duration;
 use tch::{nn::VarStore, Tensor};
 
-/// The collective backend.
+/// The collective backend (the discriminant is the C++ layer's `backend` argument).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
     /// Gloo: CPU tensors (the default on the CPU).
-    Gloo,
-    /// NCCL: CUDA tensors (the default on CUDA).
-    Nccl,
+    Gloo = 0,
+    /// NCCL: CUDA tensors (the default on CUDA), in builds made with `SSL_NCCL=1`.
+    Nccl = 1,
 }
 
 impl Backend {
@@ -52,13 +52,24 @@ impl Backend {
 }
 
 impl Backend {
-    /// Whether this build can use the backend.
-    pub fn check_available(self) -> Result<()> {
+    /// Whether this build can use the backend on `device`: NCCL needs a CUDA device and a build
+    /// made with `SSL_NCCL=1` (`cfg(ssl_nccl)`, set by ssl-core's build script).
+    ///
+    /// ```
+    /// use ssl_core::dist::Backend;
+    /// assert!(Backend::Gloo.check_available(tch::Device::Cpu).is_ok());
+    /// assert!(Backend::Nccl.check_available(tch::Device::Cpu).is_err());
+    /// ```
+    pub fn check_available(self, device: tch::Device) -> Result<()> {
         match self {
             Backend::Gloo => Ok(()),
+            Backend::Nccl if !device.is_cuda() => Err(CoreError::InvalidArgument(format!(
+                "the NCCL backend needs a CUDA device, not {device:?}: use --device cuda or --dist-backend gloo"
+            ))),
+            Backend::Nccl if cfg!(ssl_nccl) => Ok(()),
             Backend::Nccl => Err(CoreError::InvalidArgument(
-                "this build has no NCCL backend (it links Gloo only; see docs/src/scaling-out.md): use \
-                 --dist-backend gloo"
+                "this build has no NCCL backend (it links Gloo only): rebuild with SSL_NCCL=1 (see \
+                 docs/src/scaling-out.md) or use --dist-backend gloo"
                     .into(),
             )),
         }
@@ -70,11 +81,12 @@ pub const DEFAULT_TIMEOUT_SECS: f64 = 600.0;
 
 static GROUP: OnceLock<ProcessGroup> = OnceLock::new();
 
-/// Join the run's process group (once per process), whose gradients the trainer buckets as
-/// `buckets` says. A world of one process creates nothing.
+/// Join the run's process group (once per process), whose tensors live on `device` and whose
+/// gradients the trainer buckets as `buckets` says. A world of one process creates nothing.
 pub fn init(
     world: &World,
     backend: Backend,
+    device: tch::Device,
     timeout: Duration,
     buckets: BucketConfig,
 ) -> Result<Option<&'static ProcessGroup>> {
@@ -87,8 +99,7 @@ pub fn init(
         }
         return Err(CoreError::InvalidArgument("this process already joined another process group".into()));
     }
-    backend.check_available()?;
-    let group = ProcessGroup::gloo(world, timeout)?.with_buckets(buckets);
+    let group = ProcessGroup::new(world, backend, device, timeout)?.with_buckets(buckets);
     Ok(Some(GROUP.get_or_init(|| group)))
 }
 

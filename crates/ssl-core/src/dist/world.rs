@@ -62,6 +62,20 @@ fn number<T: std::str::FromStr>(var: &str, value: Option<String>) -> Result<Opti
 }
 
 impl World {
+    /// This rank's training device for the `--device` value `spec`: one GPU per process, so in
+    /// a data-parallel run `cuda` means `cuda:LOCAL_RANK`; anything else is taken as written.
+    ///
+    /// ```
+    /// let w = ssl_core::dist::World::single();
+    /// assert_eq!(w.device("cpu").unwrap(), tch::Device::Cpu);
+    /// ```
+    pub fn device(&self, spec: &str) -> Result<tch::Device> {
+        match (self.is_distributed(), spec) {
+            (true, "cuda") => crate::device::parse(&format!("cuda:{}", self.local_rank)),
+            _ => crate::device::parse(spec),
+        }
+    }
+
     /// A run of one process.
     pub fn single() -> Self {
         World {

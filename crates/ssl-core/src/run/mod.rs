@@ -67,7 +67,7 @@ pub fn execute<R: Recipe>(recipe: &mut R, plan: &RunPlan) -> std::result::Result
         return Ok(Some(Report::read(&run_dir)?));
     }
     plan.apply_threads();
-    let group = crate::dist::init(&plan.world, plan.dist_backend, plan.dist_timeout, plan.dist_buckets)?;
+    let group = crate::dist::init(&plan.world, plan.dist_backend, plan.device, plan.dist_timeout, plan.dist_buckets)?;
     let main = plan.world.is_main();
     std::fs::create_dir_all(&run_dir).map_err(|e| CoreError::io(&run_dir, e))?;
     // Before anything is read or written: a recipe may write into the run directory as it

@@ -170,14 +170,10 @@ impl RunOptions {
                 world.size
             )));
         }
-        let mut device = crate::device::parse(self.device.as_deref().unwrap_or("cpu"))?;
-        // One GPU per process: `--device cuda` means this rank's local GPU.
-        if world.is_distributed() && self.device.as_deref() == Some("cuda") {
-            device = crate::device::parse(&format!("cuda:{}", world.local_rank))?;
-        }
+        let device = world.device(self.device.as_deref().unwrap_or("cpu"))?;
         let dist_backend = Backend::for_device(self.dist_backend, device);
         if distributed {
-            dist_backend.check_available()?;
+            dist_backend.check_available(device)?;
         }
         let mode =
             match (self.eval_only, &self.checkpoint, self.resume) {
