@@ -155,6 +155,9 @@ where
 }
 
 fn main() -> ExitCode {
+    // Before any tensor exists: freed tensors stay in the process for the next step instead of
+    // being unmapped and page-faulted again (ssl_core::memory).
+    ssl_core::memory::keep_freed_memory();
     let matches = match Cli::command().try_get_matches() {
         Ok(m) => m,
         Err(e) => {

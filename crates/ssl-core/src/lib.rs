@@ -58,6 +58,7 @@ pub mod interrupt;
 pub mod kernels;
 pub mod loader;
 pub mod losses;
+pub mod memory;
 pub mod optim;
 pub mod plots;
 pub mod profile;
