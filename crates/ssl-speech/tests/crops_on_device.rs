@@ -12,6 +12,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use tch::Device;
 
+mod common;
+
 fn corpus(model: &ModelConfig) -> AudioCorpus {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../datasets/speech/unlabeled");
     AudioCorpus::load_dir(&dir, model).unwrap()
@@ -25,22 +27,9 @@ fn batches(model: &ModelConfig, crop_seconds: f64, on_device: bool, n: usize) ->
     (0..n).map(|_| loader.next_batch().unwrap().batch).collect()
 }
 
-fn small_model() -> ModelConfig {
-    ModelConfig {
-        conv_channels: 16,
-        dim: 32,
-        layers: 1,
-        heads: 2,
-        ffn_dim: 64,
-        pos_conv_kernel: 8,
-        pos_conv_groups: 4,
-        ..ModelConfig::tiny()
-    }
-}
-
 #[test]
 fn device_crops_give_the_loaders_waveforms_and_masks() {
-    let model = small_model();
+    let model = common::small_model();
     // Longer than some clips and shorter than others: rows are cropped and rows are padded.
     let crop_seconds = 1.5;
     let crop = (crop_seconds * 16000.0) as i64;
@@ -73,7 +62,7 @@ fn device_crops_give_the_loaders_waveforms_and_masks() {
 fn training_with_device_crops_follows_the_loaders_losses() {
     let losses = |on_device: bool| -> Vec<f64> {
         let mut cfg = SpeechConfig::preset("tiny").unwrap();
-        cfg.model = small_model();
+        cfg.model = common::small_model();
         (cfg.objective.codebook_size, cfg.objective.entries, cfg.objective.final_dim) = (32, 8, 16);
         cfg.crop_seconds = 1.0;
         cfg.augment_on_device = on_device;

@@ -3,11 +3,12 @@
 use ssl_core::eval::report::{detect_machine, Report};
 use ssl_core::eval::EvalKind;
 use ssl_speech::dataset::{load_labeled, AudioCorpus};
-use ssl_speech::model::ModelConfig;
 use ssl_speech::objective::Method;
 use ssl_speech::pretrain::{evaluate_split, pretrain, SpeechConfig};
 use std::path::PathBuf;
 use tch::Device;
+
+mod common;
 
 fn committed(rel: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../datasets/speech").join(rel)
@@ -15,16 +16,7 @@ fn committed(rel: &str) -> PathBuf {
 
 fn tiny_config(method: Method) -> SpeechConfig {
     let mut cfg = SpeechConfig::preset("tiny").unwrap();
-    cfg.model = ModelConfig {
-        conv_channels: 16,
-        dim: 32,
-        layers: 1,
-        heads: 2,
-        ffn_dim: 64,
-        pos_conv_kernel: 8,
-        pos_conv_groups: 4,
-        ..ModelConfig::tiny()
-    };
+    cfg.model = common::small_model();
     cfg.objective.method = method;
     cfg.objective.codebook_size = 32;
     cfg.objective.entries = 8;
