@@ -41,7 +41,7 @@ fn cuda_is_used_when_present_and_never_faked_when_absent() {
 /// refused with its reason.
 #[test]
 fn nccl_group_of_one_runs_collectives_on_the_gpu() {
-    use ssl_core::dist::{Backend, Launcher, ProcessGroup, World};
+    use ssl_core::dist::{Backend, ProcessGroup, World};
     let required = std::env::var("SSL_REQUIRE_NCCL").is_ok_and(|v| v == "1");
     let cpu = Backend::Nccl.check_available(Device::Cpu).unwrap_err().to_string();
     assert!(cpu.contains("needs a CUDA device"), "{cpu}");
@@ -56,13 +56,9 @@ fn nccl_group_of_one_runs_collectives_on_the_gpu() {
         return;
     }
     let world = World {
-        rank: 0,
-        size: 1,
-        local_rank: 0,
-        local_size: 1,
         master_addr: "127.0.0.1".into(),
         master_port: ssl_core::dist::launch::free_port().unwrap(),
-        launcher: Launcher::Single,
+        ..World::single()
     };
     let group = ProcessGroup::new(&world, Backend::Nccl, device, std::time::Duration::from_secs(60)).unwrap();
     let t = tch::Tensor::arange(1000, (tch::Kind::Float, device));

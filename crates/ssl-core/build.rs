@@ -42,9 +42,9 @@ fn main() {
     println!("cargo:rerun-if-changed=csrc/nccl.cpp");
     println!("cargo:rerun-if-changed=csrc/nccl_backend.h");
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
-    println!("cargo:rerun-if-env-changed=SSL_NCCL");
+    println!("cargo:rerun-if-env-changed={}", ssl_build::NCCL_VAR);
     println!("cargo::rustc-check-cfg=cfg(ssl_nccl)");
-    let nccl = std::env::var("SSL_NCCL").is_ok_and(|v| v == "1");
+    let nccl = ssl_build::nccl_requested();
     // torch-sys (links = "tch") publishes its library folder to direct dependents.
     let lib =
         PathBuf::from(std::env::var("DEP_TCH_LIBTORCH_LIB").expect("torch-sys did not report DEP_TCH_LIBTORCH_LIB"));

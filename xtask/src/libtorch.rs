@@ -75,24 +75,20 @@ pub fn provision() -> Result<Source> {
             read_marker(&venv).context("torch was installed but its marker is missing")?
         }
     };
-    if std::env::var("SSL_NCCL").is_ok_and(|v| v == "1") {
+    if ssl_build::nccl_requested() {
         nccl_headers(&venv, &torch_dir)?;
     }
     Ok(Source::Cache { venv, torch_dir })
 }
 
-/// The CUDA headers the NCCL build (`SSL_NCCL=1`, see ssl-core's build.rs) compiles against that
-/// the torch wheel does not bring: the crt and cccl headers of CUDA 13.0, the release of the
-/// wheel's CUDA runtime. Headers only; nothing is linked from them.
-pub const NCCL_HEADER_PACKAGES: [(&str, &str); 2] = [("nvidia_cuda_crt", "13.0.88"), ("nvidia_cuda_cccl", "13.0.85")];
-
-/// Install [`NCCL_HEADER_PACKAGES`] into our environment, once.
+/// Install `ssl_build::NCCL_HEADER_PACKAGES` (the headers the `SSL_NCCL=1` build needs) into
+/// our environment, once.
 fn nccl_headers(venv: &Path, torch_dir: &Path) -> Result<()> {
     let site = torch_dir.parent().context("the torch folder has no parent")?;
-    let missing: Vec<String> = NCCL_HEADER_PACKAGES
+    let missing: Vec<String> = ssl_build::NCCL_HEADER_PACKAGES
         .iter()
-        .filter(|(name, version)| !site.join(format!("{name}-{version}.dist-info")).is_dir())
-        .map(|(name, version)| format!("{}=={version}", name.replace('_', "-")))
+        .filter(|(name, version)| !site.join(format!("{}-{version}.dist-info", name.replace('-', "_"))).is_dir())
+        .map(|(name, version)| format!("{name}=={version}"))
         .collect();
     if missing.is_empty() {
         return Ok(());

@@ -34,3 +34,17 @@ pub fn link_libtorch_dir(dir: &Path) {
         }
     }
 }
+
+/// The variable that asks for the NCCL backend (`SSL_NCCL=1`): ssl-core's build script then
+/// compiles `csrc/nccl.cpp`, and `cargo xtask` installs [`NCCL_HEADER_PACKAGES`] first.
+pub const NCCL_VAR: &str = "SSL_NCCL";
+
+/// Whether this build asks for the NCCL backend ([`NCCL_VAR`] is `1`).
+pub fn nccl_requested() -> bool {
+    std::env::var(NCCL_VAR).is_ok_and(|v| v == "1")
+}
+
+/// The CUDA headers the NCCL build compiles against that the torch wheel does not bring, as
+/// PyPI (name, version): the crt and cccl headers of CUDA 13.0, the release of the wheel's CUDA
+/// runtime. Headers only; nothing is linked from them.
+pub const NCCL_HEADER_PACKAGES: [(&str, &str); 2] = [("nvidia-cuda-crt", "13.0.88"), ("nvidia-cuda-cccl", "13.0.85")];

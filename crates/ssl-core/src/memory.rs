@@ -8,7 +8,7 @@
 //! allocations. Measured on a 2-core AMD EPYC VM (docs/src/performance.md): processes running the
 //! same vision step took 14,000 to 192,000 minor faults per second, and their speed followed the
 //! count (1,246 to 1,470 images/s for PyTorch's reference, 1,293 for ours). With the thresholds
-//! fixed here the count fell to under 50 per second on every side, and the step ran 1,711 images/s.
+//! fixed here our count fell to under 50 per second, and the step ran 1,724 images/s.
 //!
 //! [`keep_freed_memory`] fixes them: blocks up to 32 MiB (glibc's largest mmap threshold) come
 //! from the heap, and up to 1 GiB of free heap stays mapped for the next step. The `ssl` binary

@@ -104,11 +104,6 @@ pub struct SpeechBatch {
 }
 
 impl SpeechBatch {
-    /// A batch of waveforms `[B, S]` made already.
-    pub fn new(waves: Tensor, lengths: Vec<i64>, mask: Tensor) -> Self {
-        Self { waves: Waves::Samples(waves), lengths, mask }
-    }
-
     /// The waveforms `[B, S]` on `device`.
     pub fn waves_on(&self, device: Device) -> Result<Tensor, TchError> {
         match &self.waves {

@@ -69,13 +69,6 @@ unsafe impl Send for ProcessGroup {}
 unsafe impl Sync for ProcessGroup {}
 
 impl ProcessGroup {
-    /// Rendezvous with the other ranks and create a Gloo group. Fails (rather than waits
-    /// forever) when the others do not arrive within `timeout`; the same timeout bounds every
-    /// collective afterwards.
-    pub fn gloo(world: &World, timeout: Duration) -> Result<Self> {
-        Self::new(world, Backend::Gloo, tch::Device::Cpu, timeout)
-    }
-
     /// Rendezvous with the other ranks and create a group of `backend`, whose tensors live on
     /// `device` (NCCL: this rank's CUDA device; Gloo: any). Fails (rather than waits forever)
     /// when the others do not arrive within `timeout`; the same timeout bounds every collective
