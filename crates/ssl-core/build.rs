@@ -1,5 +1,6 @@
-//! Compiles the small C++ layer (`csrc/kernels.cpp`) against the same LibTorch headers and C++ ABI
-//! as `torch-sys`, and passes the LibTorch library folder on to dependents.
+//! Compiles the small C++ layer (`csrc/kernels.cpp`, `distributed.cpp`, `profiler.cpp`,
+//! `block_cache.cpp`) against the same LibTorch headers and C++ ABI as `torch-sys`, and passes the
+//! LibTorch library folder on to dependents.
 //!
 //! With `SSL_NCCL=1` it also compiles `csrc/nccl.cpp` (c10d's ProcessGroupNCCL) against the CUDA
 //! and NCCL headers of the PyPI packages next to torch, links `torch_cuda` and `c10_cuda`, and
@@ -37,6 +38,7 @@ fn main() {
     println!("cargo:rerun-if-changed=csrc/kernels.cpp");
     println!("cargo:rerun-if-changed=csrc/distributed.cpp");
     println!("cargo:rerun-if-changed=csrc/profiler.cpp");
+    println!("cargo:rerun-if-changed=csrc/block_cache.cpp");
     println!("cargo:rerun-if-changed=csrc/guarded.h");
     println!("cargo:rerun-if-changed=csrc/gloo_api");
     println!("cargo:rerun-if-changed=csrc/nccl.cpp");
@@ -70,7 +72,8 @@ fn main() {
         .flag("-DUSE_C10D_GLOO")
         .file("csrc/kernels.cpp")
         .file("csrc/distributed.cpp")
-        .file("csrc/profiler.cpp");
+        .file("csrc/profiler.cpp")
+        .file("csrc/block_cache.cpp");
     if !nccl {
         main.compile("ssl_core_kernels");
     } else {

@@ -4,6 +4,10 @@
 //! follows the largest mapped block freed (8 MiB here, so 16 MiB), far below the 160 MiB a round
 //! frees at the top of the heap.
 //!
+//! Blocks over 32 MiB glibc maps afresh whatever the thresholds: a tensor of 64 MiB faults all
+//! its 16,384 pages each time it is made, until `keep_freed_memory` has installed the large-block
+//! cache, after which it faults none.
+//!
 //! A test binary of its own without the test harness (`harness = false`): the rounds run on the
 //! process's main thread, as the `ssl` binary's training step does, and nothing else runs to
 //! move the fault counter. (On other threads glibc's per-thread arenas unmap whole free heaps
@@ -31,8 +35,46 @@ fn round() {
     std::hint::black_box(&blocks);
 }
 
+/// One round of large tensors: three of 64 MiB, written in full by `fill_`, then freed.
+fn tensor_round() {
+    let ts: Vec<tch::Tensor> =
+        (0..3).map(|i| tch::Tensor::empty([16 << 20], (tch::Kind::Float, tch::Device::Cpu)).fill_(i)).collect();
+    std::hint::black_box(&ts);
+}
+
+/// Minor faults per round of [`tensor_round`], over 4 rounds after 2 to warm up.
+fn tensor_faults_per_round() -> f64 {
+    tensor_round();
+    tensor_round();
+    let before = minor_faults();
+    for _ in 0..4 {
+        tensor_round();
+    }
+    (minor_faults() - before) as f64 / 4.0
+}
+
 fn main() {
-    assert!(ssl_core::memory::keep_freed_memory(), "mallopt refused the thresholds");
+    // One thread: LibTorch's intra-op pool would otherwise start (and fault) during the rounds.
+    tch::set_num_threads(1);
+    let uncached = tensor_faults_per_round();
+    eprintln!("{uncached:.0} minor faults per round of 3 x 64 MiB tensors before keep_freed_memory");
+    // Each round writes 3 x 16,384 pages; measured 49,000 a round.
+    assert!(uncached > 40_000.0, "{uncached} faults a round: large tensors were not mapped afresh before the cache");
+    assert!(ssl_core::memory::block_cache_stats().is_none(), "the cache reports counters before it is installed");
+
+    assert!(ssl_core::memory::keep_freed_memory(), "mallopt refused the thresholds or the cache was not installed");
+    let cached = tensor_faults_per_round();
+    eprintln!("{cached:.0} minor faults per round of 3 x 64 MiB tensors with the large-block cache");
+    assert!(cached < 1_000.0, "{cached} faults a round: the large-block cache did not keep the tensors' blocks");
+    let stats = ssl_core::memory::block_cache_stats().expect("installed");
+    // 6 rounds of 3 tensors: the first round's three blocks are mapped, every later one reused.
+    assert_eq!((stats.misses, stats.hits), (3, 15), "{stats:?}");
+    assert_eq!((stats.cached_blocks, stats.cached_bytes), (3, 3 * (64 << 20)), "{stats:?}");
+    ssl_core::memory::trim_block_cache();
+    let trimmed = ssl_core::memory::block_cache_stats().expect("installed");
+    assert_eq!((trimmed.cached_blocks, trimmed.cached_bytes), (0, 0), "{trimmed:?}");
+    println!("test large_tensors_are_reused_without_page_faults ... ok");
+
     // The first rounds grow the heap (and fault) once.
     round();
     round();
