@@ -2,7 +2,7 @@
 //!
 //! On a machine with a GPU, or with `SSL_REQUIRE_CUDA=1` (which makes a missing GPU a failure),
 //! this trains the toy objective on CUDA with bf16 autocast and the fused AdamW kernel, and checks
-//! that the parameters live on the GPU. Elsewhere it checks that asking for CUDA is an error.
+//! that the parameters live on the GPU and that the loader pins its batches. Elsewhere it checks that asking for CUDA is an error.
 use ssl_core::kernels::Bf16Autocast;
 use ssl_core::toy::{ToyObjective, ToySource};
 use ssl_core::trainer::{Objective, TrainConfig, Trainer};
@@ -33,6 +33,16 @@ fn cuda_is_used_when_present_and_never_faked_when_absent() {
     for (name, t) in obj.var_store().variables() {
         assert!(t.device().is_cuda(), "{name} is on {:?}", t.device());
     }
+    // The loader page-locks batches for a CUDA step, and the step's copy of a pinned batch is
+    // the same numbers as an ordinary copy.
+    use ssl_core::loader::{Loader, LoaderPosition, Target};
+    let target = Target { shard: (0, 1), device };
+    let mut loader = Loader::sharded(Arc::new(ToySource::new(64, 4)), 16, 1, LoaderPosition::default(), 1, 1, target);
+    let (x, _) = loader.next_batch().unwrap().batch;
+    assert!(x.is_pinned(device), "the loader did not pin a batch for {device:?}");
+    let on = ssl_core::device::upload(&x, device).unwrap();
+    assert!(on.device().is_cuda());
+    assert!(on.to_device(Device::Cpu).equal(&x.to_device(device).to_device(Device::Cpu)));
 }
 
 /// The NCCL backend in a group of one process on GPU 0: rendezvous, broadcast, all-reduce and

@@ -1,6 +1,6 @@
-//! Choosing the device from a `cpu|cuda|cuda:N` string.
+//! Choosing the device from a `cpu|cuda|cuda:N` string, and moving batches to it.
 use crate::error::{CoreError, Result};
-use tch::Device;
+use tch::{Device, Tensor};
 
 /// Parse `cpu`, `cuda` or `cuda:N`. Asking for CUDA where LibTorch sees no GPU is an error, so a
 /// run never silently falls back to the CPU.
@@ -54,4 +54,36 @@ pub fn set_threads(threads: Option<i32>) -> Result<()> {
         tch::set_num_threads(t);
     }
     Ok(())
+}
+
+/// `t` in page-locked ("pinned") host memory when `device` is a CUDA device, as PyTorch's
+/// `DataLoader(pin_memory=True)` leaves its batches; `t` itself otherwise. The loader calls it in
+/// its own thread ([`crate::loader::DataSource::pin_memory`]), so the step's [`upload`] is an
+/// asynchronous copy the host does not wait for.
+///
+/// ```
+/// let t = tch::Tensor::from_slice(&[1.0f32, 2.0]);
+/// let same = ssl_core::device::pin(&t, tch::Device::Cpu).unwrap();
+/// assert_eq!(same.data_ptr(), t.data_ptr());
+/// ```
+pub fn pin(t: &Tensor, device: Device) -> std::result::Result<Tensor, tch::TchError> {
+    match device {
+        Device::Cuda(_) if t.device() == Device::Cpu => t.f_pin_memory(device),
+        _ => Ok(t.shallow_clone()),
+    }
+}
+
+/// `t` on `device`: a non-blocking copy when `t` is pinned host memory going to a CUDA device
+/// (the copy is ordered on the device's current stream, before the kernels that read it), an
+/// ordinary one otherwise, and `t` itself when it is there already. Every batch goes to the
+/// training device through here.
+///
+/// ```
+/// let t = tch::Tensor::from_slice(&[1i64, 2, 3]);
+/// let on = ssl_core::device::upload(&t, tch::Device::Cpu).unwrap();
+/// assert_eq!(on.data_ptr(), t.data_ptr());
+/// ```
+pub fn upload(t: &Tensor, device: Device) -> std::result::Result<Tensor, tch::TchError> {
+    let non_blocking = device.is_cuda() && t.device() == Device::Cpu && t.f_is_pinned(device)?;
+    t.f_to_device_(device, t.kind(), non_blocking, false)
 }

@@ -51,6 +51,29 @@ pub trait DataSource: Send + Sync + 'static {
     fn get(&self, index: usize, rng: &mut ChaCha8Rng) -> std::result::Result<Self::Item, Skipped>;
     /// Turn items into a batch (this is where dynamic masking may happen).
     fn collate(&self, items: Vec<Self::Item>, rng: &mut ChaCha8Rng) -> Self::Batch;
+    /// The batch with its host tensors page-locked for `device` ([`crate::device::pin`], which
+    /// leaves them as they are unless `device` is a CUDA device), called in the loader's thread
+    /// after [`DataSource::collate`]: the step's copies to the device are then asynchronous.
+    /// The default keeps the batch as it is.
+    fn pin_memory(&self, batch: Self::Batch, device: tch::Device) -> std::result::Result<Self::Batch, tch::TchError> {
+        let _ = device;
+        Ok(batch)
+    }
+}
+
+/// Where a loader's batches go: the data-parallel shard it loads (rank, ranks) and the training
+/// device its batches are pinned for ([`DataSource::pin_memory`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Target {
+    pub shard: (usize, usize),
+    pub device: tch::Device,
+}
+
+impl Default for Target {
+    /// One process, training on the CPU.
+    fn default() -> Self {
+        Self { shard: (0, 1), device: tch::Device::Cpu }
+    }
 }
 
 /// Where the loader is: the resume point stored in every checkpoint.
@@ -108,15 +131,16 @@ impl<B: Send + 'static> Loader<B> {
         prefetch: usize,
         threads: usize,
     ) -> Self {
-        Self::sharded(source, batch_size, seed, position, prefetch, threads, (0, 1))
+        Self::sharded(source, batch_size, seed, position, prefetch, threads, Target::default())
     }
 
-    /// A loader for rank `shard.0` of `shard.1` data-parallel processes, like PyTorch's
+    /// A loader for rank `target.shard.0` of `target.shard.1` data-parallel processes, whose
+    /// batches are pinned for `target.device` ([`DataSource::pin_memory`]). Like PyTorch's
     /// `DistributedSampler`: every rank shuffles the epoch the same way, a global batch is
-    /// `batch_size * shard.1` consecutive items of that order, and this rank takes its
+    /// `batch_size * ranks` consecutive items of that order, and this rank takes its
     /// `batch_size` slice of it. Items are augmented from their position in the global order, so
     /// the global batch holds exactly the items, with exactly the augmentation, that one process
-    /// with a batch of `batch_size * shard.1` would load. The position (epoch, global batch) is
+    /// with a batch of `batch_size * ranks` would load. The position (epoch, global batch) is
     /// the same on every rank.
     pub fn sharded<S: DataSource<Batch = B>>(
         source: Arc<S>,
@@ -125,9 +149,9 @@ impl<B: Send + 'static> Loader<B> {
         position: LoaderPosition,
         prefetch: usize,
         threads: usize,
-        shard: (usize, usize),
+        target: Target,
     ) -> Self {
-        let (rank, ranks) = (shard.0, shard.1.max(1));
+        let (rank, ranks) = (target.shard.0, target.shard.1.max(1));
         let (tx, rx) = sync_channel(prefetch.max(1));
         let stop = Arc::new(AtomicBool::new(false));
         let skipped = Arc::new(AtomicU64::new(0));
@@ -198,7 +222,13 @@ impl<B: Send + 'static> Loader<B> {
                     _ => mix_seed(&[seed, pos.epoch, pos.batch, 0xC011, rank as u64]),
                 };
                 let mut rng = ChaCha8Rng::seed_from_u64(collate_seed);
-                let batch = source.collate(items, &mut rng);
+                let batch = match source.pin_memory(source.collate(items, &mut rng), target.device) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        let _ = tx.send(Err(format!("cannot page-lock a batch for {:?}: {e}", target.device)));
+                        return;
+                    }
+                };
                 if tx.send(Ok(LoadedBatch { batch, next: pos })).is_err() {
                     return;
                 }

@@ -59,10 +59,17 @@ mod ffi {
 /// and cache LibTorch's large blocks ([`cache_large_blocks`] with [`LARGE_BLOCK`] and
 /// [`CACHE_LIMIT`]). Returns whether the thresholds took effect (always false where the C
 /// library is not glibc) and the cache was installed.
+///
+/// `SSL_BLOCK_CACHE=0` in the environment leaves LibTorch's allocator as it is (the cache is then
+/// reported as not installed): the switch for measuring what the cache is worth.
 pub fn keep_freed_memory() -> bool {
     let thresholds = fix_thresholds();
-    cache_large_blocks(LARGE_BLOCK, CACHE_LIMIT) && thresholds
+    let cache = std::env::var_os(CACHE_SWITCH).is_none_or(|v| v != "0");
+    cache && cache_large_blocks(LARGE_BLOCK, CACHE_LIMIT) && thresholds
 }
+
+/// The environment variable that turns the large-block cache off (`0`).
+pub const CACHE_SWITCH: &str = "SSL_BLOCK_CACHE";
 
 /// Install the large-block cache as LibTorch's CPU allocator: freed blocks of `min_bytes` or more
 /// are kept for the next tensor of their size (rounded up to 2 MiB; a block up to an eighth

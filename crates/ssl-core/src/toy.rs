@@ -53,6 +53,9 @@ impl DataSource for ToySource {
         let ys: Vec<f32> = items.iter().map(|(_, y)| *y).collect();
         (Tensor::from_slice(&xs).view([n, self.dim as i64]), Tensor::from_slice(&ys))
     }
+    fn pin_memory(&self, batch: Self::Batch, device: Device) -> std::result::Result<Self::Batch, tch::TchError> {
+        Ok((crate::device::pin(&batch.0, device)?, crate::device::pin(&batch.1, device)?))
+    }
 }
 
 /// A two-layer MLP regressor. `nan_at` lists steps whose loss is made non-finite (to test the
@@ -83,7 +86,7 @@ impl Objective for ToyObjective {
         &self.vs
     }
     fn forward(&mut self, batch: &Self::Batch, device: Device) -> Result<StepOutput> {
-        let (x, y) = (batch.0.to_device(device), batch.1.to_device(device));
+        let (x, y) = (crate::device::upload(&batch.0, device)?, crate::device::upload(&batch.1, device)?);
         let pred = self.net.forward(&x).squeeze_dim(1);
         let mut loss = (pred - y).square().mean(Kind::Float);
         if self.nan_at.contains(&self.step) {

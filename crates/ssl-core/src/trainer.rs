@@ -368,7 +368,7 @@ impl Trainer {
             state.loader,
             cfg.prefetch,
             threads,
-            (world.rank, world.size),
+            crate::loader::Target { shard: (world.rank, world.size), device: self.device },
         );
         let bar = crate::progress::Progress::new("pretraining", cfg.steps, !cfg.progress || !main);
         bar.tick(state.step);

@@ -96,3 +96,50 @@ fn the_loaders_threads_run_libtorch_serially() {
     // The calling thread keeps its own count.
     assert_eq!(tch::get_num_threads(), 2);
 }
+
+/// A source that records the device the loader pins its batches for, and refuses to pin when
+/// told to.
+struct Pinned {
+    refuse: bool,
+    seen: std::sync::Mutex<Vec<tch::Device>>,
+}
+
+impl DataSource for Pinned {
+    type Item = i64;
+    type Batch = tch::Tensor;
+    fn len(&self) -> usize {
+        8
+    }
+    fn get(&self, i: usize, _rng: &mut ChaCha8Rng) -> Result<i64, ssl_core::loader::Skipped> {
+        Ok(i as i64)
+    }
+    fn collate(&self, items: Vec<i64>, _rng: &mut ChaCha8Rng) -> tch::Tensor {
+        tch::Tensor::from_slice(&items)
+    }
+    fn pin_memory(&self, batch: tch::Tensor, device: tch::Device) -> Result<tch::Tensor, tch::TchError> {
+        self.seen.lock().unwrap().push(device);
+        match self.refuse {
+            true => Err(tch::TchError::Torch("no page-locked memory".into())),
+            false => ssl_core::device::pin(&batch, device),
+        }
+    }
+}
+
+#[test]
+fn batches_are_pinned_for_the_training_device_in_the_loader_thread() {
+    use ssl_core::loader::Target;
+    let source = Arc::new(Pinned { refuse: false, seen: Default::default() });
+    let target = Target { shard: (0, 1), device: tch::Device::Cpu };
+    let mut l = Loader::sharded(source.clone(), 4, 5, LoaderPosition::default(), 1, 1, target);
+    let b = l.next_batch().unwrap().batch;
+    assert_eq!(b.size(), [4]);
+    drop(l);
+    let seen = source.seen.lock().unwrap().clone();
+    assert!(!seen.is_empty() && seen.iter().all(|d| *d == tch::Device::Cpu), "{seen:?}");
+
+    // A batch that cannot be pinned ends the loader with the reason, not a panic or a hang.
+    let refusing = Arc::new(Pinned { refuse: true, seen: Default::default() });
+    let mut l = Loader::sharded(refusing, 4, 5, LoaderPosition::default(), 1, 1, target);
+    let err = l.next_batch().err().expect("an unpinnable batch is an error").to_string();
+    assert!(err.contains("cannot page-lock a batch") && err.contains("no page-locked memory"), "{err}");
+}

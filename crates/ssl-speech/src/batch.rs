@@ -12,6 +12,7 @@
 //! data-parallel run masks as one process does), and a mask is one bool per frame, 1/320 of the
 //! bytes of its waveform.
 use crate::dataset::AudioCorpus;
+use ssl_core::device::{pin, upload};
 use std::sync::{Arc, Mutex};
 use tch::{Device, Kind, TchError, Tensor};
 
@@ -78,7 +79,7 @@ impl ResidentAudio {
         let last = (audio.size()[0] - 1).max(0);
         let cols = Tensor::f_arange(width, (Kind::Int64, device))?.f_unsqueeze(0)?;
         let padding = cols.f_ge_tensor(&lengths.f_to_device(device)?.f_unsqueeze(1)?)?;
-        let index = starts.f_to_device(device)?.f_unsqueeze(1)?.f_add(&cols)?.f_clamp_max(last)?;
+        let index = upload(starts, device)?.f_unsqueeze(1)?.f_add(&cols)?.f_clamp_max(last)?;
         audio.f_take(&index)?.f_masked_fill(&padding, 0.0)
     }
 }
@@ -107,11 +108,29 @@ impl SpeechBatch {
     /// The waveforms `[B, S]` on `device`.
     pub fn waves_on(&self, device: Device) -> Result<Tensor, TchError> {
         match &self.waves {
-            Waves::Samples(x) => x.f_to_device(device),
+            Waves::Samples(x) => upload(x, device),
             Waves::Crops { starts, width, audio } => {
                 audio.crops(starts, &Tensor::f_from_slice(&self.lengths)?, *width, device)
             }
         }
+    }
+
+    /// The `[B, T]` mask on `device`.
+    pub fn mask_on(&self, device: Device) -> Result<Tensor, TchError> {
+        upload(&self.mask, device)
+    }
+
+    /// The batch in page-locked host memory when `device` is a CUDA device
+    /// ([`ssl_core::device::pin`]), so that [`SpeechBatch::waves_on`] and [`SpeechBatch::mask_on`]
+    /// copy it asynchronously.
+    pub fn pinned(&self, device: Device) -> Result<Self, TchError> {
+        let waves = match &self.waves {
+            Waves::Samples(x) => Waves::Samples(pin(x, device)?),
+            Waves::Crops { starts, width, audio } => {
+                Waves::Crops { starts: pin(starts, device)?, width: *width, audio: audio.clone() }
+            }
+        };
+        Ok(Self { waves, lengths: self.lengths.clone(), mask: pin(&self.mask, device)? })
     }
 
     /// A copy that shares no tensor storage with this batch (the corpus stays shared).

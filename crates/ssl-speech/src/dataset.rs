@@ -355,4 +355,8 @@ impl DataSource for CropSource {
         };
         SpeechBatch { waves, lengths, mask }
     }
+
+    fn pin_memory(&self, batch: SpeechBatch, device: tch::Device) -> std::result::Result<SpeechBatch, tch::TchError> {
+        batch.pinned(device)
+    }
 }

@@ -223,7 +223,7 @@ impl Objective for SpeechObjective {
 
     fn forward(&mut self, batch: &SpeechBatch, device: Device) -> ssl_core::Result<StepOutput> {
         let waves = batch.waves_on(device)?;
-        let mask = batch.mask.f_to_device(device)?;
+        let mask = batch.mask_on(device)?;
         Ok(self.loss(&waves, &batch.lengths, &mask))
     }
 

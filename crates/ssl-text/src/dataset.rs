@@ -21,7 +21,7 @@ use crate::packing::{PackedCorpus, PackedSeq};
 use rand_chacha::ChaCha8Rng;
 use ssl_core::loader::DataSource;
 use std::sync::Arc;
-use tch::{Device, Tensor};
+use tch::{Device, TchError, Tensor};
 
 /// A masked batch on the CPU. `positions`, `targets` and `valid` are `[B, slots]`.
 pub struct MlmBatch {
@@ -36,14 +36,24 @@ pub struct MlmBatch {
 }
 
 impl MlmBatch {
-    /// The batch on `device`.
-    pub fn to(&self, device: Device) -> MlmBatch {
-        MlmBatch {
-            input_ids: self.input_ids.to_device(device),
-            positions: self.positions.to_device(device),
-            targets: self.targets.to_device(device),
-            valid: self.valid.to_device(device),
-        }
+    /// The batch on `device` ([`ssl_core::device::upload`]: asynchronous from pinned memory).
+    pub fn to(&self, device: Device) -> Result<MlmBatch, TchError> {
+        self.map(|t| ssl_core::device::upload(t, device))
+    }
+
+    /// The batch in page-locked host memory when `device` is a CUDA device
+    /// ([`ssl_core::device::pin`]).
+    pub fn pinned(&self, device: Device) -> Result<MlmBatch, TchError> {
+        self.map(|t| ssl_core::device::pin(t, device))
+    }
+
+    fn map(&self, f: impl Fn(&Tensor) -> Result<Tensor, TchError>) -> Result<MlmBatch, TchError> {
+        Ok(MlmBatch {
+            input_ids: f(&self.input_ids)?,
+            positions: f(&self.positions)?,
+            targets: f(&self.targets)?,
+            valid: f(&self.valid)?,
+        })
     }
 
     /// Sequences in the batch.
@@ -116,5 +126,9 @@ impl DataSource for MlmDataset {
 
     fn collate(&self, items: Vec<MaskedSeq>, _rng: &mut ChaCha8Rng) -> MlmBatch {
         stack_masked(&self.masker, items)
+    }
+
+    fn pin_memory(&self, batch: MlmBatch, device: Device) -> Result<MlmBatch, TchError> {
+        batch.pinned(device)
     }
 }

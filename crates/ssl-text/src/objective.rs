@@ -55,7 +55,7 @@ impl Objective for MlmObjective {
     }
 
     fn forward(&mut self, batch: &MlmBatch, device: Device) -> ssl_core::Result<StepOutput> {
-        let b = batch.to(device);
+        let b = batch.to(device)?;
         let logits = self.bert.mlm_logits(&b.input_ids, &b.positions, true).to_kind(Kind::Float);
         let loss = masked_cross_entropy(&logits, &b.targets, &b.valid);
         let acc = masked_accuracy(&logits.detach(), &b.targets, &b.valid);
@@ -115,7 +115,7 @@ pub fn evaluate_mlm(
             targets: cat(|b| &b.targets),
             valid: cat(|b| &b.valid),
         }
-        .to(device);
+        .to(device)?;
         let (l, h, n) = tch::no_grad(|| {
             let logits = bert.mlm_logits(&b.input_ids, &b.positions, false).to_kind(Kind::Float);
             let n = b.valid.to_kind(Kind::Float).sum(Kind::Float).double_value(&[]);

@@ -9,6 +9,7 @@
 use crate::augment::{apply_batch, AugmentConfig};
 use crate::data::ImageSet;
 use ssl_core::bench::FixedBatch;
+use ssl_core::device::{pin, upload};
 use std::sync::{Arc, Mutex};
 use tch::{Device, TchError, Tensor};
 
@@ -62,12 +63,23 @@ impl ImageBatch {
     /// The augmented images on `device`, `[N, C, H, W]` floats in `[0, 1]`.
     pub fn pixels(&self, device: Device) -> Result<Tensor, TchError> {
         match self {
-            ImageBatch::Pixels(x) => x.f_to_device(device),
+            ImageBatch::Pixels(x) => upload(x, device),
             ImageBatch::Indexed { index, params, images } => {
-                let picked = images.on(device)?.f_index_select(0, &index.f_to_device(device)?)?;
-                Ok(apply_batch(&picked, params, &images.cfg))
+                let picked = images.on(device)?.f_index_select(0, &upload(index, device)?)?;
+                Ok(apply_batch(&picked, &upload(params, device)?, &images.cfg))
             }
         }
+    }
+
+    /// The batch in page-locked host memory when `device` is a CUDA device
+    /// ([`ssl_core::device::pin`]), so that [`ImageBatch::pixels`] copies it asynchronously.
+    pub fn pinned(&self, device: Device) -> Result<Self, TchError> {
+        Ok(match self {
+            ImageBatch::Pixels(x) => ImageBatch::Pixels(pin(x, device)?),
+            ImageBatch::Indexed { index, params, images } => {
+                ImageBatch::Indexed { index: pin(index, device)?, params: pin(params, device)?, images: images.clone() }
+            }
+        })
     }
 
     /// The number of images.

@@ -71,4 +71,8 @@ impl DataSource for ImageSource {
             ])),
         }
     }
+
+    fn pin_memory(&self, batch: ImageBatch, device: tch::Device) -> Result<ImageBatch, tch::TchError> {
+        batch.pinned(device)
+    }
 }
