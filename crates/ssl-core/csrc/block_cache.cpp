@@ -4,10 +4,12 @@
 // (c10::alloc_cpu / c10::free_cpu, reported to the profiler's memory reporter). Blocks of
 // `min_bytes` or more are rounded up to whole 2 MiB, and when freed they go to a free list
 // instead of back to the system, up to `limit_bytes` in all; the next request of the same size
-// (or up to an eighth smaller) takes one from the list. Every entry point is thread-safe (the
-// data loader's threads allocate too).
+// (or up to an eighth smaller) takes one from the list; when a fresh block cannot be had, the
+// list is emptied first. Every entry point is thread-safe (the data loader's threads allocate
+// too).
 #include <c10/core/CPUAllocator.h>
 #include <c10/core/impl/alloc_cpu.h>
+#include <c10/util/Exception.h>
 
 #include <cstdint>
 #include <map>
@@ -82,8 +84,16 @@ class BlockCache final : public c10::Allocator {
       }
       ++misses_;
     }
-    // Outside the lock: a fresh mapping (c10::alloc_cpu throws c10::Error when out of memory).
-    void *data = c10::alloc_cpu(size);
+    // Outside the lock: a fresh mapping. c10::alloc_cpu throws c10::Error when out of memory;
+    // the cached blocks then go back to the system and the mapping is tried once more, so the
+    // cache never turns a request that would fit into an out-of-memory error.
+    void *data = nullptr;
+    try {
+      data = c10::alloc_cpu(size);
+    } catch (const c10::Error &) {
+      trim();
+      data = c10::alloc_cpu(size);
+    }
     std::lock_guard<std::mutex> g(mutex_);
     live_[data] = size;
     return data;

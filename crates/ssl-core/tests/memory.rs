@@ -53,6 +53,34 @@ fn tensor_faults_per_round() -> f64 {
     (minor_faults() - before) as f64 / 4.0
 }
 
+/// The process's address space in bytes (`VmSize`).
+fn address_space() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let line = status.lines().find(|l| l.starts_with("VmSize:")).expect("VmSize");
+    line.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()).expect("VmSize in kB") * 1024
+}
+
+/// With 3 x 64 MiB cached and the address space capped 100 MiB above what the process holds, a
+/// new 128 MiB tensor fits only once the cached blocks are given back: the cache must not turn
+/// a request that would fit into an out-of-memory error.
+fn cached_blocks_give_way_when_memory_runs_out() {
+    let before = ssl_core::memory::block_cache_stats().expect("installed");
+    assert_eq!(before.cached_bytes, 3 * (64 << 20), "{before:?}");
+    let mut old: libc::rlimit = unsafe { std::mem::zeroed() };
+    // SAFETY: getrlimit/setrlimit read and write the struct they are given.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut old) }, 0);
+    let cap = libc::rlimit { rlim_cur: address_space() + (100 << 20), rlim_max: old.rlim_max };
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &cap) }, 0);
+    let big = tch::Tensor::f_empty([32 << 20], (tch::Kind::Float, tch::Device::Cpu));
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &old) }, 0);
+    let big = big.expect("a 128 MiB tensor that fits once the cache is emptied was refused");
+    assert_eq!(big.numel(), 32 << 20);
+    let after = ssl_core::memory::block_cache_stats().expect("installed");
+    assert_eq!(after.cached_bytes, 0, "the cache kept its blocks: {after:?}");
+    drop(big);
+    println!("test cached_blocks_give_way_when_memory_runs_out ... ok");
+}
+
 fn main() {
     // One thread: LibTorch's intra-op pool would otherwise start (and fault) during the rounds.
     tch::set_num_threads(1);
@@ -70,6 +98,7 @@ fn main() {
     // 6 rounds of 3 tensors: the first round's three blocks are mapped, every later one reused.
     assert_eq!((stats.misses, stats.hits), (3, 15), "{stats:?}");
     assert_eq!((stats.cached_blocks, stats.cached_bytes), (3, 3 * (64 << 20)), "{stats:?}");
+    cached_blocks_give_way_when_memory_runs_out();
     ssl_core::memory::trim_block_cache();
     let trimmed = ssl_core::memory::block_cache_stats().expect("installed");
     assert_eq!((trimmed.cached_blocks, trimmed.cached_bytes), (0, 0), "{trimmed:?}");
