@@ -11,6 +11,7 @@
 #include <c10/core/impl/alloc_cpu.h>
 #include <c10/util/Exception.h>
 
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <mutex>
@@ -79,6 +80,7 @@ class BlockCache final : public c10::Allocator {
         cached_bytes_ -= size;
         free_.erase(it);
         live_[data] = size;
+        live_count_.fetch_add(1, std::memory_order_release);
         ++hits_;
         return data;
       }
@@ -96,16 +98,22 @@ class BlockCache final : public c10::Allocator {
     }
     std::lock_guard<std::mutex> g(mutex_);
     live_[data] = size;
+    live_count_.fetch_add(1, std::memory_order_release);
     return data;
   }
 
   // Whether `data` is a large block now in the free list (false: the caller frees it).
   bool keep(void *data) {
+    // Most frees are of small blocks, and while no large block is live (always, on vision and
+    // speech) they skip the lock. A large block being freed is counted, and the count seen,
+    // since the thread freeing it got the pointer after its allocation.
+    if (live_count_.load(std::memory_order_acquire) == 0) return false;
     std::lock_guard<std::mutex> g(mutex_);
     auto it = live_.find(data);
     if (it == live_.end()) return false;
     size_t size = it->second;
     live_.erase(it);
+    live_count_.fetch_sub(1, std::memory_order_relaxed);
     if (cached_bytes_ + size > limit_bytes_) {
       ++released_;
       return false;
@@ -119,6 +127,7 @@ class BlockCache final : public c10::Allocator {
   const size_t limit_bytes_;
   std::mutex mutex_;
   std::unordered_map<void *, size_t> live_;
+  std::atomic<size_t> live_count_{0};  // live_.size(), readable without the lock
   std::multimap<size_t, void *> free_;
   size_t cached_bytes_ = 0;
   uint64_t hits_ = 0, misses_ = 0, released_ = 0;

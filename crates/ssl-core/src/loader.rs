@@ -55,8 +55,7 @@ pub trait DataSource: Send + Sync + 'static {
     /// leaves them as they are unless `device` is a CUDA device), called in the loader's thread
     /// after [`DataSource::collate`]: the step's copies to the device are then asynchronous.
     /// The default keeps the batch as it is.
-    fn pin_memory(&self, batch: Self::Batch, device: tch::Device) -> std::result::Result<Self::Batch, tch::TchError> {
-        let _ = device;
+    fn pin_memory(&self, batch: Self::Batch, _device: tch::Device) -> std::result::Result<Self::Batch, tch::TchError> {
         Ok(batch)
     }
 }
