@@ -172,3 +172,40 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// LibTorch runs out of memory in the middle of a step (a real allocation failure, injected with
+/// `SSL_INJECT_OOM_AT_STEP` between the forward and the backward pass): the run ends with exit 1,
+/// not a panic; the message names the step and the batch size and suggests a smaller batch; the
+/// state before the step is saved even though the last periodic checkpoint is older; and
+/// `--resume` ends with exactly the losses of a run that never failed.
+#[test]
+fn out_of_memory_mid_step_saves_the_state_before_it_and_resume_is_exact() {
+    let toy = |dir: &Path, resume: bool| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_toy_train"));
+        c.arg(dir).arg(STEPS.to_string()).args(["--checkpoint-every", "50"]);
+        if resume {
+            c.arg("--resume");
+        }
+        c
+    };
+    let reference = tempfile::tempdir().unwrap();
+    assert!(toy(reference.path(), false).status().unwrap().success());
+    let want = losses(reference.path());
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = toy(dir.path(), false).env("SSL_INJECT_OOM_AT_STEP", "77").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(stderr.contains("out of memory at step 77 (--batch-size 8"), "{stderr}");
+    assert!(stderr.contains("--batch-size 4 --grad-accum 2"), "the message suggests a smaller batch: {stderr}");
+    let saved: Vec<u64> = ssl_core::checkpoint::list(dir.path())
+        .iter()
+        .map(|c| ssl_core::checkpoint::read_state(c).unwrap().step)
+        .collect();
+    assert_eq!(saved, vec![50, 77], "the periodic checkpoint and the state before the failed step");
+    assert!(stderr.contains("the state before step 77 is saved in"), "{stderr}");
+
+    assert!(toy(dir.path(), true).status().unwrap().success());
+    assert_eq!(losses(dir.path()), want, "resumed before the failed step, the run ends as if it never failed");
+}

@@ -173,7 +173,29 @@ fn main() -> ExitCode {
         }
     };
     let sub = matches.subcommand().map(|(_, m)| m.clone()).unwrap_or_default();
-    let result = match cli.command {
+    // The last line of defence: a LibTorch error that no inner layer turned into a typed error
+    // (evaluation, export, embedding, a modality's own code) ends the command with exit 1 and
+    // LibTorch's message, never a panic. Training steps catch theirs first, to save the state.
+    let result = ssl_core::torch_error::catch(|| command(cli.command, &sub)).unwrap_or_else(|failure| {
+        Err(running(ssl_core::CoreError::TorchFailed { what: "the command".into(), message: failure.message }))
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Usage(e)) => {
+            eprintln!("error: {}", message(&e));
+            ExitCode::from(2)
+        }
+        Err(Failure::Run(e)) => {
+            eprintln!("error: {}", message(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Run one parsed command.
+fn command(command: Cmd, sub: &ArgMatches) -> Result<(), Failure> {
+    let sub = sub.clone();
+    match command {
         Cmd::PretrainVision(f) => pretrain(f, &sub, |f| &f.run, |f| Ok(VisionRecipe::new(f))),
         Cmd::PretrainText(f) => pretrain(f, &sub, |f| &f.run, TextRecipe::new),
         Cmd::PretrainSpeech(f) => pretrain(f, &sub, |f| &f.run, SpeechRecipe::new),
@@ -194,17 +216,6 @@ fn main() -> ExitCode {
         Cmd::Embed { run, data, out, device, threads } => embed(&run, &data, &out, &device, threads),
         Cmd::Trace { trace, against, steps, top } => trace_summary(&trace, against.as_deref(), steps, top),
         Cmd::Bench(a) => bench::run(a).map_err(running),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(Failure::Usage(e)) => {
-            eprintln!("error: {}", message(&e));
-            ExitCode::from(2)
-        }
-        Err(Failure::Run(e)) => {
-            eprintln!("error: {}", message(&e));
-            ExitCode::FAILURE
-        }
     }
 }
 

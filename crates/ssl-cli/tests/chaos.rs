@@ -76,21 +76,41 @@ fn high_water_mb(pid: libc::pid_t) -> Option<f64> {
 
 /// Run `ssl` with `args`, sampling its peak memory every 10 ms and killing it at the timeout.
 fn run_ssl(args: &[String]) -> Observed {
+    run_ssl_with(args, &[], None)
+}
+
+/// [`run_ssl`] with extra environment variables and, optionally, an address-space limit in bytes
+/// (`RLIMIT_AS`: an allocation beyond it fails as it does on a machine out of memory).
+fn run_ssl_with(args: &[String], env: &[(&str, &str)], address_space: Option<u64>) -> Observed {
+    use std::os::unix::process::CommandExt;
     let dir = tempfile::tempdir().unwrap();
     let (out_path, err_path) = (dir.path().join("stdout"), dir.path().join("stderr"));
     let start = Instant::now();
-    // Reaped below by `waitpid` (polled, so the timeout can kill it; the peak memory is read from
-    // /proc while it runs).
-    #[allow(clippy::zombie_processes)]
-    let child = Command::new(env!("CARGO_BIN_EXE_ssl"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ssl"));
+    command
         .args(args)
+        .envs(env.iter().copied())
         .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
         .env("OMP_NUM_THREADS", "1")
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&out_path).unwrap())
-        .stderr(std::fs::File::create(&err_path).unwrap())
-        .spawn()
-        .expect("the ssl binary runs");
+        .stderr(std::fs::File::create(&err_path).unwrap());
+    if let Some(limit) = address_space {
+        // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            command.pre_exec(move || {
+                let lim = libc::rlimit { rlim_cur: limit as libc::rlim_t, rlim_max: limit as libc::rlim_t };
+                if libc::setrlimit(libc::RLIMIT_AS, &lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    // Reaped below by `waitpid` (polled, so the timeout can kill it; the peak memory is read from
+    // /proc while it runs).
+    #[allow(clippy::zombie_processes)]
+    let child = command.spawn().expect("the ssl binary runs");
     let pid = child.id() as libc::pid_t;
     let mut status: libc::c_int = 0;
     let mut peak_mb = 0f64;
@@ -704,4 +724,53 @@ fn kill_9_at_random_moments_then_resume_reproduces_the_run() {
             "trial {trial}: killed at {at} ms of {span}, {had} checkpoint(s) on disk, resumed to identical losses"
         );
     }
+}
+
+/// The arguments of a tiny vision run into `out` (30 steps, a checkpoint every `every` steps).
+fn tiny_vision(out: &Path, every: &str) -> Vec<String> {
+    let mut a =
+        strings(&["pretrain-vision", "--steps", "30", "--batch-size", "8", "--width", "4", "--max-images", "64"]);
+    a.extend(strings(&["--max-test", "20", "--checkpoint-every", every, "--labels-per-class", "1", "--seeds", "1"]));
+    a.extend(strings(&["--eval", "linear", "--threads", "1", "--out", &out.display().to_string()]));
+    a
+}
+
+/// Running out of memory, as a user meets it through the binary. A real LibTorch allocation
+/// failure in the middle of step 12 (`SSL_INJECT_OOM_AT_STEP`, after the forward pass): exit 1,
+/// no panic, a message naming the step and the batch size with a smaller batch to try, the
+/// state before the step saved although the last periodic checkpoint is step 10, and `--resume`
+/// ending bit for bit as the uninterrupted run. Then an oversized `--batch-size` under an
+/// address-space limit: exit 1 with the same kind of message, never exit 101.
+#[test]
+fn out_of_memory_is_an_error_with_the_state_kept_and_resume_reproduces_the_run() {
+    let root = tempfile::tempdir().unwrap();
+    let losses = |dir: &Path| -> Vec<(u64, u64)> {
+        ssl_core::trainer::read_metrics(dir).iter().map(|m| (m.step, m.loss.to_bits())).collect()
+    };
+    let reference = root.path().join("reference");
+    let o = run_ssl(&tiny_vision(&reference, "10"));
+    assert_eq!(o.code, Some(0), "{}", o.output);
+
+    let out = root.path().join("oom");
+    let o = run_ssl_with(&tiny_vision(&out, "10"), &[("SSL_INJECT_OOM_AT_STEP", "12")], None);
+    assert_eq!(o.code, Some(1), "{}", o.output);
+    assert!(!o.output.contains("panicked"), "{}", o.output);
+    for part in ["out of memory at step 12 (--batch-size 8", "--batch-size 4 --grad-accum 2", "state before step 12"] {
+        assert!(o.output.contains(part), "the message names `{part}`: {}", o.output);
+    }
+    assert!(out.join("checkpoints/step-000000012").is_dir(), "the state before the failed step is saved");
+    let o = run_ssl(&with(&tiny_vision(&out, "10"), &["--resume"]));
+    assert_eq!(o.code, Some(0), "{}", o.output);
+    assert_eq!(losses(&out), losses(&reference), "resumed before the failed step: the same losses bit for bit");
+
+    // 2048 images of 96 x 96 through a ResNet of width 64: tens of GB of activations.
+    let big = root.path().join("big");
+    let mut args = tiny_vision(&big, "10");
+    for (flag, value) in [("--batch-size", "2048"), ("--width", "64"), ("--max-images", "2048")] {
+        args = replace_flag(&args, flag, value);
+    }
+    let o = run_ssl_with(&with(&args, &["--image-size", "96"]), &[], Some(6 << 30));
+    assert_eq!(o.code, Some(1), "{}", o.output);
+    assert!(!o.output.contains("panicked"), "{}", o.output);
+    assert!(o.output.contains("out of memory at step 0 (--batch-size 2048"), "{}", o.output);
 }

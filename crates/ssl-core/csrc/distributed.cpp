@@ -36,12 +36,34 @@ std::chrono::milliseconds millis(double seconds) {
 
 }  // namespace
 
-// One process group and its in-flight asynchronous collectives.
+// One process group and its in-flight asynchronous collectives. `pending` is shared by the
+// training thread and backward's hooks (which autograd may run on other threads): it is only
+// touched under `pending_mu`, which is also held while a collective is issued, so the order of
+// `pending` is the order the collectives were issued in.
 struct SslGroup {
   c10::intrusive_ptr<c10d::Store> store;
   c10::intrusive_ptr<c10d::Backend> backend;
   std::vector<c10::intrusive_ptr<c10d::Work>> pending;
   std::chrono::milliseconds timeout;
+  std::mutex pending_mu;
+
+  // Issue a sum all-reduce of `t` and remember its work.
+  void allreduce_sum(const at::Tensor &t) {
+    std::vector<at::Tensor> ts{t};
+    c10d::AllreduceOptions opts;
+    opts.reduceOp = c10d::ReduceOp::SUM;
+    opts.timeout = timeout;
+    std::lock_guard<std::mutex> lock(pending_mu);
+    pending.push_back(backend->allreduce(ts, opts));
+  }
+
+  // Take every work issued so far.
+  std::vector<c10::intrusive_ptr<c10d::Work>> take_pending() {
+    std::lock_guard<std::mutex> lock(pending_mu);
+    auto taken = std::move(pending);
+    pending.clear();
+    return taken;
+  }
 };
 
 extern "C" {
@@ -78,7 +100,7 @@ char *ssl_dist_new(int backend, const char *host, int port, int rank, int world,
       TORCH_CHECK(false, "this build has no NCCL backend: rebuild with SSL_NCCL=1 (docs/src/scaling-out.md)");
 #endif
     }
-    *out = new SslGroup{store, made, {}, timeout};
+    *out = new SslGroup{store, made, {}, timeout, {}};
   });
 }
 
@@ -98,21 +120,14 @@ char *ssl_dist_broadcast(SslGroup *g, at::Tensor *t, int root) {
 
 // Start a sum all-reduce of one tensor, in place; `ssl_dist_wait` completes it.
 char *ssl_dist_allreduce_sum_async(SslGroup *g, at::Tensor *t) {
-  return ssl::guarded([&] {
-    std::vector<at::Tensor> ts{*t};
-    c10d::AllreduceOptions opts;
-    opts.reduceOp = c10d::ReduceOp::SUM;
-    opts.timeout = g->timeout;
-    g->pending.push_back(g->backend->allreduce(ts, opts));
-  });
+  return ssl::guarded([&] { g->allreduce_sum(*t); });
 }
 
 // Wait for every collective started since the last wait. Every pending work is waited for (or
 // dropped) even when one fails, so no tensor stays borrowed by a collective.
 char *ssl_dist_wait(SslGroup *g) {
   return ssl::guarded([&] {
-    auto pending = std::move(g->pending);
-    g->pending.clear();
+    auto pending = g->take_pending();
     std::string first_error;
     for (auto &w : pending) {
       try {
@@ -170,11 +185,7 @@ struct OverlapState {
 
   void send_locked(size_t b) {
     try {
-      std::vector<at::Tensor> ts{flat.narrow(0, starts[b], lens[b])};
-      c10d::AllreduceOptions opts;
-      opts.reduceOp = c10d::ReduceOp::SUM;
-      opts.timeout = group->timeout;
-      group->pending.push_back(group->backend->allreduce(ts, opts));
+      group->allreduce_sum(flat.narrow(0, starts[b], lens[b]));
     } catch (const c10::Error &e) {
       if (error.empty()) error = e.what_without_backtrace();
     } catch (const std::exception &e) {

@@ -50,6 +50,17 @@ pub enum CoreError {
     /// SIGINT or SIGTERM stopped the workers of `--nproc-per-node` (each saved its place).
     #[error("interrupted: the workers stopped at a step with a checkpoint; continue with the same command plus --out RUN_DIR --resume")]
     WorkersInterrupted,
+    /// An allocation did not fit during a training step. `saved` says where the last good state
+    /// went; `advice` how to go on.
+    #[error("out of memory at step {step} (--batch-size {batch_size} per process): {message}; {saved}. {advice}")]
+    OutOfMemory { step: u64, batch_size: usize, message: String, saved: String, advice: String },
+    /// LibTorch raised an error inside a training step (a shape the config allows but the model
+    /// cannot take, a failed kernel).
+    #[error("step {step} failed in LibTorch (--batch-size {batch_size} per process): {message}; {saved}")]
+    StepFailed { step: u64, batch_size: usize, message: String, saved: String },
+    /// LibTorch raised an error outside a training step (evaluation, export, embedding).
+    #[error("{what} failed: {message}")]
+    TorchFailed { what: String, message: String },
     /// Drawing a plot failed.
     #[error("plot {path}: {message}")]
     Plot { path: String, message: String },

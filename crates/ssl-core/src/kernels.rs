@@ -55,14 +55,23 @@ fn ptrs(ts: &[&Tensor]) -> Vec<*const std::ffi::c_void> {
     ts.iter().map(|t| t.as_ptr() as RawTensor as *const std::ffi::c_void).collect()
 }
 
-fn check(kernel: &'static str, err: *mut c_char) -> Result<()> {
+/// The message of an error string the C++ layer returned (`csrc/guarded.h`), freed here; `None`
+/// for success (null). The one reader of those strings, for every C++ file.
+pub(crate) fn take_error(err: *mut c_char) -> Option<String> {
     if err.is_null() {
-        return Ok(());
+        return None;
     }
-    // SAFETY: a non-null return is a NUL-terminated string malloc'ed by the C++ layer.
+    // SAFETY: a non-null return is a NUL-terminated string malloc'ed by the C++ layer, freed once.
     let message = unsafe { CStr::from_ptr(err) }.to_string_lossy().into_owned();
     unsafe { ffi::ssl_free_error(err) };
-    Err(CoreError::Kernel { kernel, message })
+    Some(message)
+}
+
+fn check(kernel: &'static str, err: *mut c_char) -> Result<()> {
+    match take_error(err) {
+        None => Ok(()),
+        Some(message) => Err(CoreError::Kernel { kernel, message }),
+    }
 }
 
 /// Make LibTorch's operators called from the current thread run serially (a data loader's

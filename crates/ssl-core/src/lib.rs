@@ -7,6 +7,9 @@
 //! - [`trainer`]: the training loop, generic over an [`trainer::Objective`] that a modality
 //!   implements, with gradient accumulation, clipping, LR schedules, a NaN guard, bf16 autocast on
 //!   CUDA, progress and `metrics.jsonl`.
+//! - [`ema`]: the EMA teacher (BYOL, DINO, data2vec), checkpointed with the student.
+//! - [`torch_error`]: a LibTorch failure (out of memory, a shape error) as a typed error, not a
+//!   panic.
 //! - [`dist`]: data-parallel training on c10d (Gloo), launched by torchrun, Slurm or
 //!   `--nproc-per-node`.
 //! - [`loader`]: parallel decode/augment with rayon and a bounded prefetch queue, resumable.
@@ -48,6 +51,7 @@ pub mod bench;
 pub mod checkpoint;
 pub mod device;
 pub mod dist;
+pub mod ema;
 pub mod embed;
 pub mod error;
 pub mod eval;
@@ -67,6 +71,7 @@ pub mod rng;
 pub mod run;
 pub mod schedule;
 pub mod sinks;
+pub mod torch_error;
 pub mod toy;
 pub mod trainer;
 

@@ -61,17 +61,50 @@ pub trait DataSource: Send + Sync + 'static {
 }
 
 /// Where a loader's batches go: the data-parallel shard it loads (rank, ranks) and the training
-/// device its batches are pinned for ([`DataSource::pin_memory`]).
+/// device its batches are pinned for ([`DataSource::pin_memory`]); and when it gives up: after
+/// `max_failed_in_row` inputs in a row that fail to load, it ends with an error naming the last
+/// of them, instead of looking for a readable one forever.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Target {
     pub shard: (usize, usize),
     pub device: tch::Device,
+    pub max_failed_in_row: u64,
 }
+
+/// The default of [`Target::max_failed_in_row`] (and of `TrainConfig::max_failed_inputs_in_row`).
+pub const MAX_FAILED_IN_ROW: u64 = 1000;
 
 impl Default for Target {
     /// One process, training on the CPU.
     fn default() -> Self {
-        Self { shard: (0, 1), device: tch::Device::Cpu }
+        Self { shard: (0, 1), device: tch::Device::Cpu, max_failed_in_row: MAX_FAILED_IN_ROW }
+    }
+}
+
+/// The inputs that failed in a row, and the last few reasons.
+#[derive(Default)]
+struct FailureRun {
+    count: u64,
+    last: std::collections::VecDeque<String>,
+}
+
+impl FailureRun {
+    fn failed(&mut self, reason: String) {
+        self.count += 1;
+        if self.last.len() == 3 {
+            self.last.pop_front();
+        }
+        self.last.push_back(reason);
+    }
+
+    fn describe(&self) -> String {
+        let last: Vec<&str> = self.last.iter().map(String::as_str).collect();
+        format!(
+            "{} inputs in a row failed to load (the last: {}); check the data, or raise \
+             max_failed_inputs_in_row in the training config",
+            self.count,
+            last.join("; ")
+        )
     }
 }
 
@@ -184,6 +217,7 @@ impl<B: Send + 'static> Loader<B> {
                 return;
             }
             let mut pos = LoaderPosition { seed, ..position };
+            let mut failures = FailureRun::default();
             let mut order = epoch_order(len, seed, pos.epoch);
             while !stop2.load(Ordering::Relaxed) {
                 if pos.batch >= per_epoch {
@@ -205,12 +239,20 @@ impl<B: Send + 'static> Loader<B> {
                 let mut items = Vec::with_capacity(batch_size);
                 for r in results {
                     match r {
-                        Ok(item) => items.push(item),
+                        Ok(item) => {
+                            items.push(item);
+                            failures = FailureRun::default();
+                        }
                         Err(e) => {
                             skipped2.fetch_add(1, Ordering::Relaxed);
                             eprintln!("warning: skipped an input: {e}");
+                            failures.failed(e.to_string());
                         }
                     }
+                }
+                if failures.count >= target.max_failed_in_row.max(1) {
+                    let _ = tx.send(Err(failures.describe()));
+                    return;
                 }
                 pos.batch += 1;
                 if items.is_empty() {
@@ -221,7 +263,14 @@ impl<B: Send + 'static> Loader<B> {
                     _ => mix_seed(&[seed, pos.epoch, pos.batch, 0xC011, rank as u64]),
                 };
                 let mut rng = ChaCha8Rng::seed_from_u64(collate_seed);
-                let batch = match source.pin_memory(source.collate(items, &mut rng), target.device) {
+                let collated = match crate::torch_error::catch(|| source.collate(items, &mut rng)) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        let _ = tx.send(Err(format!("collating a batch failed in LibTorch: {e}")));
+                        return;
+                    }
+                };
+                let batch = match source.pin_memory(collated, target.device) {
                     Ok(b) => b,
                     Err(e) => {
                         let _ = tx.send(Err(format!("cannot page-lock a batch for {:?}: {e}", target.device)));

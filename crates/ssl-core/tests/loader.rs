@@ -129,7 +129,7 @@ impl DataSource for Pinned {
 fn batches_are_pinned_for_the_training_device_in_the_loader_thread() {
     use ssl_core::loader::Target;
     let source = Arc::new(Pinned { refuse: false, seen: Default::default() });
-    let target = Target { shard: (0, 1), device: tch::Device::Cpu };
+    let target = Target { shard: (0, 1), device: tch::Device::Cpu, ..Default::default() };
     let mut l = Loader::sharded(source.clone(), 4, 5, LoaderPosition::default(), 1, 1, target);
     let b = l.next_batch().unwrap().batch;
     assert_eq!(b.size(), [4]);

@@ -2,7 +2,7 @@
 use serde::{Deserialize, Serialize};
 
 /// What pretraining did, as the report shows it. Absent from an `--eval-only` report.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PretrainingSummary {
     /// Optimizer steps the run has reached.
     pub steps: u64,

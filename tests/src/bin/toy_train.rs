@@ -1,5 +1,6 @@
 //! Trains the toy objective with a checkpoint after every step; the crash-resume test kills it.
-//! Usage: toy_train RUN_DIR STEPS [--resume] [--dim N] (a larger N makes larger checkpoints)
+//! Usage: toy_train RUN_DIR STEPS [--resume] [--dim N] [--checkpoint-every N] (a larger --dim
+//! makes larger checkpoints)
 use ssl_core::toy::{ToyObjective, ToySource};
 use ssl_core::trainer::{TrainConfig, Trainer};
 use std::sync::Arc;
@@ -10,18 +11,19 @@ fn main() {
         eprintln!("usage: toy_train RUN_DIR STEPS [--resume]");
         std::process::exit(2);
     };
+    let flag = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)?.parse::<u64>().ok());
     let cfg = TrainConfig {
         steps,
         batch_size: 8,
         warmup_steps: 5,
         lr: 1e-2,
         log_every: 1,
-        checkpoint_every: 1,
+        checkpoint_every: flag("--checkpoint-every").unwrap_or(1),
         keep_checkpoints: 2,
         progress: false,
         ..Default::default()
     };
-    let dim = args.iter().position(|a| a == "--dim").and_then(|i| args.get(i + 1)?.parse().ok()).unwrap_or(4);
+    let dim = flag("--dim").unwrap_or(4) as i64;
     let mut obj = ToyObjective::new(tch::Device::Cpu, dim, 3);
     let resume = args.iter().any(|a| a == "--resume");
     if let Err(e) =

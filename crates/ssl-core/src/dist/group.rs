@@ -4,14 +4,13 @@ use super::overlap::BucketConfig;
 use super::world::World;
 use super::Backend;
 use crate::error::{CoreError, Result};
-use std::ffi::{c_char, c_int, c_void, CStr, CString};
+use std::ffi::{c_char, c_int, c_void, CString};
 use std::time::Duration;
 use tch::Tensor;
 
 mod ffi {
     use std::ffi::{c_char, c_int, c_void};
     extern "C" {
-        pub fn ssl_free_error(err: *mut c_char);
         pub fn ssl_dist_new(
             backend: c_int,
             host: *const c_char,
@@ -39,13 +38,12 @@ pub(super) fn raw(t: &Tensor) -> *const c_void {
 
 /// The error string the C++ layer returned, if any, as this rank's error.
 pub(super) fn check(what: &str, world: &World, err: *mut c_char) -> Result<()> {
-    if err.is_null() {
-        return Ok(());
+    match crate::kernels::take_error(err) {
+        None => Ok(()),
+        Some(message) => {
+            Err(CoreError::Distributed { rank: world.rank, size: world.size, what: what.to_owned(), message })
+        }
     }
-    // SAFETY: a non-null return is a NUL-terminated string malloc'ed by the C++ layer.
-    let message = unsafe { CStr::from_ptr(err) }.to_string_lossy().into_owned();
-    unsafe { ffi::ssl_free_error(err) };
-    Err(CoreError::Distributed { rank: world.rank, size: world.size, what: what.to_owned(), message })
 }
 
 /// Make `grad` the `.grad` of `param`, so backward accumulates into it (a view into a flat
@@ -64,7 +62,10 @@ pub struct ProcessGroup {
     buckets: BucketConfig,
 }
 
-// SAFETY: c10d process groups are thread-safe; the handle is only freed in Drop.
+// SAFETY: c10d process groups are thread-safe, and the one piece of state of ours, the list of
+// in-flight collectives, is only touched under its mutex (`SslGroup::pending_mu` in
+// csrc/distributed.cpp; tests/group_threads.rs drives it from two threads). The handle is only
+// freed in Drop.
 unsafe impl Send for ProcessGroup {}
 unsafe impl Sync for ProcessGroup {}
 
