@@ -739,7 +739,8 @@ fn tiny_vision(out: &Path, every: &str) -> Vec<String> {
 /// failure in the middle of step 12 (`SSL_INJECT_OOM_AT_STEP`, after the forward pass): exit 1,
 /// no panic, a message naming the step and the batch size with a smaller batch to try, the
 /// state before the step saved although the last periodic checkpoint is step 10, and `--resume`
-/// ending bit for bit as the uninterrupted run. Then an oversized `--batch-size` under an
+/// ending bit for bit as the uninterrupted run. Then the evaluation's feature batches failing to
+/// fit: smaller ones, and the run completes. Then an oversized `--batch-size` under an
 /// address-space limit: exit 1 with the same kind of message, never exit 101.
 #[test]
 fn out_of_memory_is_an_error_with_the_state_kept_and_resume_reproduces_the_run() {
@@ -762,6 +763,13 @@ fn out_of_memory_is_an_error_with_the_state_kept_and_resume_reproduces_the_run()
     let o = run_ssl(&with(&tiny_vision(&out, "10"), &["--resume"]));
     assert_eq!(o.code, Some(0), "{}", o.output);
     assert_eq!(losses(&out), losses(&reference), "resumed before the failed step: the same losses bit for bit");
+
+    // The evaluation's feature batches do not fit (a real allocation failure for any batch over
+    // 16 rows): it goes on with smaller ones and the run completes.
+    let small = root.path().join("small-batches");
+    let o = run_ssl_with(&tiny_vision(&small, "10"), &[("SSL_INJECT_OOM_FEATURE_BATCH_OVER", "16")], None);
+    assert_eq!(o.code, Some(0), "{}", o.output);
+    assert!(o.output.contains("did not fit in memory; trying batches of 10"), "{}", o.output);
 
     // 2048 images of 96 x 96 through a ResNet of width 64: tens of GB of activations.
     let big = root.path().join("big");

@@ -176,7 +176,7 @@ pub fn cache_large_blocks(min_bytes: usize, limit_bytes: usize, budget_bytes: us
 }
 
 /// What the large-block cache has done so far.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BlockCacheStats {
     /// Large blocks served from the free list.
     pub hits: u64,
@@ -228,5 +228,71 @@ fn fix_thresholds() -> bool {
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
     {
         false
+    }
+}
+
+/// The memory a run used, as `report.json` shows it (`memory`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct MemoryUse {
+    /// The budget the process ran under ([`budget`]), if it could be read.
+    pub budget: Option<MemoryBudget>,
+    /// The process's peak resident memory so far (`VmHWM`), in bytes.
+    pub peak_resident_bytes: Option<u64>,
+    /// The large-block cache's counters, when it is installed.
+    pub block_cache: Option<BlockCacheStats>,
+}
+
+/// This process's memory use now: [`budget`], the peak resident memory and the cache's counters.
+pub fn usage() -> MemoryUse {
+    let peak = std::fs::read_to_string("/proc/self/status").ok().and_then(|s| {
+        let kb: u64 = s.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kb * 1024)
+    });
+    MemoryUse { budget: budget(), peak_resident_bytes: peak, block_cache: block_cache_stats() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tree(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        for (p, text) in files {
+            let path = d.path().join(p);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        }
+        d
+    }
+
+    const MEMINFO: &str = "MemTotal:       24000000 kB\nMemAvailable:   20000000 kB\n";
+
+    #[test]
+    fn the_budget_is_the_containers_limit_else_the_memory_available() {
+        let v2 = tree(&[
+            ("proc/self/cgroup", "0::/job.slice\n"),
+            ("sys/fs/cgroup/job.slice/memory.max", "4294967296\n"),
+            ("proc/meminfo", MEMINFO),
+        ]);
+        assert_eq!(budget_from(v2.path()), Some(MemoryBudget { bytes: 4 << 30, source: BudgetSource::CgroupV2 }));
+        // "max" is no limit: the memory available counts.
+        let unlimited =
+            tree(&[("proc/self/cgroup", "0::/\n"), ("sys/fs/cgroup/memory.max", "max\n"), ("proc/meminfo", MEMINFO)]);
+        let b = budget_from(unlimited.path()).unwrap();
+        assert_eq!((b.bytes, b.source), (20_000_000 * 1024, BudgetSource::MemAvailable));
+        let v1 = tree(&[("sys/fs/cgroup/memory/memory.limit_in_bytes", "2147483648\n"), ("proc/meminfo", MEMINFO)]);
+        assert_eq!(budget_from(v1.path()).unwrap().source, BudgetSource::CgroupV1);
+        let v1_unlimited =
+            tree(&[("sys/fs/cgroup/memory/memory.limit_in_bytes", "9223372036854771712\n"), ("proc/meminfo", MEMINFO)]);
+        assert_eq!(budget_from(v1_unlimited.path()).unwrap().source, BudgetSource::MemAvailable);
+        assert_eq!(budget_from(tree(&[]).path()), None);
+    }
+
+    #[test]
+    fn the_cache_takes_an_eighth_of_a_small_budget_and_at_most_its_limit() {
+        let b = |bytes| Some(MemoryBudget { bytes, source: BudgetSource::Flag });
+        assert_eq!(cache_limit(b(4 << 30)), 512 << 20);
+        assert_eq!(cache_limit(b(64 << 30)), CACHE_LIMIT);
+        assert_eq!(cache_limit(None), CACHE_LIMIT);
     }
 }

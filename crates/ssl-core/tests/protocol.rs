@@ -102,6 +102,7 @@ fn the_protocol_produces_a_complete_report() {
         data: serde_json::json!({}),
         skipped: Default::default(),
         notes: vec![],
+        memory: None,
         evaluation: ev,
     };
     let dir = tempfile::tempdir().unwrap();

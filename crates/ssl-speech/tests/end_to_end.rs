@@ -76,6 +76,7 @@ fn tiny_pretrain_and_evaluation_write_a_complete_report() {
         data: serde_json::json!({}),
         skipped: Default::default(),
         notes: vec![],
+        memory: None,
         evaluation,
     };
     report.write(dir.path()).unwrap();

@@ -96,6 +96,7 @@ fn tiny_pretrain_then_evaluate() {
         data: serde_json::json!({ "mlm_heldout": heldout }),
         skipped: Default::default(),
         notes: vec![],
+        memory: None,
         evaluation,
     };
     report.write(run.path()).unwrap();

@@ -18,6 +18,7 @@ pub mod subsets;
 pub use protocol::{evaluate, Corruption, EncoderFactory, EvalKind, ProtocolConfig};
 pub use report::{Report, Stat};
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use tch::{nn::VarStore, Device, Kind, Tensor};
 
 /// Inputs with integer labels `0..num_classes`, kept on the CPU.
@@ -85,17 +86,45 @@ pub trait Encoder {
     }
 }
 
+/// The largest batch [`map_batches`] uses in this process: lowered when a batch did not fit, so
+/// later calls (the next subset, the next seed) start from a size that fits.
+static BATCH_THAT_FITS: AtomicUsize = AtomicUsize::new(usize::MAX);
+
+/// Fault injection for the reliability campaign: with this variable set to N, a batch of more
+/// than N rows in [`map_batches`] makes a real LibTorch allocation failure.
+pub const INJECT_OOM_OVER_VAR: &str = "SSL_INJECT_OOM_FEATURE_BATCH_OVER";
+
 /// Apply `f` to `xs` (CPU) in batches of `batch` rows moved to `device`, under `no_grad`, and
-/// concatenate the results on the CPU.
+/// concatenate the results on the CPU. A batch that runs out of memory is tried again at half
+/// its size (with a warning), down to one row, and the smaller size is kept for the rest of
+/// the process; any other LibTorch failure propagates.
 pub fn map_batches(xs: &Tensor, batch: usize, device: Device, f: impl Fn(&Tensor) -> Tensor) -> Tensor {
     let n = xs.size()[0];
+    let inject: Option<i64> = std::env::var(INJECT_OOM_OVER_VAR).ok().and_then(|v| v.parse().ok());
+    let mut size = batch.max(1).min(BATCH_THAT_FITS.load(Ordering::Relaxed)) as i64;
     let mut out = Vec::new();
     let mut i = 0;
     tch::no_grad(|| {
         while i < n {
-            let len = (batch.max(1) as i64).min(n - i);
-            out.push(f(&xs.narrow(0, i, len).to_device(device)).to_device(Device::Cpu));
-            i += len;
+            let len = size.min(n - i);
+            let run = || {
+                if inject.is_some_and(|limit| len > limit) {
+                    let _ = Tensor::empty([1i64 << 40], (tch::Kind::Float, device));
+                }
+                f(&xs.narrow(0, i, len).to_device(device)).to_device(Device::Cpu)
+            };
+            match crate::torch_error::catch(run) {
+                Ok(t) => {
+                    out.push(t);
+                    i += len;
+                }
+                Err(failure) if failure.out_of_memory() && len > 1 => {
+                    size = len / 2;
+                    BATCH_THAT_FITS.fetch_min(size as usize, Ordering::Relaxed);
+                    eprintln!("warning: a batch of {len} did not fit in memory; trying batches of {size}");
+                }
+                Err(failure) => std::panic::resume_unwind(Box::new(failure.message)),
+            }
         }
     });
     Tensor::cat(&out, 0)

@@ -236,6 +236,10 @@ pub struct Report {
     pub skipped: SkippedInputs,
     /// Free-form notes (e.g. which encoder block was probed).
     pub notes: Vec<String>,
+    /// The memory the run used: its budget, its peak resident memory, the allocator cache's
+    /// counters (absent from reports written before they were recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<crate::memory::MemoryUse>,
     #[serde(flatten)]
     pub evaluation: Evaluation,
 }

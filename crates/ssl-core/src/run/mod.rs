@@ -163,6 +163,7 @@ pub fn execute<R: Recipe>(recipe: &mut R, plan: &RunPlan) -> std::result::Result
         data: data.summary,
         skipped: data.skipped,
         notes,
+        memory: Some(crate::memory::usage()),
         evaluation,
     };
     finish(&run_dir, &report)?;

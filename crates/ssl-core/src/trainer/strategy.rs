@@ -27,7 +27,7 @@ pub struct Agreed {
 }
 
 impl Strategy {
-    /// Data-parallel when this process belongs to a group ([`crate::dist::group`]), else single.
+    /// Data-parallel when this process belongs to a group ([`crate::dist::group()`]), else single.
     pub fn choose(vs: &VarStore) -> Result<Self> {
         let Some(group) = crate::dist::group() else { return Ok(Strategy::Single) };
         crate::dist::broadcast_vars(group, vs)?;
