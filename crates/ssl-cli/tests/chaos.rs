@@ -741,7 +741,8 @@ fn tiny_vision(out: &Path, every: &str) -> Vec<String> {
 /// state before the step saved although the last periodic checkpoint is step 10, and `--resume`
 /// ending bit for bit as the uninterrupted run. Then the evaluation's feature batches failing to
 /// fit: smaller ones, and the run completes. Then an oversized `--batch-size` under an
-/// address-space limit: exit 1 with the same kind of message, never exit 101.
+/// address-space limit: exit 1 with the same kind of message, never exit 101. Then the memory
+/// check before the first step refusing a plan over `--max-memory`.
 #[test]
 fn out_of_memory_is_an_error_with_the_state_kept_and_resume_reproduces_the_run() {
     let root = tempfile::tempdir().unwrap();
@@ -777,8 +778,18 @@ fn out_of_memory_is_an_error_with_the_state_kept_and_resume_reproduces_the_run()
     for (flag, value) in [("--batch-size", "2048"), ("--width", "64"), ("--max-images", "2048")] {
         args = replace_flag(&args, flag, value);
     }
-    let o = run_ssl_with(&with(&args, &["--image-size", "96"]), &[], Some(6 << 30));
+    let o = run_ssl_with(&with(&args, &["--image-size", "96", "--no-memory-check"]), &[], Some(6 << 30));
     assert_eq!(o.code, Some(1), "{}", o.output);
     assert!(!o.output.contains("panicked"), "{}", o.output);
     assert!(o.output.contains("out of memory at step 0 (--batch-size 2048"), "{}", o.output);
+
+    // The memory check refuses a plan over --max-memory before any step, naming the budget.
+    let refused = root.path().join("refused");
+    let o = run_ssl(&with(&tiny_vision(&refused, "10"), &["--max-memory", "200M"]));
+    assert_eq!(o.code, Some(1), "{}", o.output);
+    for part in ["the plan will not fit in memory: at --batch-size 8", "0.20 GiB (--max-memory)", "no batch size fits"]
+    {
+        assert!(o.output.contains(part), "the message names `{part}`: {}", o.output);
+    }
+    assert!(!refused.join("checkpoints").exists(), "nothing was trained");
 }

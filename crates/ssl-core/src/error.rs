@@ -58,6 +58,9 @@ pub enum CoreError {
     /// cannot take, a failed kernel).
     #[error("step {step} failed in LibTorch (--batch-size {batch_size} per process): {message}; {saved}")]
     StepFailed { step: u64, batch_size: usize, message: String, saved: String },
+    /// The plan's measured memory estimate exceeds the budget (checked before the first step).
+    #[error("the plan will not fit in memory: at --batch-size {batch_size} pretraining needs about {estimate}, and the budget is {budget}; {suggestion} (or --no-memory-check to try anyway)")]
+    WontFit { batch_size: usize, estimate: String, budget: String, suggestion: String },
     /// LibTorch raised an error outside a training step (evaluation, export, embedding).
     #[error("{what} failed: {message}")]
     TorchFailed { what: String, message: String },

@@ -20,6 +20,19 @@ pub struct PretrainingSummary {
     pub nonfinite_steps: u64,
     /// Training items the loader skipped as unreadable.
     pub skipped_inputs: u64,
+    /// The pretraining peak resident memory estimated before the first step, in bytes (a forked
+    /// child's measured step plus the optimizer state and the loader's batches); compare with
+    /// the report's `memory.peak_resident_bytes`. Absent where the check did not run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_estimate_bytes: Option<u64>,
+    /// The process's peak resident memory when pretraining ended (`VmHWM`), in bytes: what the
+    /// estimate estimates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_resident_bytes: Option<u64>,
+}
+
+fn gib(bytes: Option<u64>) -> String {
+    bytes.map(|b| format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64)).unwrap_or_else(|| "-".into())
 }
 
 /// A number that JSON holds as `null` when it was NaN (serde_json writes NaN as `null`).
@@ -38,6 +51,8 @@ impl PretrainingSummary {
             ("CPU time", format!("{:.0} CPU-s", self.cpu_secs)),
             ("throughput", format!("{:.1} samples/s", self.samples_per_s)),
             ("non-finite steps skipped", self.nonfinite_steps.to_string()),
+            ("peak memory, estimated before the first step", gib(self.memory_estimate_bytes)),
+            ("peak memory, measured", gib(self.peak_resident_bytes)),
             ("training inputs skipped", self.skipped_inputs.to_string()),
         ]
     }
@@ -58,6 +73,8 @@ mod tests {
             samples_per_s: 0.0,
             nonfinite_steps: 0,
             skipped_inputs: 0,
+            memory_estimate_bytes: None,
+            peak_resident_bytes: None,
         };
         let json = serde_json::to_string(&s).unwrap();
         assert!(json.contains("\"final_loss\":null"), "{json}");

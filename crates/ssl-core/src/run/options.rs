@@ -64,6 +64,14 @@ pub struct RunOptions {
     /// Continue the run in --out from its newest checkpoint.
     #[arg(long)]
     pub resume: bool,
+    /// The memory this run may use, e.g. 6G, 512M or bytes (default: the container's limit,
+    /// else the memory available). Before pretraining, one step measured in a child process must
+    /// fit in it, or the run is refused with a batch size that fits.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_memory: Option<u64>,
+    /// Skip that memory check.
+    #[arg(long)]
+    pub no_memory_check: bool,
     /// Start pretraining from these weights instead of a random initialisation (continued
     /// pretraining): one of our run directories (or checkpoints) of this modality, or a
     /// HuggingFace directory (config.json + model.safetensors) the modality imports. A resumed
@@ -236,5 +244,39 @@ mod tests {
         std::fs::write(&f, r#"{"widht": 4}"#).unwrap();
         let e = merge_config_file(&parsed, given(&m), &f).unwrap_err().to_string();
         assert!(e.contains("unknown option `widht`"), "{e}");
+    }
+}
+
+/// A size in bytes: a number, optionally followed by K, M, G or T (powers of 1024; a trailing
+/// `B` or `iB` is allowed).
+pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
+    let t = s.trim();
+    let t = t.strip_suffix("iB").or_else(|| t.strip_suffix('B')).unwrap_or(t);
+    let (digits, shift) = match t.chars().last().map(|c| c.to_ascii_uppercase()) {
+        Some('K') => (&t[..t.len() - 1], 10),
+        Some('M') => (&t[..t.len() - 1], 20),
+        Some('G') => (&t[..t.len() - 1], 30),
+        Some('T') => (&t[..t.len() - 1], 40),
+        _ => (t, 0),
+    };
+    let value: f64 = digits.trim().parse().map_err(|_| format!("`{s}` is not a size (e.g. 6G, 512M, 1000000)"))?;
+    if !(value.is_finite() && value > 0.0) {
+        return Err(format!("`{s}`: the size must be positive"));
+    }
+    Ok((value * (1u64 << shift) as f64) as u64)
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_read_with_binary_suffixes() {
+        assert_eq!(parse_size("6G"), Ok(6 << 30));
+        assert_eq!(parse_size("512m"), Ok(512 << 20));
+        assert_eq!(parse_size("1.5GiB"), Ok(3 << 29));
+        assert_eq!(parse_size("1000"), Ok(1000));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("0").is_err());
     }
 }

@@ -327,6 +327,8 @@ impl RunPlan {
         if let Some(n) = o.profile {
             train.profile = n;
         }
+        train.memory_check = !o.no_memory_check;
+        train.max_memory = o.max_memory;
         train.seed = self.seed;
     }
 

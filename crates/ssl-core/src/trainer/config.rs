@@ -29,6 +29,13 @@ pub struct TrainConfig {
     pub max_nonfinite_in_row: u32,
     /// Stop with an error after this many training inputs in a row fail to load.
     pub max_failed_inputs_in_row: u64,
+    /// Measure one step in a child process before training and refuse a plan that will not
+    /// fit in memory ([`super::memory_check`]). Off for library use; the run pipeline turns it
+    /// on unless `--no-memory-check`.
+    pub memory_check: bool,
+    /// The memory budget in bytes (`--max-memory`); `None`: the container's limit, else the
+    /// memory available.
+    pub max_memory: Option<u64>,
     /// bf16 autocast (CUDA only; ignored on CPU).
     pub bf16: bool,
     /// Batches prepared ahead by the loader thread.
@@ -61,6 +68,8 @@ impl Default for TrainConfig {
             keep_checkpoints: 2,
             max_nonfinite_in_row: 5,
             max_failed_inputs_in_row: crate::loader::MAX_FAILED_IN_ROW,
+            memory_check: false,
+            max_memory: None,
             bf16: true,
             prefetch: 4,
             loader_threads: 0,

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use tch::{nn::VarStore, Device, Tensor};
 
 mod config;
+pub mod memory_check;
 pub mod parts;
 mod records;
 pub mod resume;
@@ -132,6 +133,7 @@ impl Trainer {
         let mut optimizer = Optimizer::new(objective.var_store(), self.config.optimizer);
         let restored = resume::restore(self, &world, start.into(), objective.var_store(), &mut optimizer)?;
         let mut state = restored.state.clone();
+        let estimate = memory_check::check(&self.config, self.device, objective, &mut optimizer, source.as_ref())?;
         let strategy = strategy::Strategy::choose(objective.var_store())?;
         let mut parts = parts::Parts::standard(self, &world, &state, objective.teacher());
         let mut loader = self.loader(source, &world, &state);
@@ -148,7 +150,10 @@ impl Trainer {
                 break;
             }
         }
-        Ok(parts.finish(&state, restored.resumed_from))
+        let mut summary = parts.finish(&state, restored.resumed_from);
+        summary.report.memory_estimate_bytes = estimate.map(|e| e.estimate_bytes);
+        summary.report.peak_resident_bytes = crate::memory::usage().peak_resident_bytes;
+        Ok(summary)
     }
 
     fn check(&self) -> Result<()> {

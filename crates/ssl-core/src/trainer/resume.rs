@@ -32,6 +32,8 @@ pub fn stored_config(trainer: &Trainer, world: &World) -> serde_json::Value {
             "progress",
             "prefetch",
             "max_failed_inputs_in_row",
+            "memory_check",
+            "max_memory",
         ] {
             obj.remove(k);
         }
