@@ -228,8 +228,21 @@ fn main() -> ExitCode {
         }),
         Cmd::Chaos { trials, seed, report } => libtorch::provision().and_then(|s| {
             let report = report.unwrap_or_else(|| workspace_root().join("docs/src/reliability-cases.md"));
-            let mut c =
-                cargo(&s, &["test", "--workspace", "--test", "chaos", "--", "--nocapture", "--test-threads", "1"]);
+            let mut c = cargo(
+                &s,
+                &[
+                    "test",
+                    "--workspace",
+                    "--test",
+                    "chaos",
+                    "--test",
+                    "memory",
+                    "--",
+                    "--nocapture",
+                    "--test-threads",
+                    "1",
+                ],
+            );
             c.env("SSL_CHAOS", "full")
                 .env("SSL_CHAOS_TRIALS", trials.to_string())
                 .env("SSL_CHAOS_SEED", seed.to_string())

@@ -577,6 +577,38 @@ fn cases(root: &Path) -> Vec<Case> {
         csv.push_str("\"one more\",pos\n");
         replace_flag(&text_case(root, "few", "corpus.txt", b"", Some(&csv)), "--labels-per-class", "8")
     });
+    // Every pretraining image unreadable: an error within seconds, never a loader that spins.
+    add("images", "every pretraining image truncated", true, Expect::Refused(1, "no readable images"), {
+        let args = vision_case(root, "all-bad", None);
+        let cut = &good[..good.len() / 2];
+        for i in 0..8 {
+            write(&root.join(format!("all-bad/data/good-{i}.png")), cut);
+        }
+        args
+    });
+    // A configuration that passes validation but not LibTorch: a ViT whose 4-pixel patches do
+    // not tile 30-pixel images fails in its first step's reshape.
+    add(
+        "config",
+        "MAE on 30 x 30 images (patches of 4 do not tile them)",
+        true,
+        Expect::Refused(1, "failed in LibTorch"),
+        {
+            let mut a = strings(&["pretrain-vision", "--method", "mae", "--image-size", "30", "--steps", "2"]);
+            a.extend(strings(&[
+                "--max-images",
+                "64",
+                "--batch-size",
+                "8",
+                "--max-test",
+                "20",
+                "--labels-per-class",
+                "1",
+            ]));
+            a.extend(strings(&["--seeds", "1", "--eval", "linear", "--threads", "1"]));
+            with(&a, &["--out", &root.join("mae-30").display().to_string()])
+        },
+    );
     // Damaged run directories (one finished run per case: each case damages its own).
     let damaged = |name: &str| {
         let dir = root.join(name);

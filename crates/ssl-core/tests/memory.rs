@@ -28,28 +28,57 @@ fn large(mib: i64) -> tch::Tensor {
 }
 
 /// Four threads allocate and free tensors of three large sizes at once: every allocation is
-/// counted once, and the cache never holds more than its limit.
+/// counted once, the cache never holds more than its limit, and the process does not grow past
+/// what the threads hold plus the cache's limit. 100 rounds a thread; for a minute under
+/// `cargo xtask chaos` (`SSL_CHAOS=full`).
 fn concurrent_allocation_stays_within_the_limit() {
+    let full = std::env::var("SSL_CHAOS").is_ok_and(|v| v == "full");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let before = ssl_core::memory::block_cache_stats().expect("installed");
+    let rss_before = resident_bytes();
+    let peak_rss = std::sync::atomic::AtomicU64::new(rss_before);
+    let rounds = std::sync::atomic::AtomicU64::new(0);
     std::thread::scope(|scope| {
         for t in 0..4 {
+            let (peak_rss, rounds) = (&peak_rss, &rounds);
             scope.spawn(move || {
-                for i in 0..100 {
+                let mut i = 0;
+                while if full { std::time::Instant::now() < deadline } else { i < 100 } {
                     let a = large([34, 48, 64][(i + t) % 3]);
                     let b = large([64, 34, 48][(i * 7 + t) % 3]);
                     std::hint::black_box((&a, &b));
                     let s = ssl_core::memory::block_cache_stats().expect("installed");
                     assert!(s.cached_bytes <= s.limit_bytes, "{s:?}");
+                    peak_rss.fetch_max(resident_bytes(), std::sync::atomic::Ordering::Relaxed);
+                    rounds.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    i += 1;
                 }
             });
         }
     });
     let after = ssl_core::memory::block_cache_stats().expect("installed");
-    assert_eq!((after.hits + after.misses) - (before.hits + before.misses), 800, "{after:?}");
+    let rounds = rounds.into_inner();
+    assert_eq!((after.hits + after.misses) - (before.hits + before.misses), 2 * rounds, "{after:?}");
     assert!(after.cached_bytes <= after.limit_bytes, "{after:?}");
     let (hits, misses) = (after.hits - before.hits, after.misses - before.misses);
     assert!(hits > misses, "blocks were reused: {hits} hits, {misses} misses");
+    // Eight tensors of at most 64 MiB live at once, the cache's limit, and 64 MiB of slack.
+    let bound = rss_before + 8 * (64 << 20) + after.limit_bytes + (64 << 20);
+    let peak = peak_rss.into_inner();
+    assert!(peak <= bound, "resident memory grew to {peak} bytes, past {bound}");
+    eprintln!(
+        "{rounds} rounds by 4 threads: {hits} hits, {misses} misses, peak resident {} MiB (bound {} MiB)",
+        peak >> 20,
+        bound >> 20
+    );
     println!("test concurrent_allocation_stays_within_the_limit ... ok");
+}
+
+/// The process's resident memory (`VmRSS`), in bytes.
+fn resident_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("VmRSS");
+    line.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()).expect("VmRSS in kB") * 1024
 }
 
 /// A block of a size that never recurs goes back to the system after MAX_AGE large allocations.

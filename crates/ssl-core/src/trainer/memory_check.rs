@@ -183,6 +183,7 @@ where
         Some(0) if got == 24 && value(0) < 2 => {
             Some(Probe { fits: value(0) == 1, peak: at_fork + value(1), batch_bytes: value(2) })
         }
+        Some(0) if got == 24 => None,
         // Killed (the OOM killer, a container limit): the step does not fit.
         Some(s) if libc::WIFSIGNALED(s) && libc::WTERMSIG(s) == libc::SIGKILL => {
             Some(Probe { fits: false, peak: 0, batch_bytes: 0 })
