@@ -288,6 +288,18 @@ pub fn evaluate(
     // Every LibTorch draw of the evaluation (scratch initialisation, heads, corruptions) happens
     // under one exclusive guard; each draw site seeds its own component.
     let _rng = crate::rng::torch_rng(crate::rng::derive(cfg.seed, "evaluation"));
+    let warnings = check_inputs(train, test, cfg)?;
+    let design = Design::draw(train, test, corruptions, cfg);
+    let mut run = Run::start(factory, &design, cfg, device)?;
+    for &seed in &design.all_seeds {
+        run.seed(seed)?;
+    }
+    Ok(run.finish(warnings))
+}
+
+/// The inputs the protocol needs: both splits non-empty, a seed and a budget, two classes. The
+/// warnings it has to give (classes with fewer examples than the largest budget).
+fn check_inputs(train: &LabeledSet, test: &LabeledSet, cfg: &ProtocolConfig) -> Result<Vec<String>> {
     if train.is_empty() || test.is_empty() {
         return Err(CoreError::InvalidArgument("the labeled train and test sets must not be empty".into()));
     }
@@ -317,57 +329,144 @@ pub fn evaluate(
             warnings.push(w);
         }
     }
-    let seeds_at: BTreeMap<usize, Vec<u64>> = cfg.labels_per_class.iter().map(|&k| (k, cfg.seeds_at(k))).collect();
-    let mut all_seeds: Vec<u64> = seeds_at.values().flatten().copied().collect();
-    all_seeds.sort_unstable();
-    all_seeds.dedup();
-    // Subsets, and the union of their rows (the only training rows whose features are needed).
-    let mut subsets_of = BTreeMap::new();
-    for (&k, seeds) in &seeds_at {
-        for &s in seeds {
-            subsets_of.insert((k, s), subsets::stratified(&labels, train.num_classes, k, s));
+    Ok(warnings)
+}
+
+/// What the protocol measures on, fixed before anything is measured: the seeds at each budget,
+/// the stratified subsets, the union of their rows (the only training rows whose features are
+/// needed), and the corrupted test inputs.
+struct Design<'a> {
+    train: &'a LabeledSet,
+    test: &'a LabeledSet,
+    corruptions: &'a [Corruption],
+    seeds_at: BTreeMap<usize, Vec<u64>>,
+    all_seeds: Vec<u64>,
+    subsets_of: BTreeMap<(usize, u64), Vec<i64>>,
+    union: Vec<i64>,
+    union_set: LabeledSet,
+    robust_k: Option<usize>,
+    robust_test: LabeledSet,
+    corrupted: Vec<Tensor>,
+}
+
+impl<'a> Design<'a> {
+    fn draw(train: &'a LabeledSet, test: &'a LabeledSet, corruptions: &'a [Corruption], cfg: &ProtocolConfig) -> Self {
+        let labels = train.label_vec();
+        let seeds_at: BTreeMap<usize, Vec<u64>> = cfg.labels_per_class.iter().map(|&k| (k, cfg.seeds_at(k))).collect();
+        let mut all_seeds: Vec<u64> = seeds_at.values().flatten().copied().collect();
+        all_seeds.sort_unstable();
+        all_seeds.dedup();
+        let mut subsets_of = BTreeMap::new();
+        for (&k, seeds) in &seeds_at {
+            for &s in seeds {
+                subsets_of.insert((k, s), subsets::stratified(&labels, train.num_classes, k, s));
+            }
+        }
+        let mut union: Vec<i64> = subsets_of.values().flatten().copied().collect();
+        union.sort_unstable();
+        union.dedup();
+        let union_set = train.select(&union);
+        let robust_test = test.head(cfg.robustness_max_test);
+        let corrupted: Vec<Tensor> = corruptions.iter().map(|c| (c.apply)(&robust_test.inputs)).collect();
+        Design {
+            train,
+            test,
+            corruptions,
+            seeds_at,
+            all_seeds,
+            subsets_of,
+            union,
+            union_set,
+            robust_k: cfg.robustness_k(),
+            robust_test,
+            corrupted,
         }
     }
-    let mut union: Vec<i64> = subsets_of.values().flatten().copied().collect();
-    union.sort_unstable();
-    union.dedup();
-    let pos_in_union = |idx: &[i64]| -> Tensor {
-        Tensor::from_slice(&idx.iter().map(|i| union.binary_search(i).unwrap_or(0) as i64).collect::<Vec<_>>())
-    };
-    let union_set = train.select(&union);
-    let robust_k = cfg.robustness_k();
-    let robust_test = test.head(cfg.robustness_max_test);
-    let corrupted: Vec<Tensor> = corruptions.iter().map(|c| (c.apply)(&robust_test.inputs)).collect();
-    let frozen = cfg.evals.iter().any(|e| matches!(e, EvalKind::Linear | EvalKind::Knn));
-    let kinds = &cfg.evals;
 
-    let total: usize = seeds_at.values().map(Vec::len).sum();
-    let bar = crate::progress::Progress::new("evaluating", total as u64, !cfg.progress);
-    let mut done = 0u64;
-    let mut col = Collected::default();
-    let mut feature_cpu = Sides { pretrained: 0.0, scratch: 0.0 };
-    let pre_bank = if frozen {
-        let t0 = process_cpu_secs();
-        let enc = factory.pretrained(device)?;
-        let b = bank(enc.as_ref(), &union_set.inputs, test, &corrupted, cfg, device);
-        feature_cpu.pretrained += process_cpu_secs() - t0;
-        Some(b)
-    } else {
-        None
-    };
-    let raw_train = if cfg.raw_baseline { Some(factory.raw_features(&union_set.inputs)) } else { None };
-    let raw_test = if cfg.raw_baseline { Some(factory.raw_features(&test.inputs)) } else { None };
-    let aug = |x: &Tensor, s: u64| factory.augment(x, s);
-    // Fine-tuning selections shared across seeds (the quick protocol), per (k, pretrained).
-    let mut shared: BTreeMap<(usize, bool), Selection> = BTreeMap::new();
+    /// The positions in the union of the rows `idx`.
+    fn pos_in_union(&self, idx: &[i64]) -> Tensor {
+        Tensor::from_slice(&idx.iter().map(|i| self.union.binary_search(i).unwrap_or(0) as i64).collect::<Vec<_>>())
+    }
+}
 
-    for &seed in &all_seeds {
-        let ks: Vec<usize> = cfg.labels_per_class.iter().copied().filter(|k| seeds_at[k].contains(&seed)).collect();
-        let scratch_bank = if frozen {
+/// One evaluation of one side on one subset.
+struct Outcome {
+    test_acc: f64,
+    train_acc: f64,
+    robust: Vec<f64>,
+    cv: Option<f64>,
+    steps: usize,
+    selection_steps: usize,
+}
+
+/// The protocol in progress: the pretrained encoder's frozen features, the raw baseline's
+/// features, the fine-tuning selections shared across seeds, and what has been collected.
+struct Run<'a> {
+    factory: &'a dyn EncoderFactory,
+    design: &'a Design<'a>,
+    cfg: &'a ProtocolConfig,
+    device: Device,
+    frozen: bool,
+    pre_bank: Option<FeatureBank>,
+    raw: Option<(Tensor, Tensor)>,
+    /// Fine-tuning selections shared across seeds (the quick protocol), per (k, pretrained).
+    shared: BTreeMap<(usize, bool), Selection>,
+    col: Collected,
+    feature_cpu: Sides<f64>,
+    bar: crate::progress::Progress,
+    done: u64,
+}
+
+impl<'a> Run<'a> {
+    fn start(
+        factory: &'a dyn EncoderFactory,
+        design: &'a Design<'a>,
+        cfg: &'a ProtocolConfig,
+        device: Device,
+    ) -> Result<Self> {
+        let frozen = cfg.evals.iter().any(|e| matches!(e, EvalKind::Linear | EvalKind::Knn));
+        let total: usize = design.seeds_at.values().map(Vec::len).sum();
+        let bar = crate::progress::Progress::new("evaluating", total as u64, !cfg.progress);
+        let mut feature_cpu = Sides { pretrained: 0.0, scratch: 0.0 };
+        let pre_bank = if frozen {
             let t0 = process_cpu_secs();
-            let enc = factory.scratch(device, seed)?;
-            let b = bank(enc.as_ref(), &union_set.inputs, test, &corrupted, cfg, device);
-            feature_cpu.scratch += process_cpu_secs() - t0;
+            let enc = factory.pretrained(device)?;
+            let b = bank(enc.as_ref(), &design.union_set.inputs, design.test, &design.corrupted, cfg, device);
+            feature_cpu.pretrained += process_cpu_secs() - t0;
+            Some(b)
+        } else {
+            None
+        };
+        let raw = cfg
+            .raw_baseline
+            .then(|| (factory.raw_features(&design.union_set.inputs), factory.raw_features(&design.test.inputs)));
+        Ok(Run {
+            factory,
+            design,
+            cfg,
+            device,
+            frozen,
+            pre_bank,
+            raw,
+            shared: BTreeMap::new(),
+            col: Collected::default(),
+            feature_cpu,
+            bar,
+            done: 0,
+        })
+    }
+
+    /// Every budget that draws a subset with `seed`: the scratch encoder's frozen features once,
+    /// then each subset.
+    fn seed(&mut self, seed: u64) -> Result<()> {
+        let d = self.design;
+        let ks: Vec<usize> =
+            self.cfg.labels_per_class.iter().copied().filter(|k| d.seeds_at[k].contains(&seed)).collect();
+        let scratch_bank = if self.frozen {
+            let t0 = process_cpu_secs();
+            let enc = self.factory.scratch(self.device, seed)?;
+            let b = bank(enc.as_ref(), &d.union_set.inputs, d.test, &d.corrupted, self.cfg, self.device);
+            self.feature_cpu.scratch += process_cpu_secs() - t0;
             Some(b)
         } else {
             None
@@ -376,153 +475,210 @@ pub fn evaluate(
             if crate::interrupt::requested() {
                 return Err(CoreError::InterruptedEvaluation);
             }
-            done += 1;
-            bar.update(done, &format!("{k} labels/class, seed {seed}"));
-            let idx = &subsets_of[&(k, seed)];
-            let rows = pos_in_union(idx);
-            let sub = union_set.select(&Vec::<i64>::try_from(&rows).unwrap_or_default());
-            if let (Some(rt), Some(rx)) = (&raw_train, &raw_test) {
-                let clf = LinearClassifier::fit(
-                    &rt.index_select(0, &rows),
-                    &sub.labels,
-                    train.num_classes,
-                    &cfg.probe,
-                    seed,
-                )?;
-                col.raw.entry(k).or_default().push(accuracy(&clf.predict(rx), &test.labels));
+            self.done += 1;
+            self.bar.update(self.done, &format!("{k} labels/class, seed {seed}"));
+            self.subset(k, seed, scratch_bank.as_ref())?;
+        }
+        Ok(())
+    }
+
+    /// The subset of `k` labels per class drawn with `seed`: the raw baseline, then every
+    /// evaluation of both sides.
+    fn subset(&mut self, k: usize, seed: u64, scratch_bank: Option<&FeatureBank>) -> Result<()> {
+        let d = self.design;
+        let rows = d.pos_in_union(&d.subsets_of[&(k, seed)]);
+        let sub = d.union_set.select(&Vec::<i64>::try_from(&rows).unwrap_or_default());
+        if let Some((rt, rx)) = &self.raw {
+            let clf = LinearClassifier::fit(
+                &rt.index_select(0, &rows),
+                &sub.labels,
+                d.train.num_classes,
+                &self.cfg.probe,
+                seed,
+            )?;
+            self.col.raw.entry(k).or_default().push(accuracy(&clf.predict(rx), &d.test.labels));
+        }
+        for &eval in &self.cfg.evals {
+            for pretrained in [true, false] {
+                let t0 = process_cpu_secs();
+                let outcome = match eval {
+                    EvalKind::Linear | EvalKind::Knn => {
+                        let b = if pretrained { self.pre_bank.as_ref() } else { scratch_bank }
+                            .ok_or_else(|| CoreError::InvalidArgument("frozen features were not extracted".into()))?;
+                        self.frozen_outcome(eval, k, seed, b, &rows, &sub)?
+                    }
+                    EvalKind::Finetune => self.finetune_outcome(k, seed, pretrained, &sub)?,
+                };
+                self.record((eval, k, pretrained), process_cpu_secs() - t0, outcome);
             }
-            for &eval in kinds {
-                for pretrained in [true, false] {
-                    let key = (eval, k, pretrained);
-                    let t0 = process_cpu_secs();
-                    let (test_acc, train_acc, robust, cv, steps, sel_steps) = match eval {
-                        EvalKind::Linear | EvalKind::Knn => {
-                            let b = if pretrained { pre_bank.as_ref() } else { scratch_bank.as_ref() }.ok_or_else(
-                                || CoreError::InvalidArgument("frozen features were not extracted".into()),
-                            )?;
-                            let xtr = b.train.index_select(0, &rows);
-                            let predict = frozen_predictor(eval, &xtr, &sub.labels, train.num_classes, cfg, seed)?;
-                            let cv = frozen_cv(eval, &xtr, &sub.labels, train.num_classes, cfg, seed)?;
-                            let robust: Vec<f64> = if Some(k) == robust_k {
-                                b.corrupted.iter().map(|c| accuracy(&predict(c), &robust_test.labels)).collect()
-                            } else {
-                                Vec::new()
-                            };
-                            let steps = if eval == EvalKind::Linear { cfg.probe.steps } else { 0 };
-                            let test_acc = accuracy(&predict(&b.test), &test.labels);
-                            (test_acc, accuracy(&predict(&xtr), &sub.labels), robust, cv, steps, 0)
-                        }
-                        EvalKind::Finetune => {
-                            let make =
-                                || if pretrained { factory.pretrained(device) } else { factory.scratch(device, seed) };
-                            let cand = Candidate { make: &make, pretrained, augment: &aug, device, seed };
-                            let sel = match shared.get(&(k, pretrained)) {
-                                Some(s) => Selection { cv_steps: 0, ..s.clone() },
-                                None => {
-                                    let s = cand.select(&sub, &cfg.finetune)?;
-                                    if !cfg.finetune.select_every_seed {
-                                        shared.insert((k, pretrained), s.clone());
-                                    }
-                                    s
-                                }
-                            };
-                            let ft = cand.refit(&sub, &cfg.finetune, &sel)?;
-                            let fb = cfg.feature_batch;
-                            let robust: Vec<f64> = if Some(k) == robust_k {
-                                corrupted.iter().map(|c| accuracy(&ft.predict(c, fb), &robust_test.labels)).collect()
-                            } else {
-                                Vec::new()
-                            };
-                            let out = (
-                                accuracy(&ft.predict(&test.inputs, fb), &test.labels),
-                                accuracy(&ft.predict(&sub.inputs, fb), &sub.labels),
-                                robust,
-                                // A reused selection's CV accuracy was recorded where it was made:
-                                // one measurement, not one per seed.
-                                sel.cv_accuracy.filter(|_| sel.cv_steps > 0),
-                                ft.steps(),
-                                sel.cv_steps,
-                            );
-                            let entry = col.selections.entry((k, seed)).or_default();
-                            if pretrained {
-                                entry.0 = Some(sel);
-                            } else {
-                                entry.1 = Some(sel);
-                            }
-                            out
-                        }
-                    };
-                    col.cpu.entry(key).or_default().push(process_cpu_secs() - t0);
-                    col.steps.entry(key).or_default().push(steps as f64);
-                    col.selection_steps.entry(key).or_default().push(sel_steps as f64);
-                    col.test.entry(key).or_default().push(test_acc);
-                    col.gap.entry(key).or_default().push(train_acc - test_acc);
-                    if let Some(cv) = cv {
-                        col.cv.entry(key).or_default().push(cv);
-                    }
-                    for (c, acc) in corruptions.iter().zip(robust) {
-                        col.robust.entry((eval, c.name.clone(), c.severity, pretrained)).or_default().push(acc);
-                    }
+        }
+        Ok(())
+    }
+
+    /// A linear probe or kNN on frozen features.
+    fn frozen_outcome(
+        &self,
+        eval: EvalKind,
+        k: usize,
+        seed: u64,
+        b: &FeatureBank,
+        rows: &Tensor,
+        sub: &LabeledSet,
+    ) -> Result<Outcome> {
+        let d = self.design;
+        let n = d.train.num_classes;
+        let xtr = b.train.index_select(0, rows);
+        let predict = frozen_predictor(eval, &xtr, &sub.labels, n, self.cfg, seed)?;
+        let cv = frozen_cv(eval, &xtr, &sub.labels, n, self.cfg, seed)?;
+        let robust: Vec<f64> = if Some(k) == d.robust_k {
+            b.corrupted.iter().map(|c| accuracy(&predict(c), &d.robust_test.labels)).collect()
+        } else {
+            Vec::new()
+        };
+        let steps = if eval == EvalKind::Linear { self.cfg.probe.steps } else { 0 };
+        let test_acc = accuracy(&predict(&b.test), &d.test.labels);
+        Ok(Outcome {
+            test_acc,
+            train_acc: accuracy(&predict(&xtr), &sub.labels),
+            robust,
+            cv,
+            steps,
+            selection_steps: 0,
+        })
+    }
+
+    /// Fine-tuning (LP-FT) with its selection by cross-validation on the subset, made once per
+    /// budget and side unless every seed selects its own.
+    fn finetune_outcome(&mut self, k: usize, seed: u64, pretrained: bool, sub: &LabeledSet) -> Result<Outcome> {
+        let (d, cfg, factory, device) = (self.design, self.cfg, self.factory, self.device);
+        let make = || if pretrained { factory.pretrained(device) } else { factory.scratch(device, seed) };
+        let aug = |x: &Tensor, s: u64| factory.augment(x, s);
+        let cand = Candidate { make: &make, pretrained, augment: &aug, device, seed };
+        let sel = match self.shared.get(&(k, pretrained)) {
+            Some(s) => Selection { cv_steps: 0, ..s.clone() },
+            None => {
+                let s = cand.select(sub, &cfg.finetune)?;
+                if !cfg.finetune.select_every_seed {
+                    self.shared.insert((k, pretrained), s.clone());
                 }
+                s
             }
+        };
+        let ft = cand.refit(sub, &cfg.finetune, &sel)?;
+        let fb = cfg.feature_batch;
+        let robust: Vec<f64> = if Some(k) == d.robust_k {
+            d.corrupted.iter().map(|c| accuracy(&ft.predict(c, fb), &d.robust_test.labels)).collect()
+        } else {
+            Vec::new()
+        };
+        let out = Outcome {
+            test_acc: accuracy(&ft.predict(&d.test.inputs, fb), &d.test.labels),
+            train_acc: accuracy(&ft.predict(&sub.inputs, fb), &sub.labels),
+            robust,
+            // A reused selection's CV accuracy was recorded where it was made: one measurement,
+            // not one per seed.
+            cv: sel.cv_accuracy.filter(|_| sel.cv_steps > 0),
+            steps: ft.steps(),
+            selection_steps: sel.cv_steps,
+        };
+        let entry = self.col.selections.entry((k, seed)).or_default();
+        if pretrained {
+            entry.0 = Some(sel);
+        } else {
+            entry.1 = Some(sel);
+        }
+        Ok(out)
+    }
+
+    fn record(&mut self, key: Key, cpu: f64, o: Outcome) {
+        let col = &mut self.col;
+        col.cpu.entry(key).or_default().push(cpu);
+        col.steps.entry(key).or_default().push(o.steps as f64);
+        col.selection_steps.entry(key).or_default().push(o.selection_steps as f64);
+        col.test.entry(key).or_default().push(o.test_acc);
+        col.gap.entry(key).or_default().push(o.train_acc - o.test_acc);
+        if let Some(cv) = o.cv {
+            col.cv.entry(key).or_default().push(cv);
+        }
+        let (eval, _, pretrained) = key;
+        for (c, acc) in self.design.corruptions.iter().zip(o.robust) {
+            col.robust.entry((eval, c.name.clone(), c.severity, pretrained)).or_default().push(acc);
         }
     }
 
-    let mut out = Evaluation { feature_cpu_seconds: frozen.then_some(feature_cpu), warnings, ..Default::default() };
-    for &eval in kinds {
-        for &k in &cfg.labels_per_class {
-            let stat = |m: &BTreeMap<Key, Vec<f64>>, p: bool| m.get(&(eval, k, p)).map(|v| Stat::of(v));
-            let cost = |p: bool| -> Option<Cost> {
-                Some(Cost {
-                    steps: stat(&col.steps, p)?.mean,
-                    selection_steps: stat(&col.selection_steps, p)?.mean,
-                    cpu_seconds: stat(&col.cpu, p)?.mean,
-                })
-            };
-            let (Some(pretrained), Some(scratch)) = (stat(&col.test, true), stat(&col.test, false)) else { continue };
-            let selections = if eval == EvalKind::Finetune {
-                seeds_at[&k]
-                    .iter()
-                    .filter_map(|s| {
-                        let (p, sc) = col.selections.get(&(k, *s))?;
-                        Some(SeedSelection { seed: *s, pretrained: p.clone()?, scratch: sc.clone()? })
-                    })
-                    .collect()
-            } else {
-                Vec::new()
-            };
-            out.evaluations.push(EvalRow {
-                eval,
-                labels_per_class: k,
-                pretrained,
-                scratch,
-                raw_baseline: col.raw.get(&k).map(|v| Stat::of(v)),
-                train_test_gap: GapStats {
-                    pretrained: stat(&col.gap, true).unwrap_or_else(|| Stat::of(&[])),
-                    scratch: stat(&col.gap, false).unwrap_or_else(|| Stat::of(&[])),
-                },
-                cv_accuracy: stat(&col.cv, true),
-                budget: Some(Sides { pretrained: cost(true), scratch: cost(false) }),
-                selections,
-            });
-        }
-        if let Some(k) = robust_k {
-            for c in corruptions {
-                let get = |p: bool| col.robust.get(&(eval, c.name.clone(), c.severity, p)).map(|v| Stat::of(v));
-                if let (Some(pretrained), Some(scratch)) = (get(true), get(false)) {
-                    out.robustness.push(RobustRow {
-                        eval,
-                        labels_per_class: k,
-                        corruption: c.name.clone(),
-                        severity: c.severity,
-                        pretrained,
-                        scratch,
-                    });
-                }
+    /// The rows, robustness rows and comparisons of what was collected.
+    fn finish(self, warnings: Vec<String>) -> Evaluation {
+        let mut out = Evaluation {
+            feature_cpu_seconds: self.frozen.then(|| self.feature_cpu.clone()),
+            warnings,
+            ..Default::default()
+        };
+        for &eval in &self.cfg.evals {
+            for &k in &self.cfg.labels_per_class {
+                out.evaluations.extend(self.row(eval, k));
+            }
+            if let Some(k) = self.design.robust_k {
+                out.robustness.extend(self.robustness_rows(eval, k));
             }
         }
+        out.comparisons = report::compare(&out.evaluations);
+        self.bar.finish();
+        out
     }
-    out.comparisons = report::compare(&out.evaluations);
-    bar.finish();
-    Ok(out)
+
+    fn row(&self, eval: EvalKind, k: usize) -> Option<EvalRow> {
+        let col = &self.col;
+        let stat = |m: &BTreeMap<Key, Vec<f64>>, p: bool| m.get(&(eval, k, p)).map(|v| Stat::of(v));
+        let cost = |p: bool| -> Option<Cost> {
+            Some(Cost {
+                steps: stat(&col.steps, p)?.mean,
+                selection_steps: stat(&col.selection_steps, p)?.mean,
+                cpu_seconds: stat(&col.cpu, p)?.mean,
+            })
+        };
+        let (pretrained, scratch) = (stat(&col.test, true)?, stat(&col.test, false)?);
+        let selections = if eval == EvalKind::Finetune {
+            self.design.seeds_at[&k]
+                .iter()
+                .filter_map(|s| {
+                    let (p, sc) = col.selections.get(&(k, *s))?;
+                    Some(SeedSelection { seed: *s, pretrained: p.clone()?, scratch: sc.clone()? })
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Some(EvalRow {
+            eval,
+            labels_per_class: k,
+            pretrained,
+            scratch,
+            raw_baseline: col.raw.get(&k).map(|v| Stat::of(v)),
+            train_test_gap: GapStats {
+                pretrained: stat(&col.gap, true).unwrap_or_else(|| Stat::of(&[])),
+                scratch: stat(&col.gap, false).unwrap_or_else(|| Stat::of(&[])),
+            },
+            cv_accuracy: stat(&col.cv, true),
+            budget: Some(Sides { pretrained: cost(true), scratch: cost(false) }),
+            selections,
+        })
+    }
+
+    fn robustness_rows(&self, eval: EvalKind, k: usize) -> Vec<RobustRow> {
+        let mut rows = Vec::new();
+        for c in self.design.corruptions {
+            let get = |p: bool| self.col.robust.get(&(eval, c.name.clone(), c.severity, p)).map(|v| Stat::of(v));
+            if let (Some(pretrained), Some(scratch)) = (get(true), get(false)) {
+                rows.push(RobustRow {
+                    eval,
+                    labels_per_class: k,
+                    corruption: c.name.clone(),
+                    severity: c.severity,
+                    pretrained,
+                    scratch,
+                });
+            }
+        }
+        rows
+    }
 }
