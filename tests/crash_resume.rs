@@ -209,3 +209,43 @@ fn out_of_memory_mid_step_saves_the_state_before_it_and_resume_is_exact() {
     assert!(toy(dir.path(), true).status().unwrap().success());
     assert_eq!(losses(dir.path()), want, "resumed before the failed step, the run ends as if it never failed");
 }
+
+/// The memory check (`ssl_core::trainer::memory_check`), each run a fresh process as a user's is:
+/// with room to spare the toy trains and reports its estimate next to its measured peak; under a
+/// budget of 85% of that estimate it is refused before any step with a halved batch that the same
+/// measurement finds to fit; with 1 MiB no batch fits. (How close the estimate comes is measured
+/// on the three modalities' runs, not on this toy, whose loader holds several 128 MiB batches.)
+#[test]
+fn a_plan_over_the_memory_budget_is_refused_with_a_batch_that_fits() {
+    // A batch of 2048 rows of 16384 floats is 128 MiB: the better part of the estimate.
+    let toy = |dir: &Path, budget: u64| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_toy_train"));
+        c.arg(dir).arg("6").args(["--dim", "16384", "--items", "2048", "--batch-size", "2048", "--prefetch", "1"]);
+        c.args(["--checkpoint-every", "0", "--max-memory", &budget.to_string()]).env("OMP_NUM_THREADS", "1");
+        c.output().unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out = toy(dir.path(), 1 << 40);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let estimate = summary["memory_estimate_bytes"].as_u64().expect("an estimate");
+    assert!(summary["peak_resident_bytes"].as_u64().is_some(), "the measured peak is reported");
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = toy(dir.path(), estimate / 100 * 85);
+    let msg = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{msg}");
+    assert!(msg.contains("the plan will not fit in memory: at --batch-size 2048"), "{msg}");
+    assert!(msg.contains("(--max-memory)"), "the budget's source is named: {msg}");
+    let fits: usize =
+        msg.split("--batch-size ").nth(2).and_then(|r| r.split(' ').next()?.parse().ok()).expect("a batch");
+    assert!(fits < 2048 && fits.is_power_of_two(), "{msg}");
+    assert!(
+        msg.contains(&format!("--batch-size {fits} fits")) && msg.contains(&format!("--grad-accum {}", 2048 / fits))
+    );
+    assert!(ssl_core::checkpoint::list(dir.path()).is_empty(), "nothing trained");
+
+    let out = toy(dir.path(), 1 << 20);
+    let msg = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.code() == Some(1) && msg.contains("no batch size fits"), "{msg}");
+}

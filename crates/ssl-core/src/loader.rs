@@ -183,105 +183,21 @@ impl<B: Send + 'static> Loader<B> {
         threads: usize,
         target: Target,
     ) -> Self {
-        let (rank, ranks) = (target.shard.0, target.shard.1.max(1));
         let (tx, rx) = sync_channel(prefetch.max(1));
         let stop = Arc::new(AtomicBool::new(false));
         let skipped = Arc::new(AtomicU64::new(0));
-        let (stop2, skipped2) = (stop.clone(), skipped.clone());
-        let handle = std::thread::spawn(move || {
-            // The loader's tensors (collate) and its decode threads never open an OpenMP team of
-            // their own: the cores' spin-waits stay the training thread's (kernels::serial_thread).
-            crate::kernels::serial_thread();
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads.max(1))
-                .start_handler(|_| {
-                    crate::kernels::serial_thread();
-                })
-                .build();
-            let pool = match pool {
-                Ok(p) => p,
-                Err(e) => {
-                    let _ = tx.send(Err(format!("cannot start {threads} loader threads: {e}")));
-                    return;
-                }
-            };
-            let len = source.len();
-            let global = batch_size.max(1) * ranks;
-            let per_epoch = (len / global) as u64;
-            if per_epoch == 0 {
-                let what = match ranks {
-                    1 => format!("one batch of {batch_size}"),
-                    n => format!("one global batch of {global} ({n} processes x {batch_size})"),
-                };
-                let _ = tx.send(Err(format!("{len} items cannot fill {what}")));
-                return;
-            }
-            let mut pos = LoaderPosition { seed, ..position };
-            let mut failures = FailureRun::default();
-            let mut order = epoch_order(len, seed, pos.epoch);
-            while !stop2.load(Ordering::Relaxed) {
-                if pos.batch >= per_epoch {
-                    pos.epoch += 1;
-                    pos.batch = 0;
-                    order = epoch_order(len, seed, pos.epoch);
-                }
-                let start = pos.batch as usize * global + rank * batch_size;
-                let idx = &order[start..start + batch_size];
-                let results: Vec<std::result::Result<S::Item, Skipped>> = pool.install(|| {
-                    idx.par_iter()
-                        .enumerate()
-                        .map(|(j, &i)| {
-                            let mut rng = ChaCha8Rng::seed_from_u64(mix_seed(&[seed, pos.epoch, (start + j) as u64]));
-                            source.get(i, &mut rng)
-                        })
-                        .collect()
-                });
-                let mut items = Vec::with_capacity(batch_size);
-                for r in results {
-                    match r {
-                        Ok(item) => {
-                            items.push(item);
-                            failures = FailureRun::default();
-                        }
-                        Err(e) => {
-                            skipped2.fetch_add(1, Ordering::Relaxed);
-                            eprintln!("warning: skipped an input: {e}");
-                            failures.failed(e.to_string());
-                        }
-                    }
-                }
-                if failures.count >= target.max_failed_in_row.max(1) {
-                    let _ = tx.send(Err(failures.describe()));
-                    return;
-                }
-                pos.batch += 1;
-                if items.is_empty() {
-                    continue;
-                }
-                let collate_seed = match ranks {
-                    1 => mix_seed(&[seed, pos.epoch, pos.batch, 0xC011]),
-                    _ => mix_seed(&[seed, pos.epoch, pos.batch, 0xC011, rank as u64]),
-                };
-                let mut rng = ChaCha8Rng::seed_from_u64(collate_seed);
-                let collated = match crate::torch_error::catch(|| source.collate(items, &mut rng)) {
-                    Ok(b) => b,
-                    Err(e) => {
-                        let _ = tx.send(Err(format!("collating a batch failed in LibTorch: {e}")));
-                        return;
-                    }
-                };
-                let batch = match source.pin_memory(collated, target.device) {
-                    Ok(b) => b,
-                    Err(e) => {
-                        let _ = tx.send(Err(format!("cannot page-lock a batch for {:?}: {e}", target.device)));
-                        return;
-                    }
-                };
-                if tx.send(Ok(LoadedBatch { batch, next: pos })).is_err() {
-                    return;
-                }
-            }
-        });
+        let thread = LoaderThread {
+            source,
+            batch_size,
+            seed,
+            position,
+            threads,
+            target,
+            tx,
+            stop: stop.clone(),
+            skipped: skipped.clone(),
+        };
+        let handle = std::thread::spawn(move || thread.run());
         Self { rx, stop, skipped, handle: Some(handle) }
     }
 
@@ -297,6 +213,125 @@ impl<B: Send + 'static> Loader<B> {
     /// Items skipped so far because they failed to decode.
     pub fn skipped(&self) -> u64 {
         self.skipped.load(Ordering::Relaxed)
+    }
+}
+
+/// What the loader's background thread owns.
+struct LoaderThread<S: DataSource> {
+    source: Arc<S>,
+    batch_size: usize,
+    seed: u64,
+    position: LoaderPosition,
+    threads: usize,
+    target: Target,
+    tx: std::sync::mpsc::SyncSender<std::result::Result<LoadedBatch<S::Batch>, String>>,
+    stop: Arc<AtomicBool>,
+    skipped: Arc<AtomicU64>,
+}
+
+impl<S: DataSource> LoaderThread<S> {
+    /// Load batches in order until told to stop, the receiver is gone, or loading fails (the
+    /// reason is sent).
+    fn run(self) {
+        if let Err(e) = self.load() {
+            let _ = self.tx.send(Err(e));
+        }
+    }
+
+    fn load(&self) -> std::result::Result<(), String> {
+        // The loader's tensors (collate) and its decode threads never open an OpenMP team of
+        // their own: the cores' spin-waits stay the training thread's (kernels::serial_thread).
+        crate::kernels::serial_thread();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(self.threads.max(1))
+            .start_handler(|_| {
+                crate::kernels::serial_thread();
+            })
+            .build()
+            .map_err(|e| format!("cannot start {} loader threads: {e}", self.threads))?;
+        let (rank, ranks) = (self.target.shard.0, self.target.shard.1.max(1));
+        let (batch_size, seed) = (self.batch_size, self.seed);
+        let len = self.source.len();
+        let global = batch_size.max(1) * ranks;
+        let per_epoch = (len / global) as u64;
+        if per_epoch == 0 {
+            let what = match ranks {
+                1 => format!("one batch of {batch_size}"),
+                n => format!("one global batch of {global} ({n} processes x {batch_size})"),
+            };
+            return Err(format!("{len} items cannot fill {what}"));
+        }
+        let mut pos = LoaderPosition { seed, ..self.position };
+        let mut failures = FailureRun::default();
+        let mut order = epoch_order(len, seed, pos.epoch);
+        while !self.stop.load(Ordering::Relaxed) {
+            if pos.batch >= per_epoch {
+                pos.epoch += 1;
+                pos.batch = 0;
+                order = epoch_order(len, seed, pos.epoch);
+            }
+            let start = pos.batch as usize * global + rank * batch_size;
+            let items = self.items(&pool, &order[start..start + batch_size], start, pos.epoch, &mut failures)?;
+            pos.batch += 1;
+            if items.is_empty() {
+                continue;
+            }
+            let collate_seed = match ranks {
+                1 => mix_seed(&[seed, pos.epoch, pos.batch, 0xC011]),
+                _ => mix_seed(&[seed, pos.epoch, pos.batch, 0xC011, rank as u64]),
+            };
+            let mut rng = ChaCha8Rng::seed_from_u64(collate_seed);
+            let collated = crate::torch_error::catch(|| self.source.collate(items, &mut rng))
+                .map_err(|e| format!("collating a batch failed in LibTorch: {e}"))?;
+            let batch = self
+                .source
+                .pin_memory(collated, self.target.device)
+                .map_err(|e| format!("cannot page-lock a batch for {:?}: {e}", self.target.device))?;
+            if self.tx.send(Ok(LoadedBatch { batch, next: pos })).is_err() {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// The items at `idx` (global positions from `start` in epoch `epoch`), decoded in parallel;
+    /// those that fail are skipped and counted, and too many in a row end the loader.
+    fn items(
+        &self,
+        pool: &rayon::ThreadPool,
+        idx: &[usize],
+        start: usize,
+        epoch: u64,
+        failures: &mut FailureRun,
+    ) -> std::result::Result<Vec<S::Item>, String> {
+        let seed = self.seed;
+        let results: Vec<std::result::Result<S::Item, Skipped>> = pool.install(|| {
+            idx.par_iter()
+                .enumerate()
+                .map(|(j, &i)| {
+                    let mut rng = ChaCha8Rng::seed_from_u64(mix_seed(&[seed, epoch, (start + j) as u64]));
+                    self.source.get(i, &mut rng)
+                })
+                .collect()
+        });
+        let mut items = Vec::with_capacity(idx.len());
+        for r in results {
+            match r {
+                Ok(item) => {
+                    items.push(item);
+                    *failures = FailureRun::default();
+                }
+                Err(e) => {
+                    self.skipped.fetch_add(1, Ordering::Relaxed);
+                    eprintln!("warning: skipped an input: {e}");
+                    failures.failed(e.to_string());
+                }
+            }
+        }
+        if failures.count >= self.target.max_failed_in_row.max(1) {
+            return Err(failures.describe());
+        }
+        Ok(items)
     }
 }
 

@@ -373,6 +373,18 @@ impl Report {
             self.machine.cpu, self.machine.cores, self.machine.device
         );
         s.push_str(&self.headline());
+        self.pretraining_section(&mut s);
+        self.data_section(&mut s);
+        self.notes_section(&mut s);
+        let _ = writeln!(s, "\n## Label efficiency (test accuracy, mean ± std over seeds)\n\n{}", self.summary_table());
+        self.evaluations_section(&mut s);
+        self.selections_section(&mut s);
+        self.plots_section(&mut s);
+        self.robustness_section(&mut s);
+        s
+    }
+
+    fn pretraining_section(&self, s: &mut String) {
         s.push_str("\n\n## Pretraining\n\n");
         match &self.pretraining {
             Some(p) => {
@@ -383,6 +395,9 @@ impl Report {
             }
             None => s.push_str("None in this report: `--eval-only` evaluated an existing run's encoder.\n"),
         }
+    }
+
+    fn data_section(&self, s: &mut String) {
         s.push_str("\n## Data\n\n| | |\n|---|---|\n");
         for (k, v) in flat_rows(&self.data, "") {
             let _ = writeln!(s, "| {k} | {v} |");
@@ -394,6 +409,9 @@ impl Report {
                 let _ = writeln!(s, "- `{x}`");
             }
         }
+    }
+
+    fn notes_section(&self, s: &mut String) {
         s.push_str("\n## Notes\n\n");
         for n in &self.notes {
             let _ = writeln!(s, "- {n}");
@@ -401,7 +419,9 @@ impl Report {
         for w in &self.evaluation.warnings {
             let _ = writeln!(s, "- **Warning:** {w}");
         }
-        let _ = writeln!(s, "\n## Label efficiency (test accuracy, mean ± std over seeds)\n\n{}", self.summary_table());
+    }
+
+    fn evaluations_section(&self, s: &mut String) {
         s.push_str("\n## Every evaluation\n\n| eval | labels/class | pretrained | scratch | raw-input LR | CV accuracy | gap pretrained | gap scratch | steps (selection) pretrained / scratch | CPU s pretrained / scratch |\n|---|---|---|---|---|---|---|---|---|---|\n");
         for r in &self.evaluation.evaluations {
             let raw = r.raw_baseline.as_ref().map(|x| x.cell()).unwrap_or_else(|| "-".into());
@@ -437,22 +457,29 @@ impl Report {
         s.push_str(
             "\nFor `linear` and `knn`, *scratch* is the random-initialised encoder's frozen features (a reference); for `finetune` it is the same architecture trained from scratch on the labeled subset with the same recipe, budget, augmentation and selection. The gap is train accuracy on the labeled subset minus test accuracy: smaller means less overfitting. Steps and CPU seconds are per seed; selection steps are cross-validation's.\n",
         );
+    }
+
+    fn selections_section(&self, s: &mut String) {
         let sels: Vec<(usize, &SeedSelection)> = self
             .evaluation
             .evaluations
             .iter()
             .flat_map(|r| r.selections.iter().map(move |x| (r.labels_per_class, x)))
             .collect();
-        if !sels.is_empty() {
-            s.push_str("\n## Fine-tuning selection (cross-validation on the labeled subset)\n\n| labels/class | seed | pretrained lr, stop, CV acc | scratch lr, stop, CV acc |\n|---|---|---|---|\n");
-            let one = |x: &Selection| match x.cv_accuracy {
-                Some(a) => format!("{:.0e}, {:.2}, {a:.3} ({} folds)", x.lr, x.stop, x.folds),
-                None => format!("{:.0e}, {:.2}, default (too few labels to split)", x.lr, x.stop),
-            };
-            for (k, x) in sels {
-                let _ = writeln!(s, "| {k} | {} | {} | {} |", x.seed, one(&x.pretrained), one(&x.scratch));
-            }
+        if sels.is_empty() {
+            return;
         }
+        s.push_str("\n## Fine-tuning selection (cross-validation on the labeled subset)\n\n| labels/class | seed | pretrained lr, stop, CV acc | scratch lr, stop, CV acc |\n|---|---|---|---|\n");
+        let one = |x: &Selection| match x.cv_accuracy {
+            Some(a) => format!("{:.0e}, {:.2}, {a:.3} ({} folds)", x.lr, x.stop, x.folds),
+            None => format!("{:.0e}, {:.2}, default (too few labels to split)", x.lr, x.stop),
+        };
+        for (k, x) in sels {
+            let _ = writeln!(s, "| {k} | {} | {} | {} |", x.seed, one(&x.pretrained), one(&x.scratch));
+        }
+    }
+
+    fn plots_section(&self, s: &mut String) {
         s.push_str("\n## Plots\n\n![Test accuracy against labels per class: one colour per evaluation, pretrained solid, scratch dashed, bands of one std over seeds](accuracy.png)\n");
         if !self.evaluation.robustness.is_empty() {
             s.push_str("\n![Accuracy against corruption severity, pretrained solid, scratch dashed](robustness.png)\n");
@@ -460,21 +487,24 @@ impl Report {
         if self.pretraining.is_some() {
             s.push_str("\n![Pretraining loss, with the learning rate on the right axis](loss.png)\n");
         }
-        if !self.evaluation.robustness.is_empty() {
-            s.push_str("\n## Robustness (test accuracy under corruption)\n\n| eval | labels/class | corruption | severity | pretrained | scratch |\n|---|---|---|---|---|---|\n");
-            for r in &self.evaluation.robustness {
-                let _ = writeln!(
-                    s,
-                    "| {} | {} | {} | {} | {} | {} |",
-                    r.eval.name(),
-                    r.labels_per_class,
-                    r.corruption,
-                    r.severity,
-                    r.pretrained.cell(),
-                    r.scratch.cell()
-                );
-            }
+    }
+
+    fn robustness_section(&self, s: &mut String) {
+        if self.evaluation.robustness.is_empty() {
+            return;
         }
-        s
+        s.push_str("\n## Robustness (test accuracy under corruption)\n\n| eval | labels/class | corruption | severity | pretrained | scratch |\n|---|---|---|---|---|---|\n");
+        for r in &self.evaluation.robustness {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} | {} |",
+                r.eval.name(),
+                r.labels_per_class,
+                r.corruption,
+                r.severity,
+                r.pretrained.cell(),
+                r.scratch.cell()
+            );
+        }
     }
 }

@@ -49,6 +49,7 @@ pub use recipe::{DataReport, EvalInputs, Recipe, RunContext};
 
 use crate::error::{CoreError, Result};
 use crate::eval::report::{detect_machine, Report};
+use crate::trainer::TrainSummary;
 use ssl_records::run::{RunRecord, Versions, LIBTORCH_VERSION, SCHEMA_VERSION};
 use std::path::Path;
 use tch::Device;
@@ -74,33 +75,8 @@ pub fn execute<R: Recipe>(recipe: &mut R, plan: &RunPlan) -> std::result::Result
     // opens its data (text packs its corpus there). Rank 0 holds the lock for all ranks.
     let _lock = if main { Some(lock::RunLock::acquire(&run_dir)?) } else { None };
     crate::interrupt::install().map_err(|e| CoreError::io("signal handlers", e))?;
-    // Rank 0 prepares the data first; the others then read what it wrote.
-    if let (Some(g), false) = (group, main) {
-        g.barrier()?;
-    }
-    let data = recipe.open(plan)?;
-    if let (Some(g), true) = (group, main) {
-        g.barrier()?;
-    }
-    let record = RunRecord {
-        schema_version: SCHEMA_VERSION,
-        modality: recipe.modality().into(),
-        method: recipe.method(),
-        config: serde_json::json!({ "flags": recipe.flags(), "resolved": recipe.resolved() }),
-        data: serde_json::json!({ "summary": data.summary, "skipped": data.skipped }),
-        machine: detect_machine(plan.device),
-        versions: Versions { toolkit: env!("CARGO_PKG_VERSION").into(), libtorch: LIBTORCH_VERSION.into() },
-        git_revision: ssl_records::run::git_revision(Path::new(env!("CARGO_MANIFEST_DIR"))),
-    };
-    if main {
-        record.write(&run_dir).map_err(|e| CoreError::InvalidArgument(e.to_string()))?;
-    }
-    for s in data.skipped.items.iter().take(5) {
-        eprintln!("warning: skipped {s}");
-    }
-    if data.skipped.count > 5 {
-        eprintln!("warning: ... {} inputs skipped in all (listed in report.json)", data.skipped.count);
-    }
+    let data = open_data(recipe, plan, group)?;
+    let record = write_record(recipe, plan, &data)?;
     let init = match (&plan.init_from, &plan.mode) {
         (Some(source), Mode::Pretrain { .. }) => Some(recipe.init_weights(source)?),
         _ => None,
@@ -116,8 +92,7 @@ pub fn execute<R: Recipe>(recipe: &mut R, plan: &RunPlan) -> std::result::Result
                 false => String::new(),
             };
             eprintln!("==> {} (run directory {}{world})", recipe.describe(), run_dir.display());
-            let s = recipe.pretrain(&ctx)?;
-            (Some(s), run_dir.clone())
+            (Some(recipe.pretrain(&ctx)?), run_dir.clone())
         }
         Mode::EvalOnly { weights, .. } => (None, weights.clone()),
     };
@@ -125,6 +100,66 @@ pub fn execute<R: Recipe>(recipe: &mut R, plan: &RunPlan) -> std::result::Result
     if !main {
         return Ok(None);
     }
+    let report = evaluate_and_report(recipe, &ctx, &weights, summary, record, data, init_note)?;
+    finish(&run_dir, &report)?;
+    if let (Some(export), Mode::Pretrain { .. }) = (&plan.export, &plan.mode) {
+        self::export::<R>(&run_dir, &export.dir, export.format)?;
+    }
+    Ok(Some(report))
+}
+
+/// The recipe opens its data: rank 0 first, the others after a barrier, reading what it wrote.
+fn open_data<R: Recipe>(
+    recipe: &mut R,
+    plan: &RunPlan,
+    group: Option<&crate::dist::ProcessGroup>,
+) -> std::result::Result<DataReport, R::Error> {
+    let main = plan.world.is_main();
+    if let (Some(g), false) = (group, main) {
+        g.barrier()?;
+    }
+    let data = recipe.open(plan)?;
+    if let (Some(g), true) = (group, main) {
+        g.barrier()?;
+    }
+    Ok(data)
+}
+
+/// `config.json` (rank 0), and the first skipped inputs named on the terminal.
+fn write_record<R: Recipe>(recipe: &R, plan: &RunPlan, data: &DataReport) -> std::result::Result<RunRecord, R::Error> {
+    let record = RunRecord {
+        schema_version: SCHEMA_VERSION,
+        modality: recipe.modality().into(),
+        method: recipe.method(),
+        config: serde_json::json!({ "flags": recipe.flags(), "resolved": recipe.resolved() }),
+        data: serde_json::json!({ "summary": data.summary, "skipped": data.skipped }),
+        machine: detect_machine(plan.device),
+        versions: Versions { toolkit: env!("CARGO_PKG_VERSION").into(), libtorch: LIBTORCH_VERSION.into() },
+        git_revision: ssl_records::run::git_revision(Path::new(env!("CARGO_MANIFEST_DIR"))),
+    };
+    if plan.world.is_main() {
+        record.write(&plan.run_dir).map_err(|e| CoreError::InvalidArgument(e.to_string()))?;
+    }
+    for s in data.skipped.items.iter().take(5) {
+        eprintln!("warning: skipped {s}");
+    }
+    if data.skipped.count > 5 {
+        eprintln!("warning: ... {} inputs skipped in all (listed in report.json)", data.skipped.count);
+    }
+    Ok(record)
+}
+
+/// The evaluation protocol on the recipe's inputs, and the report of the whole run.
+fn evaluate_and_report<R: Recipe>(
+    recipe: &mut R,
+    ctx: &RunContext<'_>,
+    weights: &Path,
+    summary: Option<TrainSummary>,
+    record: RunRecord,
+    data: DataReport,
+    init_note: Option<String>,
+) -> std::result::Result<Report, R::Error> {
+    let plan = ctx.plan;
     let protocol = recipe.protocol();
     eprintln!(
         "==> evaluating against scratch ({} labels/class, {} seeds ({} at the headline budget), {})",
@@ -134,7 +169,7 @@ pub fn execute<R: Recipe>(recipe: &mut R, plan: &RunPlan) -> std::result::Result
         RunPlan::evals(&protocol)
     );
     let evaluation = {
-        let inputs = recipe.evaluation(&weights, &ctx)?;
+        let inputs = recipe.evaluation(weights, ctx)?;
         crate::eval::evaluate(
             inputs.factory.as_ref(),
             &inputs.train,
@@ -153,8 +188,8 @@ pub fn execute<R: Recipe>(recipe: &mut R, plan: &RunPlan) -> std::result::Result
         ));
     }
     notes.push(protocol.describe());
-    notes.extend(recipe.extra_evaluations(&weights, &ctx)?);
-    let report = Report {
+    notes.extend(recipe.extra_evaluations(weights, ctx)?);
+    Ok(Report {
         schema_version: REPORT_SCHEMA_VERSION,
         modality: recipe.modality().into(),
         method: recipe.method(),
@@ -165,12 +200,7 @@ pub fn execute<R: Recipe>(recipe: &mut R, plan: &RunPlan) -> std::result::Result
         notes,
         memory: Some(crate::memory::usage()),
         evaluation,
-    };
-    finish(&run_dir, &report)?;
-    if let (Some(export), Mode::Pretrain { .. }) = (&plan.export, &plan.mode) {
-        self::export::<R>(&run_dir, &export.dir, export.format)?;
-    }
-    Ok(Some(report))
+    })
 }
 
 /// Start `n` workers of this command (`--nproc-per-node`) and wait for them. They get the same

@@ -65,7 +65,7 @@ pub struct RunOptions {
     #[arg(long)]
     pub resume: bool,
     /// The memory this run may use, e.g. 6G, 512M or bytes (default: the container's limit,
-    /// else the memory available). Before pretraining, one step measured in a child process must
+    /// else the memory available). Before pretraining, four steps measured in a child process must
     /// fit in it, or the run is refused with a batch size that fits.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub max_memory: Option<u64>,

@@ -101,6 +101,73 @@ impl RunOptions {
 
     /// [`RunOptions::resolve`] for a process at `world` (as its launcher's variables say).
     pub fn resolve_in(&self, modality: &str, method: &str, world: World) -> Result<RunPlan> {
+        self.check_values()?;
+        let launch = match self.nproc_per_node {
+            Some(0) => return Err(invalid("--nproc-per-node must be at least 1")),
+            // Inside torchrun or srun the launcher already started the processes.
+            Some(n) if n > 1 && !world.is_distributed() => Some(n),
+            _ => None,
+        };
+        let distributed = world.is_distributed() || launch.is_some();
+        let dist_timeout = match self.dist_timeout {
+            Some(t) if !(t.is_finite() && t > 0.0) => {
+                return Err(invalid(format!("--dist-timeout must be a positive number of seconds, got {t}")))
+            }
+            Some(t) => Duration::from_secs_f64(t),
+            None => Duration::from_secs_f64(crate::dist::DEFAULT_TIMEOUT_SECS),
+        };
+        let dist_buckets = crate::dist::BucketConfig::from_flags(self.dist_bucket_mb, self.no_dist_overlap)?;
+        if self.init_from.is_some() && self.eval_only {
+            return Err(invalid("--init-from starts a pretraining run; --eval-only evaluates an existing one"));
+        }
+        if distributed && self.eval_only {
+            return Err(invalid("--eval-only runs in one process: drop --nproc-per-node (and torchrun/srun)"));
+        }
+        if world.is_distributed() && self.out.is_none() {
+            return Err(invalid(format!(
+                "a run of {} processes needs --out RUN_DIR: every rank must use the same run directory",
+                world.size
+            )));
+        }
+        let device = world.device(self.device.as_deref().unwrap_or("cpu"))?;
+        let dist_backend = Backend::for_device(self.dist_backend, device);
+        if distributed {
+            dist_backend.check_available(device)?;
+        }
+        let mode = self.mode(modality)?;
+        let run_dir = self.run_dir(&mode, modality, method)?;
+        let export = self.export(&mode)?;
+        let init_from = self.init_from.as_deref().map(|p| crate::init::InitSource::of(p, modality)).transpose()?;
+        if run_dir.exists() && !run_dir.is_dir() {
+            return Err(invalid(format!("--out {}: exists and is not a directory", run_dir.display())));
+        }
+        if mode == (Mode::Pretrain { resume: false }) && crate::checkpoint::latest(&run_dir).is_some() {
+            return Err(invalid(format!(
+                "{} already holds a run with checkpoints: add --resume to continue it, or choose another --out",
+                run_dir.display()
+            )));
+        }
+        Ok(RunPlan {
+            modality: modality.into(),
+            method: method.into(),
+            run_dir,
+            device,
+            threads: self.threads,
+            mode,
+            seed: self.seed.unwrap_or(0),
+            world,
+            launch,
+            dist_backend,
+            dist_timeout,
+            dist_buckets,
+            export,
+            init_from,
+            options: self.clone(),
+        })
+    }
+
+    /// Each numeric flag within its range, on its own.
+    fn check_values(&self) -> Result<()> {
         if self.steps == Some(0) && self.init_from.is_none() {
             return Err(invalid(
                 "--steps 0 would train nothing; to evaluate an existing run use --eval-only --checkpoint RUN_DIR \
@@ -143,56 +210,32 @@ impl RunOptions {
         if self.eval.as_ref().is_some_and(Vec::is_empty) {
             return Err(invalid("--eval needs at least one of linear, knn, finetune"));
         }
-        let launch = match self.nproc_per_node {
-            Some(0) => return Err(invalid("--nproc-per-node must be at least 1")),
-            // Inside torchrun or srun the launcher already started the processes.
-            Some(n) if n > 1 && !world.is_distributed() => Some(n),
-            _ => None,
-        };
-        let distributed = world.is_distributed() || launch.is_some();
-        let dist_timeout = match self.dist_timeout {
-            Some(t) if !(t.is_finite() && t > 0.0) => {
-                return Err(invalid(format!("--dist-timeout must be a positive number of seconds, got {t}")))
-            }
-            Some(t) => Duration::from_secs_f64(t),
-            None => Duration::from_secs_f64(crate::dist::DEFAULT_TIMEOUT_SECS),
-        };
-        let dist_buckets = crate::dist::BucketConfig::from_flags(self.dist_bucket_mb, self.no_dist_overlap)?;
-        if self.init_from.is_some() && self.eval_only {
-            return Err(invalid("--init-from starts a pretraining run; --eval-only evaluates an existing one"));
-        }
-        if distributed && self.eval_only {
-            return Err(invalid("--eval-only runs in one process: drop --nproc-per-node (and torchrun/srun)"));
-        }
-        if world.is_distributed() && self.out.is_none() {
-            return Err(invalid(format!(
-                "a run of {} processes needs --out RUN_DIR: every rank must use the same run directory",
-                world.size
-            )));
-        }
-        let device = world.device(self.device.as_deref().unwrap_or("cpu"))?;
-        let dist_backend = Backend::for_device(self.dist_backend, device);
-        if distributed {
-            dist_backend.check_available(device)?;
-        }
-        let mode =
-            match (self.eval_only, &self.checkpoint, self.resume) {
-                (true, _, true) => return Err(invalid("--resume and --eval-only exclude each other")),
-                (true, None, _) => return Err(invalid("--eval-only needs --checkpoint RUN_DIR (the run to evaluate)")),
-                (false, Some(_), _) => return Err(invalid(
-                    "--checkpoint is the run that --eval-only evaluates; to continue a run use --out RUN_DIR --resume",
-                )),
-                (true, Some(c), false) => {
-                    if !c.exists() {
-                        return Err(invalid(format!("--checkpoint {}: no such file or directory", c.display())));
-                    }
-                    let run = run_of_checkpoint(c)?;
-                    let record = RunRecord::read_for(&run, modality).map_err(|e| invalid(e.to_string()))?;
-                    Mode::EvalOnly { run, weights: c.clone(), record: Box::new(record) }
+        Ok(())
+    }
+
+    /// Pretraining (resumed or not), or the evaluation of an existing run.
+    fn mode(&self, modality: &str) -> Result<Mode> {
+        match (self.eval_only, &self.checkpoint, self.resume) {
+            (true, _, true) => Err(invalid("--resume and --eval-only exclude each other")),
+            (true, None, _) => Err(invalid("--eval-only needs --checkpoint RUN_DIR (the run to evaluate)")),
+            (false, Some(_), _) => Err(invalid(
+                "--checkpoint is the run that --eval-only evaluates; to continue a run use --out RUN_DIR --resume",
+            )),
+            (true, Some(c), false) => {
+                if !c.exists() {
+                    return Err(invalid(format!("--checkpoint {}: no such file or directory", c.display())));
                 }
-                (false, None, resume) => Mode::Pretrain { resume },
-            };
-        let run_dir = match (&mode, &self.out) {
+                let run = run_of_checkpoint(c)?;
+                let record = RunRecord::read_for(&run, modality).map_err(|e| invalid(e.to_string()))?;
+                Ok(Mode::EvalOnly { run, weights: c.clone(), record: Box::new(record) })
+            }
+            (false, None, resume) => Ok(Mode::Pretrain { resume }),
+        }
+    }
+
+    /// `--out`, else the evaluated run's `eval/`, else `runs/<modality>-<method>-<unix time>`.
+    fn run_dir(&self, mode: &Mode, modality: &str, method: &str) -> Result<PathBuf> {
+        Ok(match (mode, &self.out) {
             (_, Some(out)) => out.clone(),
             (Mode::EvalOnly { run, .. }, None) => run.join("eval"),
             (Mode::Pretrain { resume: true }, None) => {
@@ -205,49 +248,26 @@ impl RunOptions {
                     .unwrap_or(0);
                 PathBuf::from("runs").join(format!("{modality}-{method}-{t}"))
             }
-        };
-        let export = match (&self.export, &mode) {
+        })
+    }
+
+    /// `--export DIR` after pretraining: a new or empty folder.
+    fn export(&self, mode: &Mode) -> Result<Option<Export>> {
+        match (&self.export, mode) {
             (None, _) if self.export_format.is_some() => {
-                return Err(invalid("--export-format needs --export DIR (the folder to export into)"))
+                Err(invalid("--export-format needs --export DIR (the folder to export into)"))
             }
-            (None, _) => None,
-            (Some(_), Mode::EvalOnly { .. }) => return Err(invalid(
+            (None, _) => Ok(None),
+            (Some(_), Mode::EvalOnly { .. }) => Err(invalid(
                 "--export exports a run after pretraining; to export an existing run use `ssl export RUN_DIR --to DIR`",
             )),
             (Some(dir), _) => {
                 if dir.exists() && std::fs::read_dir(dir).map(|mut d| d.next().is_some()).unwrap_or(true) {
                     return Err(invalid(format!("--export {}: not an empty folder", dir.display())));
                 }
-                Some(Export { dir: dir.clone(), format: self.export_format })
+                Ok(Some(Export { dir: dir.clone(), format: self.export_format }))
             }
-        };
-        let init_from = self.init_from.as_deref().map(|p| crate::init::InitSource::of(p, modality)).transpose()?;
-        if run_dir.exists() && !run_dir.is_dir() {
-            return Err(invalid(format!("--out {}: exists and is not a directory", run_dir.display())));
         }
-        if mode == (Mode::Pretrain { resume: false }) && crate::checkpoint::latest(&run_dir).is_some() {
-            return Err(invalid(format!(
-                "{} already holds a run with checkpoints: add --resume to continue it, or choose another --out",
-                run_dir.display()
-            )));
-        }
-        Ok(RunPlan {
-            modality: modality.into(),
-            method: method.into(),
-            run_dir,
-            device,
-            threads: self.threads,
-            mode,
-            seed: self.seed.unwrap_or(0),
-            world,
-            launch,
-            dist_backend,
-            dist_timeout,
-            dist_buckets,
-            export,
-            init_from,
-            options: self.clone(),
-        })
     }
 }
 

@@ -1,10 +1,9 @@
 //! Will the plan fit in memory? Measured, not guessed: before the first step, a child process
 //! (forked after the model and the optimizer are built, so it holds everything the run holds)
-//! collates one batch from the data source and runs two training steps on it at the configured
+//! collates batches from the data source and runs four training steps on them at the configured
 //! batch size (forward, backward, clipping, the optimizer update, whose first call allocates the
-//! optimizer's state), then reports how much anonymous memory the steps added (`RssAnon`:
-//! with glibc's thresholds fixed and the large-block cache, freed memory stays resident, so what
-//! the steps leave resident is their peak). The estimate of the run's pretraining peak is the
+//! optimizer's state), then reports how much anonymous memory the steps added at their high
+//! points (`RssAnon` after each forward pass, backward pass and update). The estimate of the run's pretraining peak is the
 //! parent's resident memory at the fork, plus that growth, plus the batches the loader keeps ready
 //! (`prefetch`, plus the one being built). The child's own peak would miss the shared library
 //! pages the parent has resident: fork does not copy the page tables of file mappings, so the
@@ -40,6 +39,9 @@ pub struct MemoryEstimate {
     pub batch_size: usize,
     pub budget: Option<MemoryBudget>,
 }
+
+/// Training steps a probe runs, each on a batch of its own.
+const PROBE_STEPS: usize = 4;
 
 /// How long a probe may take before it is abandoned (and the check skipped with a warning).
 const PROBE_TIMEOUT: Duration = Duration::from_secs(300);
@@ -231,31 +233,37 @@ where
     let anon_at_start = status_bytes("RssAnon:");
     let outcome = crate::torch_error::catch(|| -> Option<[u64; 3]> {
         let len = source.len().max(1);
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
-        let mut items = Vec::with_capacity(batch);
-        for i in 0..len.min(batch * 4) {
-            if items.len() == batch {
-                break;
-            }
-            if let Ok(item) = source.get(i, &mut rng) {
-                items.push(item);
-            }
-        }
-        let before = status_bytes("RssAnon:");
-        let collated = source.collate(items, &mut rng);
-        let batch_bytes = status_bytes("RssAnon:").saturating_sub(before);
-        for _ in 0..2 {
+        let (mut batch_bytes, mut highest) = (0, 0);
+        let sample = |highest: &mut u64| *highest = (*highest).max(status_bytes("RssAnon:"));
+        // Different batches, as the run sees them: a batch's shapes may vary with its content
+        // (masks, crop lengths), and what the steps leave resident grows with that variety.
+        for step in 0..PROBE_STEPS {
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(step as u64);
+            let items: Vec<S::Item> = (0..len.min(batch * 4))
+                .map(|j| (step * batch + j) % len)
+                .filter_map(|i| source.get(i, &mut rng).ok())
+                .take(batch)
+                .collect();
+            let before = status_bytes("RssAnon:");
+            let collated = source.collate(items, &mut rng);
+            batch_bytes = batch_bytes.max(status_bytes("RssAnon:").saturating_sub(before));
             optimizer.zero_grad();
             let out = {
                 let _autocast = crate::kernels::Bf16Autocast::new(cfg.bf16, Device::Cpu).ok()?;
                 objective.forward(&collated, Device::Cpu).ok()?
             };
+            // The anonymous memory at the step's high points: every activation alive after the
+            // forward pass, the gradients after the backward pass, the optimizer's state after
+            // the update (freed memory may go back to the system in between).
+            sample(&mut highest);
             out.loss.to_kind(Kind::Float).backward();
+            sample(&mut highest);
             drop(out);
             let _ = optimizer.clip_grad_norm(cfg.clip_norm).ok()?;
             optimizer.step(cfg.lr).ok()?;
+            sample(&mut highest);
         }
-        Some([1, status_bytes("RssAnon:").saturating_sub(anon_at_start), batch_bytes])
+        Some([1, highest.saturating_sub(anon_at_start), batch_bytes])
     });
     match outcome {
         Ok(Some(r)) => r,
