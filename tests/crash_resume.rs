@@ -10,13 +10,18 @@ fn losses(dir: &Path) -> Vec<(u64, f64)> {
     ssl_core::trainer::read_metrics(dir).iter().map(|m| (m.step, m.loss)).collect()
 }
 
-fn run(dir: &Path, resume: bool) {
+/// The toy trainer on `dir` for [`STEPS`] steps, with `extra` flags.
+fn toy(dir: &Path, extra: &[&str], resume: bool) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_toy_train"));
-    c.arg(dir).arg(STEPS.to_string());
+    c.arg(dir).arg(STEPS.to_string()).args(extra);
     if resume {
         c.arg("--resume");
     }
-    assert!(c.status().unwrap().success());
+    c
+}
+
+fn run(dir: &Path, resume: bool) {
+    assert!(toy(dir, &[], resume).status().unwrap().success());
 }
 
 #[test]
@@ -100,15 +105,8 @@ fn an_unparsable_newest_state_falls_back_to_the_older_one() {
 #[test]
 fn a_full_disk_during_a_checkpoint_stops_the_run_and_resume_works_once_space_is_free() {
     use std::os::unix::process::CommandExt;
-    const DIM: &str = "2048"; // a 2048x16 first layer: 131 KB of weights, 262 KB of optimizer state
-    let toy = |dir: &Path, resume: bool| {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_toy_train"));
-        c.arg(dir).arg(STEPS.to_string()).args(["--dim", DIM]);
-        if resume {
-            c.arg("--resume");
-        }
-        c
-    };
+    // A 2048x16 first layer: 131 KB of weights, 262 KB of optimizer state.
+    let toy = |dir: &Path, resume: bool| toy(dir, &["--dim", "2048"], resume);
     let reference = tempfile::tempdir().unwrap();
     assert!(toy(reference.path(), false).status().unwrap().success());
     let want = losses(reference.path());
@@ -180,14 +178,7 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
 /// `--resume` ends with exactly the losses of a run that never failed.
 #[test]
 fn out_of_memory_mid_step_saves_the_state_before_it_and_resume_is_exact() {
-    let toy = |dir: &Path, resume: bool| {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_toy_train"));
-        c.arg(dir).arg(STEPS.to_string()).args(["--checkpoint-every", "50"]);
-        if resume {
-            c.arg("--resume");
-        }
-        c
-    };
+    let toy = |dir: &Path, resume: bool| toy(dir, &["--checkpoint-every", "50"], resume);
     let reference = tempfile::tempdir().unwrap();
     assert!(toy(reference.path(), false).status().unwrap().success());
     let want = losses(reference.path());

@@ -154,6 +154,8 @@ pub fn pretrain<'a>(
     let source = Arc::new(ImageSource::new(images.clone(), config.augment));
     let seed = ssl_core::rng::derive(config.train.seed, "init");
     let preview = preview_batch(&images, 8);
+    // Rank 0 alone writes into the run directory.
+    let main = ssl_core::dist::world().is_main();
     match config.method {
         Method::Rotation => {
             let mut task = RotationTask::new(&config.encoder, device, seed);
@@ -168,7 +170,9 @@ pub fn pretrain<'a>(
                 let (_, masked, recon) = task.loss(&x, false);
                 (masked, recon)
             });
-            write_grid(&run_dir.join("reconstructions.png"), &[&preview, &masked, &recon])?;
+            if main {
+                write_grid(&run_dir.join("reconstructions.png"), &[&preview, &masked, &recon])?;
+            }
             Ok(summary)
         }
         Method::Mae => {
@@ -178,7 +182,9 @@ pub fn pretrain<'a>(
             let mut task = MaeTask::new(vit, config.mae, device, seed);
             let summary = trainer.fit(&mut task, source, start)?;
             let (masked, recon) = tch::no_grad(|| task.reconstruction(&preview.to_device(device)));
-            write_grid(&run_dir.join("reconstructions.png"), &[&preview, &masked, &recon])?;
+            if main {
+                write_grid(&run_dir.join("reconstructions.png"), &[&preview, &masked, &recon])?;
+            }
             Ok(summary)
         }
     }
