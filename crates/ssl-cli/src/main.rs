@@ -194,11 +194,10 @@ fn main() -> ExitCode {
 
 /// Run one parsed command.
 fn command(command: Cmd, sub: &ArgMatches) -> Result<(), Failure> {
-    let sub = sub.clone();
     match command {
-        Cmd::PretrainVision(f) => pretrain(f, &sub, |f| &f.run, |f| Ok(VisionRecipe::new(f))),
-        Cmd::PretrainText(f) => pretrain(f, &sub, |f| &f.run, TextRecipe::new),
-        Cmd::PretrainSpeech(f) => pretrain(f, &sub, |f| &f.run, SpeechRecipe::new),
+        Cmd::PretrainVision(f) => pretrain(f, sub, |f| &f.run, |f| Ok(VisionRecipe::new(f))),
+        Cmd::PretrainText(f) => pretrain(f, sub, |f| &f.run, TextRecipe::new),
+        Cmd::PretrainSpeech(f) => pretrain(f, sub, |f| &f.run, SpeechRecipe::new),
         Cmd::Runs { dir } => {
             print!("{}", ssl_core::run::catalog::runs_table(&dir));
             Ok(())

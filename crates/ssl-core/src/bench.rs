@@ -45,13 +45,7 @@ pub fn matmul_peak(device: Device, n: i64, repeats: usize) -> f64 {
 
 /// Peak resident memory of this process in bytes (Linux `VmHWM`), 0 where unavailable.
 pub fn peak_rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        })
-        .map(|kb| kb * 1024)
-        .unwrap_or(0)
+    crate::memory::status_bytes("VmHWM:").unwrap_or(0)
 }
 
 /// FLOPs of a 2-D convolution over one image (multiply-adds counted as 2).

@@ -244,11 +244,15 @@ pub struct MemoryUse {
 
 /// This process's memory use now: [`budget`], the peak resident memory and the cache's counters.
 pub fn usage() -> MemoryUse {
-    let peak = std::fs::read_to_string("/proc/self/status").ok().and_then(|s| {
-        let kb: u64 = s.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()?;
-        Some(kb * 1024)
-    });
-    MemoryUse { budget: budget(), peak_resident_bytes: peak, block_cache: block_cache_stats() }
+    MemoryUse { budget: budget(), peak_resident_bytes: status_bytes("VmHWM:"), block_cache: block_cache_stats() }
+}
+
+/// A field of `/proc/self/status` that Linux gives in kB (`VmHWM:`, `VmRSS:`, `RssAnon:`), in
+/// bytes; `None` where it cannot be read. The one reader of that file.
+pub fn status_bytes(field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: u64 = status.lines().find(|l| l.starts_with(field))?.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
 }
 
 #[cfg(test)]

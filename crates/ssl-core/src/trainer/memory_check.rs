@@ -28,33 +28,22 @@ use rand::SeedableRng;
 use std::time::{Duration, Instant};
 use tch::{Device, Kind};
 
-/// The plan's measured pretraining peak, against the budget.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct MemoryEstimate {
-    /// The estimated peak resident memory of pretraining, in bytes.
-    pub estimate_bytes: u64,
-    /// Of which the child's measured peak (the process at fork, plus one step's tensors).
-    pub measured_step_bytes: u64,
-    /// The batch size measured.
-    pub batch_size: usize,
-    pub budget: Option<MemoryBudget>,
-}
-
 /// Training steps a probe runs, each on a batch of its own.
 const PROBE_STEPS: usize = 4;
 
 /// How long a probe may take before it is abandoned (and the check skipped with a warning).
 const PROBE_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// Measure the plan and refuse it when it cannot fit; `None` when the check does not apply
-/// (not on the CPU, data-parallel, turned off) or could not run (a warning says why).
+/// Measure the plan and refuse it when it cannot fit: the estimated pretraining peak in bytes.
+/// `None` when the check does not apply (not on the CPU, data-parallel, turned off), could not
+/// run (a warning says why), or the step did not fit where no budget is known.
 pub fn check<O, S>(
     cfg: &TrainConfig,
     device: Device,
     objective: &mut O,
     optimizer: &mut Optimizer,
     source: &S,
-) -> Result<Option<MemoryEstimate>>
+) -> Result<Option<u64>>
 where
     O: Objective + ?Sized,
     S: DataSource<Batch = O::Batch>,
@@ -66,29 +55,24 @@ where
         Some(bytes) => Some(MemoryBudget { bytes, source: BudgetSource::Flag }),
         None => crate::memory::budget(),
     };
-    let mut estimate = |batch: usize| -> Option<Probe> { probe(objective, optimizer, source, batch, cfg) };
-    let Some(first) = estimate(cfg.batch_size) else { return Ok(None) };
-    if !first.fits && budget.is_none() {
-        return Ok(None);
-    }
-    let total = |p: &Probe| p.peak + p.batch_bytes * (cfg.prefetch as u64 + 1);
-    let result = MemoryEstimate {
-        estimate_bytes: if first.fits { total(&first) } else { u64::MAX },
-        measured_step_bytes: first.peak,
-        batch_size: cfg.batch_size,
-        budget,
+    // `Some(Some(bytes))`: the steps ran, and the run's estimate; `Some(None)`: they ran out of
+    // memory; `None`: the probe could not run.
+    let mut estimate = |batch: usize| -> Option<Option<u64>> {
+        let p = probe(objective, optimizer, source, batch, cfg)?;
+        Some(p.fits.then(|| p.peak + p.batch_bytes * (cfg.prefetch as u64 + 1)))
     };
-    let Some(b) = budget else { return Ok(Some(result)) };
-    if first.fits && result.estimate_bytes <= b.bytes {
-        return Ok(Some(result));
+    let Some(first) = estimate(cfg.batch_size) else { return Ok(None) };
+    let Some(b) = budget else { return Ok(first) };
+    if let Some(bytes) = first.filter(|&bytes| bytes <= b.bytes) {
+        return Ok(Some(bytes));
     }
     // The largest halved batch that fits, measured the same way.
     let mut batch = cfg.batch_size / 2;
     let mut fitting = None;
     while batch >= 1 {
         match estimate(batch) {
-            Some(p) if p.fits && total(&p) <= b.bytes => {
-                fitting = Some((batch, total(&p)));
+            Some(Some(bytes)) if bytes <= b.bytes => {
+                fitting = Some((batch, bytes));
                 break;
             }
             Some(_) => batch /= 2,
@@ -97,9 +81,9 @@ where
     }
     Err(CoreError::WontFit {
         batch_size: cfg.batch_size,
-        estimate: match first.fits {
-            true => gib(result.estimate_bytes),
-            false => format!("more than the {} that a step could allocate", gib(b.bytes)),
+        estimate: match first {
+            Some(bytes) => gib(bytes),
+            None => format!("more than the {} that a step could allocate", gib(b.bytes)),
         },
         budget: format!("{} ({})", gib(b.bytes), source_name(b.source)),
         suggestion: match fitting {
@@ -272,10 +256,6 @@ where
     }
 }
 
-/// A field of `/proc/self/status` given in kB (`VmRSS:`, `RssAnon:`), in bytes; 0 where unknown.
 fn status_bytes(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with(field))?.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
+    crate::memory::status_bytes(field).unwrap_or(0)
 }

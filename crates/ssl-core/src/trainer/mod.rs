@@ -151,8 +151,8 @@ impl Trainer {
             }
         }
         let mut summary = parts.finish(&state, restored.resumed_from);
-        summary.report.memory_estimate_bytes = estimate.map(|e| e.estimate_bytes);
-        summary.report.peak_resident_bytes = crate::memory::usage().peak_resident_bytes;
+        summary.report.memory_estimate_bytes = estimate;
+        summary.report.peak_resident_bytes = crate::memory::status_bytes("VmHWM:");
         Ok(summary)
     }
 

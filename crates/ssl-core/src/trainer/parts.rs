@@ -43,11 +43,21 @@ pub struct Scene<'a> {
     pub is_last: bool,
     /// The run stops here on a signal (SIGINT/SIGTERM, agreed by every rank).
     pub interrupted: bool,
+    /// Seconds the run has trained so far, in this process and those it resumed from.
+    pub elapsed_secs: f64,
 }
 
 impl<'a> Scene<'a> {
     pub fn new(vs: &'a VarStore, optimizer: &'a Optimizer, state: &'a CheckpointState) -> Self {
-        Scene { vs, optimizer, state, saved: None, is_last: false, interrupted: false }
+        Scene {
+            vs,
+            optimizer,
+            state,
+            saved: None,
+            is_last: false,
+            interrupted: false,
+            elapsed_secs: state.elapsed_secs,
+        }
     }
 }
 
@@ -98,7 +108,7 @@ impl Parts {
             let profiler = StepProfiler::new(dir, state.step, cfg.steps, cfg.profile, trainer.device.is_cuda());
             components.push(Box::new(ProfilerWindow(profiler)));
         }
-        components.push(Box::new(Checkpointer::new(trainer, main, state.elapsed_secs)));
+        components.push(Box::new(Checkpointer::new(trainer, main)));
         components.push(Box::new(InterruptGuard { run_dir: trainer.run_dir.display().to_string() }));
         Parts {
             components,
@@ -121,6 +131,7 @@ impl Parts {
     /// Run every component after a step, in order; the first that stops the loop ends it.
     pub fn after_step(&mut self, report: &StepReport, scene: &mut Scene<'_>) -> Result<Flow> {
         scene.is_last = scene.state.step == self.total_steps;
+        scene.elapsed_secs = self.elapsed_before + self.started.elapsed().as_secs_f64();
         scene.interrupted = report.stop_agreed.unwrap_or_else(crate::interrupt::requested) && !scene.is_last;
         for i in 0..self.components.len() {
             match self.components[i].after_step(report, scene) {
@@ -241,8 +252,6 @@ struct Metrics {
     gate: Option<WindowGate>,
     log_every: u64,
     world_size: usize,
-    run_start: Instant,
-    elapsed_before: f64,
     window_start: Instant,
     window_samples: usize,
     /// Data-parallel: all-reduce seconds, steps and buckets sent from backward in the window.
@@ -268,15 +277,13 @@ impl Metrics {
             gate: trainer.window_gate.clone(),
             log_every: cfg.log_every,
             world_size: world.size,
-            run_start: Instant::now(),
-            elapsed_before: state.elapsed_secs,
             window_start: Instant::now(),
             window_samples: 0,
             window_comm: (0.0, 0, 0),
         }
     }
 
-    fn line(&mut self, report: &StepReport, step: u64) -> MetricsLine {
+    fn line(&mut self, report: &StepReport, scene: &Scene<'_>) -> MetricsLine {
         let secs = self.window_start.elapsed().as_secs_f64().max(1e-9);
         // Every rank loads the same number of samples per step.
         let sps = (self.window_samples * self.world_size) as f64 / secs;
@@ -295,12 +302,12 @@ impl Metrics {
             extra.insert(k.clone(), serde_json::json!(v));
         }
         MetricsLine {
-            step,
+            step: scene.state.step,
             loss: report.loss,
             lr: report.lr,
             grad_norm: report.grad_norm,
             samples_per_s: sps,
-            wall_time: self.elapsed_before + self.run_start.elapsed().as_secs_f64(),
+            wall_time: scene.elapsed_secs,
             extra,
         }
     }
@@ -323,7 +330,7 @@ impl Component for Metrics {
         }
         let step = scene.state.step;
         if self.log_every > 0 && (step.is_multiple_of(self.log_every) || scene.is_last) {
-            let line = self.line(report, step);
+            let line = self.line(report, scene);
             if let Some(sinks) = self.sinks.as_mut() {
                 sinks.log(&line)?;
             }
@@ -369,13 +376,11 @@ struct Checkpointer {
     every: u64,
     keep: usize,
     total: u64,
-    run_start: Instant,
-    elapsed_before: f64,
     last: Option<PathBuf>,
 }
 
 impl Checkpointer {
-    fn new(trainer: &Trainer, main: bool, elapsed_before: f64) -> Self {
+    fn new(trainer: &Trainer, main: bool) -> Self {
         let cfg = &trainer.config;
         Checkpointer {
             run_dir: trainer.run_dir.clone(),
@@ -383,8 +388,6 @@ impl Checkpointer {
             every: cfg.checkpoint_every,
             keep: cfg.keep_checkpoints,
             total: cfg.steps,
-            run_start: Instant::now(),
-            elapsed_before,
             last: None,
         }
     }
@@ -409,7 +412,7 @@ impl Component for Checkpointer {
         let due = (self.every > 0 && step.is_multiple_of(self.every)) || scene.is_last || scene.interrupted;
         if due && self.main {
             let mut s = scene.state.clone();
-            s.elapsed_secs = self.elapsed_before + self.run_start.elapsed().as_secs_f64();
+            s.elapsed_secs = scene.elapsed_secs;
             scene.saved = Some(self.save(scene.vs, scene.optimizer, &s)?);
         }
         Ok(Flow::Continue)

@@ -2,7 +2,7 @@
 //! clipping, the NaN guard and the optimizer update, with one host read per step.
 //!
 //! A step that fails, whether LibTorch throws (caught by [`crate::torch_error::catch`]) or an
-//! error comes back, leaves the weights as they were before it unless it failed inside the
+//! error comes back, leaves the weights as they were before it unless it failed in or after the
 //! optimizer update; [`StepFailure::good`] is then the state to save, so `--resume` repeats the
 //! step exactly (its draws come from the step's own seed, its batch from the saved position).
 use super::strategy::Strategy;
@@ -45,7 +45,7 @@ pub struct StepReport {
 pub struct StepFailure {
     pub error: CoreError,
     /// The state before the step, when the weights are still that state's (the failure came
-    /// before the optimizer update and was not a divergence).
+    /// before the optimizer update began and was not a divergence).
     pub good: Option<CheckpointState>,
 }
 
@@ -68,6 +68,7 @@ pub struct Stepper<'a> {
     rng: TorchRng,
     skipped_before: u64,
     inject_oom: Option<u64>,
+    /// Whether this step has started the optimizer update (its failure then keeps nothing).
     updating: bool,
 }
 
@@ -100,17 +101,37 @@ impl<'a> Stepper<'a> {
     where
         O: Objective + ?Sized,
     {
-        let before = state.clone();
+        // What a step changes in the state, all `Copy`: restored into a clone on failure only,
+        // so a step never copies the state's configuration.
+        let before = (
+            state.step,
+            state.loader,
+            state.optimizer_steps,
+            state.nonfinite_steps,
+            state.nonfinite_in_row,
+            state.skipped_inputs,
+        );
         self.updating = false;
         let error = match crate::torch_error::catch(|| self.step(objective, optimizer, strategy, loader, state)) {
             Ok(Ok(report)) => return Ok(report),
             Ok(Err(e)) => e,
-            Err(failure) => self.torch_error(before.step, failure),
+            Err(failure) => self.torch_error(before.0, failure),
         };
         let good = match error {
             CoreError::Diverged { .. } => None,
             _ if self.updating => None,
-            _ => Some(before),
+            _ => {
+                let mut good = state.clone();
+                (
+                    good.step,
+                    good.loader,
+                    good.optimizer_steps,
+                    good.nonfinite_steps,
+                    good.nonfinite_in_row,
+                    good.skipped_inputs,
+                ) = before;
+                Some(good)
+            }
         };
         Err(Box::new(StepFailure { error, good }))
     }
@@ -194,9 +215,9 @@ impl<'a> Stepper<'a> {
         state: &mut CheckpointState,
     ) -> Result<bool> {
         if loss.is_finite() && norm.is_finite() {
+            // From here on the weights are no longer the state before the step's.
             self.updating = true;
             optimizer.step(lr)?;
-            self.updating = false;
             state.optimizer_steps = optimizer.steps_taken();
             state.nonfinite_in_row = 0;
             return Ok(true);
