@@ -39,7 +39,7 @@ fn cuda_is_used_when_present() {
     let dir = tempfile::tempdir().unwrap();
     let mut obj = ToyObjective::new(device, 4, 0);
     let cfg = TrainConfig { steps: 20, batch_size: 32, warmup_steps: 2, progress: false, ..Default::default() };
-    let s = Trainer::new(cfg, dir.path(), device).fit(&mut obj, Arc::new(ToySource::new(256, 4)), false).unwrap();
+    let s = Trainer::new(cfg, dir.path(), device).fit(&mut obj, Arc::new(ToySource::new(256, 4))).unwrap();
     assert!(s.report.final_loss.is_finite() && s.report.final_loss < s.losses[0].1);
     for (name, t) in obj.var_store().variables() {
         assert!(t.device().is_cuda(), "{name} is on {:?}", t.device());

@@ -11,9 +11,12 @@ use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 use serde::{de::DeserializeOwned, Serialize};
 use ssl_core::interop::ExportFormat;
 use ssl_core::run::{Recipe, RunOptions};
-use ssl_speech::run::{SpeechFlags, SpeechRecipe};
-use ssl_text::run::{TextFlags, TextRecipe};
-use ssl_vision::run::{VisionFlags, VisionRecipe};
+use ssl_speech::flags::SpeechFlags;
+use ssl_speech::recipe::SpeechRecipe;
+use ssl_text::flags::TextFlags;
+use ssl_text::recipe::TextRecipe;
+use ssl_vision::flags::VisionFlags;
+use ssl_vision::recipe::VisionRecipe;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 

@@ -4,7 +4,7 @@
 //! naming what does not fit, before any step.
 //!
 //! Needs the test Python (`SSL_PYTHON`, with transformers) for the HF source.
-use ssl_text::tokenizer::{TextTokenizer, TokenizerConfig};
+use ssl_text::data::tokenizer::{TextTokenizer, TokenizerConfig};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -217,7 +217,7 @@ fn speech_continues_from_a_transformers_wav2vec2() {
     let t = ok(ssl(&args));
     assert!(t.contains("initialised from"), "{t}");
     // The run's step-0 checkpoint holds the source as imported, and the head alone is fresh.
-    let imported = ssl_speech::hf_import::HfWav2Vec2::read(&hf).unwrap();
+    let imported = ssl_speech::interop::import::HfWav2Vec2::read(&hf).unwrap();
     let ours = final_weights(&run);
     for (name, t) in &imported.tensors {
         assert!(max_diff(t, &ours[name]) == 0.0, "{name} differs from the import");
@@ -266,7 +266,7 @@ fn vision_mae_continues_from_a_transformers_vit_mae() {
     args.extend(["--out", run.to_str().unwrap()]);
     let t = ok(ssl(&args));
     assert!(t.contains("initialised from") && t.contains("fresh: decoder."), "{t}");
-    let imported = ssl_vision::hf_import::HfVit::read(&hf).unwrap();
+    let imported = ssl_vision::interop::import::HfVit::read(&hf).unwrap();
     let ours = final_weights(&run);
     for (name, t) in &imported.tensors {
         assert!(max_diff(t, &ours[name]) == 0.0, "{name} differs from the import");

@@ -295,7 +295,7 @@ where
 {
     let mut trainer = Trainer::new(train.clone(), dir, device);
     trainer.window_gate = gate;
-    trainer.fit(objective, source, false)?;
+    trainer.fit(objective, source)?;
     // The first logging window includes warm-up (allocator, kernels, first batches): dropped.
     let sps: Vec<f64> = read_metrics(dir).iter().skip(1).map(|m| m.samples_per_s).collect();
     Ok(Spread::of(&sps))
@@ -338,7 +338,7 @@ where
         let mut t = train.clone();
         (t.steps, t.profile, t.log_every) = (n + 2, n, 0);
         let run = tmp.path().join("profiled");
-        Trainer::new(t, &run, device).fit(&mut objective()?, preloaded(), false)?;
+        Trainer::new(t, &run, device).fit(&mut objective()?, preloaded())?;
         let to = ctx.options.out.join(format!("{name}_profile"));
         std::fs::create_dir_all(&to).map_err(|e| CoreError::io(&to, e))?;
         for f in ["trace.json", "top-ops.md"] {

@@ -211,3 +211,18 @@ pub fn load(ckpt: &Path, vs: &VarStore, optimizer: &mut Optimizer) -> Result<Che
     optimizer.load_state(&saved, state.optimizer_steps)?;
     Ok(state)
 }
+
+/// The run directory of `--checkpoint`: the path itself if it holds a `config.json`, else the
+/// run two levels above a checkpoint (`<run>/checkpoints/step-N`).
+pub fn run_of(path: &Path) -> Result<PathBuf> {
+    if path.join("config.json").is_file() {
+        return Ok(path.to_path_buf());
+    }
+    match path.parent().and_then(Path::parent) {
+        Some(run) if run.join("config.json").is_file() => Ok(run.to_path_buf()),
+        _ => Err(CoreError::InvalidArgument(format!(
+            "--checkpoint {}: not a run directory (no config.json in it or two levels above it)",
+            path.display()
+        ))),
+    }
+}

@@ -9,7 +9,7 @@
 //! under [`InitWeights::fresh_prefixes`] (a head the source does not have) may keep their fresh
 //! initialisation.
 //!
-//! The trainer applies them when a run starts ([`crate::trainer::Start`]); a resumed run
+//! The trainer applies them when a run starts ([`crate::trainer::Trainer::init`]); a resumed run
 //! continues from its own checkpoint instead.
 //!
 //! ```
@@ -65,7 +65,7 @@ impl InitSource {
         if !path.exists() {
             return Err(CoreError::InvalidArgument(format!("--init-from {}: no such directory", path.display())));
         }
-        if let Ok(run_dir) = crate::run::plan::run_of_checkpoint(path) {
+        if let Ok(run_dir) = crate::checkpoint::run_of(path) {
             if let Ok(record) = RunRecord::read(&run_dir) {
                 if record.modality != modality {
                     return Err(CoreError::InvalidArgument(format!(

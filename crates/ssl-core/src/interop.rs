@@ -2,8 +2,8 @@
 //! configuration read back, tensor renaming that fails on any name it does not know, and the
 //! files of an export directory.
 //!
-//! The modality crates say how their names map (`ssl_speech::hf_export`, `ssl_vision::export`,
-//! `ssl_text::export`); `ssl export` and `--export` reach them through
+//! The modality crates say how their names map (`ssl_speech::interop::export`, `ssl_vision::interop::export`,
+//! `ssl_text::interop::export`); `ssl export` and `--export` reach them through
 //! [`crate::run::Recipe::export`].
 //!
 //! ```
@@ -77,7 +77,7 @@ pub fn run_modality(run_dir: &Path) -> Result<String> {
 
 /// The run directory of `path` (itself, or the run of one of its checkpoints).
 pub fn run_dir_of(path: &Path) -> Result<PathBuf> {
-    crate::run::plan::run_of_checkpoint(path).map_err(|_| {
+    crate::checkpoint::run_of(path).map_err(|_| {
         CoreError::InvalidArgument(format!(
             "{}: not a run directory (no config.json in it or two levels above it)",
             path.display()

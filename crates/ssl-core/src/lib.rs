@@ -65,6 +65,7 @@ pub mod losses;
 pub mod memory;
 pub mod optim;
 pub mod plots;
+pub mod process;
 pub mod profile;
 pub mod progress;
 pub mod rng;

@@ -258,7 +258,7 @@ pub fn robustness_plot(report: &Report, path: &Path) -> Result<()> {
 
 /// `loss.png`: the pretraining loss from `metrics.jsonl`, with the learning rate on a second axis.
 pub fn loss_plot(run_dir: &Path, path: &Path) -> Result<()> {
-    let metrics = crate::trainer::read_metrics(run_dir);
+    let metrics = crate::sinks::read_metrics(run_dir);
     let loss: Vec<(f64, f64)> =
         metrics.iter().filter(|m| m.loss.is_finite()).map(|m| (m.step as f64, m.loss)).collect();
     let lr: Vec<(f64, f64)> = metrics.iter().map(|m| (m.step as f64, m.lr)).collect();

@@ -7,12 +7,33 @@
 //! `eval/<eval>_<k>/pretrained`, `eval/<eval>_<k>/scratch` and `eval/raw_<k>` (step = labels per
 //! class).
 use crate::error::{CoreError, Result};
-use crate::eval::report::Report;
-use crate::trainer::MetricsLine;
+use serde::{Deserialize, Serialize};
 use ssl_records::tensorboard::EventWriter;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+
+/// One line of `metrics.jsonl`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MetricsLine {
+    pub step: u64,
+    pub loss: f64,
+    pub lr: f64,
+    pub grad_norm: f64,
+    pub samples_per_s: f64,
+    pub wall_time: f64,
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+fn read_metric_lines(path: &Path) -> Vec<String> {
+    fs::read_to_string(path).map(|s| s.lines().map(str::to_owned).collect()).unwrap_or_default()
+}
+
+/// Read `metrics.jsonl` of a run directory.
+pub fn read_metrics(run_dir: &Path) -> Vec<MetricsLine> {
+    read_metric_lines(&run_dir.join("metrics.jsonl")).iter().filter_map(|l| serde_json::from_str(l).ok()).collect()
+}
 
 /// The training-time sinks of one run.
 pub struct MetricSinks {
@@ -67,17 +88,12 @@ impl MetricSinks {
     }
 }
 
-/// The evaluation accuracies of a finished run, as TensorBoard scalars in `run_dir`.
-pub fn log_evaluation(run_dir: &Path, report: &Report) -> Result<()> {
+/// Scalars `(tag, step, value)` in a new TensorBoard event file of `run_dir` (the evaluation
+/// of a finished run).
+pub fn log_scalars(run_dir: &Path, scalars: &[(String, i64, f64)]) -> Result<()> {
     let mut w = EventWriter::create(run_dir).map_err(|e| tb_error(run_dir, e))?;
-    for r in &report.evaluation.evaluations {
-        let k = r.labels_per_class as i64;
-        let tag = format!("eval/{}_{}", r.eval.name(), r.labels_per_class);
-        w.scalar(&format!("{tag}/pretrained"), k, r.pretrained.mean).map_err(|e| tb_error(run_dir, e))?;
-        w.scalar(&format!("{tag}/scratch"), k, r.scratch.mean).map_err(|e| tb_error(run_dir, e))?;
-        if let Some(raw) = &r.raw_baseline {
-            w.scalar(&format!("eval/raw_{}", r.labels_per_class), k, raw.mean).map_err(|e| tb_error(run_dir, e))?;
-        }
+    for (tag, step, value) in scalars {
+        w.scalar(tag, *step, *value).map_err(|e| tb_error(run_dir, e))?;
     }
     w.flush().map_err(|e| tb_error(run_dir, e))
 }

@@ -10,7 +10,7 @@
 //! let cfg = TrainConfig { steps: 20, batch_size: 16, warmup_steps: 2, lr: 1e-2, progress: false, ..Default::default() };
 //! let mut objective = ToyObjective::new(tch::Device::Cpu, 4, 0);
 //! let summary = Trainer::new(cfg, dir.path(), tch::Device::Cpu)
-//!     .fit(&mut objective, std::sync::Arc::new(ToySource::new(256, 4)), false)
+//!     .fit(&mut objective, std::sync::Arc::new(ToySource::new(256, 4)))
 //!     .unwrap();
 //! assert!(summary.report.final_loss < summary.losses[0].1);
 //! ```

@@ -22,7 +22,7 @@ fn config(steps: u64) -> TrainConfig {
 
 fn train(dir: &std::path::Path, cfg: TrainConfig, resume: bool) -> ssl_core::Result<ssl_core::trainer::TrainSummary> {
     let mut obj = ToyObjective::new(Device::Cpu, 4, 3);
-    Trainer::new(cfg, dir, Device::Cpu).fit(&mut obj, Arc::new(ToySource::new(50, 4)), resume)
+    Trainer::new(cfg, dir, Device::Cpu).resuming(resume).fit(&mut obj, Arc::new(ToySource::new(50, 4)))
 }
 
 #[test]
@@ -83,9 +83,7 @@ fn non_finite_steps_are_skipped_then_stop_the_run() {
     let dir = tempfile::tempdir().unwrap();
     let mut obj = ToyObjective::new(Device::Cpu, 4, 3);
     obj.nan_at = vec![4];
-    let s = Trainer::new(config(10), dir.path(), Device::Cpu)
-        .fit(&mut obj, Arc::new(ToySource::new(50, 4)), false)
-        .unwrap();
+    let s = Trainer::new(config(10), dir.path(), Device::Cpu).fit(&mut obj, Arc::new(ToySource::new(50, 4))).unwrap();
     assert_eq!(s.report.nonfinite_steps, 1);
     assert!(s.report.final_loss.is_finite());
 
@@ -93,8 +91,7 @@ fn non_finite_steps_are_skipped_then_stop_the_run() {
     obj.nan_at = vec![2, 3, 4, 5, 6];
     let mut cfg = config(10);
     cfg.max_nonfinite_in_row = 3;
-    let err =
-        Trainer::new(cfg, dir.path(), Device::Cpu).fit(&mut obj, Arc::new(ToySource::new(50, 4)), false).unwrap_err();
+    let err = Trainer::new(cfg, dir.path(), Device::Cpu).fit(&mut obj, Arc::new(ToySource::new(50, 4))).unwrap_err();
     assert!(matches!(err, CoreError::Diverged { count: 3, step: 4 }), "{err}");
 }
 

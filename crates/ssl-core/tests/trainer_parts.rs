@@ -56,9 +56,8 @@ impl Objective for FailingAt {
 fn a_libtorch_error_inside_a_step_is_a_typed_error_and_keeps_the_state_before_it() {
     let dir = tempfile::tempdir().unwrap();
     let mut obj = FailingAt { toy: ToyObjective::new(Device::Cpu, 4, 3), fail_at: 6, step: 0 };
-    let err = Trainer::new(config(20), dir.path(), Device::Cpu)
-        .fit(&mut obj, Arc::new(ToySource::new(50, 4)), false)
-        .unwrap_err();
+    let err =
+        Trainer::new(config(20), dir.path(), Device::Cpu).fit(&mut obj, Arc::new(ToySource::new(50, 4))).unwrap_err();
     match &err {
         CoreError::StepFailed { step: 6, batch_size: 8, message, saved } => {
             assert!(message.contains("cannot be multiplied"), "{message}");
@@ -93,7 +92,7 @@ fn a_loader_whose_every_input_fails_ends_with_an_error_not_a_spin() {
     let dir = tempfile::tempdir().unwrap();
     let mut obj = ToyObjective::new(Device::Cpu, 4, 3);
     let cfg = TrainConfig { max_failed_inputs_in_row: 30, ..config(5) };
-    let err = Trainer::new(cfg, dir.path(), Device::Cpu).fit(&mut obj, Arc::new(Unreadable), false).unwrap_err();
+    let err = Trainer::new(cfg, dir.path(), Device::Cpu).fit(&mut obj, Arc::new(Unreadable)).unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, CoreError::Loader(_)), "{msg}");
     // Counted at the end of each batch of 8: the first batch boundary at or past 30.
@@ -187,7 +186,7 @@ fn the_trainer_updates_the_teacher_and_a_resumed_run_ends_with_the_same_teacher(
     let train = |dir: &std::path::Path, resume: bool| {
         let mut obj = WithTeacher::new();
         let cfg = TrainConfig { checkpoint_every: 5, keep_checkpoints: 10, ..config(12) };
-        Trainer::new(cfg, dir, Device::Cpu).fit(&mut obj, Arc::new(ToySource::new(50, 4)), resume).unwrap();
+        Trainer::new(cfg, dir, Device::Cpu).resuming(resume).fit(&mut obj, Arc::new(ToySource::new(50, 4))).unwrap();
         obj
     };
     let full_dir = tempfile::tempdir().unwrap();

@@ -1,13 +1,13 @@
 //! `ssl bench speech`: the wav2vec2-shaped encoder on 2-second crops with the default `best-rq`
 //! objective, against `bench/speech_bestrq.py` (the harness is [`ssl_core::bench`]).
-use crate::dataset::{AudioCorpus, CropSource, SpeechBatch};
+use crate::data::dataset::{AudioCorpus, CropSource, SpeechBatch};
+use crate::data::features::{mel_filterbank, normalize_frames, LogMel, N_FFT, N_MELS};
+use crate::data::wav::SAMPLE_RATE;
 use crate::error::{Result, SpeechError};
-use crate::features::{mel_filterbank, normalize_frames, LogMel, N_FFT, N_MELS};
 use crate::model::frame_validity;
-use crate::objective::{Method, SpeechObjective};
-use crate::pretrain::SpeechConfig;
-use crate::quantizer::RandomProjectionQuantizer;
-use crate::wav::SAMPLE_RATE;
+use crate::model::quantizer::RandomProjectionQuantizer;
+use crate::objectives::{Method, SpeechObjective};
+use crate::pipeline::SpeechConfig;
 use rand_chacha::rand_core::SeedableRng;
 use ssl_core::bench::{loader_and_preloaded, optimizer_flags, write_init, BenchContext, FixedBatch, Measured};
 use ssl_core::loader::DataSource;
@@ -156,7 +156,7 @@ pub fn measure(ctx: &BenchContext) -> Result<Measured> {
         per_sample: Some(("audio seconds", cfg.crop_seconds)),
         parameters,
         first_step_loss,
-        flops_per_sample: 3.0 * crate::flops::forward_flops(m, crop as i64, o.codebook_size),
+        flops_per_sample: 3.0 * crate::model::flops::forward_flops(m, crop as i64, o.codebook_size),
         loader,
         preloaded,
         reference,

@@ -4,29 +4,34 @@
 //! frames and predicting them, then keyword classification with few labels. It reads like a
 //! recipe:
 //!
-//! 1. data: [`wav`] decodes WAV (8/16/24/32-bit integer, 32-bit float, any channels) and
-//!    [`flac`] FLAC, [`resample`]
-//!    converts any rate to 16 kHz with a band-limited (Kaiser-windowed sinc) filter, and
-//!    [`dataset`] loads folders (bad files skipped and counted), crops and pads batches;
-//! 2. mask: [`masking`] draws wav2vec 2.0 spans (p = 0.065, M = 10);
-//! 3. encoder: [`model`] is wav2vec 2.0-shaped (conv feature encoder with kernels
+//! 1. [`data`]: [`data::wav`] decodes WAV (8/16/24/32-bit integer, 32-bit float, any channels)
+//!    and [`data::flac`] FLAC, [`data::resample`] converts any rate to 16 kHz with a band-limited
+//!    (Kaiser-windowed sinc) filter, [`data::dataset`] loads folders (bad files skipped and
+//!    counted), crops and pads batches, and [`data::masking`] draws wav2vec 2.0 spans
+//!    (p = 0.065, M = 10);
+//! 2. encoder: [`model`] is wav2vec 2.0-shaped (conv feature encoder with kernels
 //!    10,3,3,3,3,2,2 and strides 5,2,2,2,2,2,2; projection; convolutional positional embedding;
 //!    Transformer), with presets `tiny` and `small`;
-//! 4. objective: [`objective`] is the shared [`ssl_core::trainer::Objective`], with one file per
-//!    method: [`best_rq`] (frozen [`quantizer`] targets from [`features`] log-mel frames),
-//!    [`contrastive`] (Gumbel product quantizer, InfoNCE, diversity) and [`reconstruct`] (L1 on
-//!    masked log-mel frames);
-//! 5. evaluation: [`encoder`] adapts the model to ssl-core's protocol (pretrained vs scratch vs a
-//!    log-mel baseline) and [`corruption`] supplies noise, gain and speed corruptions;
-//!    [`pretrain`] holds the configuration and [`run`] the `Recipe` the `ssl` binary runs;
-//! 6. interop: [`hf_export`] writes the encoder as HuggingFace's `Wav2Vec2Model` (or
-//!    `Wav2Vec2ForPreTraining` with the contrastive head), and [`hf_import`] reads them back
-//!    for `--init-from`.
+//! 3. objective: [`objectives`] is the shared [`ssl_core::trainer::Objective`], with one file per
+//!    method: [`objectives::best_rq`] (frozen [`model::quantizer`] targets from
+//!    [`data::features`] log-mel frames), [`objectives::contrastive`] (Gumbel product quantizer,
+//!    InfoNCE, diversity) and [`objectives::reconstruct`] (L1 on masked log-mel frames);
+//! 4. evaluation: [`model::encoder`] adapts the model to ssl-core's protocol (pretrained vs
+//!    scratch vs a log-mel baseline) and [`corruptions`] supplies noise, gain and speed
+//!    corruptions;
+//! 5. [`interop`]: the encoder as HuggingFace's `Wav2Vec2Model` (or `Wav2Vec2ForPreTraining`
+//!    with the contrastive head), and back for `--init-from`.
+//!
+//! The crate follows the layout every modality crate shares: [`flags`] (the command's flags),
+//! [`recipe`] (the [`ssl_core::run::Recipe`] that `ssl pretrain-speech` runs through ssl-core's
+//! seam), [`pipeline`] (the typed configuration with the papers' defaults, and the run as
+//! library calls), [`data`], [`model`], [`objectives`] (one file per paper), [`corruptions`]
+//! (the evaluation's corruption suite), [`interop`] (export and import) and [`bench`](mod@bench).
 //!
 //! ```
-//! use ssl_speech::masking::SpanMasker;
+//! use ssl_speech::data::masking::SpanMasker;
 //! use ssl_speech::model::ModelConfig;
-//! use ssl_speech::objective::{ObjectiveConfig, SpeechObjective};
+//! use ssl_speech::objectives::{ObjectiveConfig, SpeechObjective};
 //! use rand::SeedableRng;
 //! use tch::{Device, Kind, Tensor};
 //!
@@ -46,27 +51,15 @@
 //! let loss = out.loss.double_value(&[]);
 //! assert!((loss - 512f64.ln()).abs() < 1.5, "initial loss {loss}");
 //! ```
-pub mod batch;
 pub mod bench;
-pub mod best_rq;
-pub mod contrastive;
-pub mod corruption;
-pub mod dataset;
-pub mod encoder;
+pub mod corruptions;
+pub mod data;
 pub mod error;
-pub mod features;
-pub mod flac;
-pub mod flops;
-pub mod hf_export;
-pub mod hf_import;
-pub mod masking;
+pub mod flags;
+pub mod interop;
 pub mod model;
-pub mod objective;
-pub mod pretrain;
-pub mod quantizer;
-pub mod reconstruct;
-pub mod resample;
-pub mod run;
-pub mod wav;
+pub mod objectives;
+pub mod pipeline;
+pub mod recipe;
 
 pub use error::{Result, SpeechError};

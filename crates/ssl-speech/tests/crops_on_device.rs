@@ -2,12 +2,12 @@
 //! on the CPU: the same clips, the same drawn starts and span masks, cut by one gather of the
 //! resident corpus.
 use ssl_core::loader::{Loader, LoaderPosition};
-use ssl_core::trainer::TrainConfig;
-use ssl_speech::batch::{SpeechBatch, Waves};
-use ssl_speech::dataset::{AudioCorpus, CropSource};
-use ssl_speech::masking::SpanMasker;
+use ssl_core::trainer::{TrainConfig, Trainer};
+use ssl_speech::data::batch::{SpeechBatch, Waves};
+use ssl_speech::data::dataset::{AudioCorpus, CropSource};
+use ssl_speech::data::masking::SpanMasker;
 use ssl_speech::model::ModelConfig;
-use ssl_speech::pretrain::{pretrain, SpeechConfig};
+use ssl_speech::pipeline::{pretrain, SpeechConfig};
 use std::path::PathBuf;
 use std::sync::Arc;
 use tch::Device;
@@ -76,7 +76,7 @@ fn training_with_device_crops_follows_the_loaders_losses() {
             ..cfg.train
         };
         let dir = tempfile::tempdir().unwrap();
-        pretrain(&cfg, corpus(&cfg.model), dir.path(), Device::Cpu, false).unwrap();
+        pretrain(&cfg, corpus(&cfg.model), Trainer::new(cfg.train.clone(), dir.path(), Device::Cpu)).unwrap();
         let text = std::fs::read_to_string(dir.path().join("metrics.jsonl")).unwrap();
         text.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?.get("loss")?.as_f64()).collect()
     };

@@ -2,9 +2,10 @@
 //! report it produces. Kept small so it runs in seconds on 2 CPU cores.
 use ssl_core::eval::report::{detect_machine, Report};
 use ssl_core::eval::EvalKind;
-use ssl_speech::dataset::{load_labeled, AudioCorpus};
-use ssl_speech::objective::Method;
-use ssl_speech::pretrain::{evaluate_split, pretrain, SpeechConfig};
+use ssl_core::trainer::Trainer;
+use ssl_speech::data::dataset::{load_labeled, AudioCorpus};
+use ssl_speech::objectives::Method;
+use ssl_speech::pipeline::{evaluate_split, pretrain, SpeechConfig};
 use std::path::PathBuf;
 use tch::Device;
 
@@ -49,7 +50,7 @@ fn tiny_pretrain_and_evaluation_write_a_complete_report() {
     assert!(corpus.skipped.is_empty());
     assert!(corpus.seconds() > 30.0);
     eprintln!("loaded in {:?}", t0.elapsed());
-    let out = pretrain(&cfg, corpus, dir.path(), Device::Cpu, false).unwrap();
+    let out = pretrain(&cfg, corpus, Trainer::new(cfg.train.clone(), dir.path(), Device::Cpu)).unwrap();
     eprintln!("pretrained in {:?}", t0.elapsed());
     assert_eq!(out.summary.report.steps, 4);
     assert!(out.summary.report.final_loss.is_finite());
@@ -106,7 +107,7 @@ fn the_other_objectives_train_a_few_steps() {
         let mut cfg = tiny_config(method);
         cfg.train.steps = 2;
         let corpus = AudioCorpus::load_dir(&committed("unlabeled/espeak"), &cfg.model).unwrap();
-        let out = pretrain(&cfg, corpus, dir.path(), Device::Cpu, false).unwrap();
+        let out = pretrain(&cfg, corpus, Trainer::new(cfg.train.clone(), dir.path(), Device::Cpu)).unwrap();
         assert!(out.summary.report.final_loss.is_finite(), "{method:?}");
         let metrics = ssl_core::trainer::read_metrics(dir.path());
         assert!(metrics[0].extra.contains_key("prediction_variance"));

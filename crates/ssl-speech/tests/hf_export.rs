@@ -5,11 +5,11 @@
 //!
 //! Needs a Python with torch, safetensors and transformers, named by `SSL_PYTHON` (`cargo xtask
 //! test` sets it). Without it the test fails: it is never skipped silently.
-use ssl_speech::encoder::{normalize_rows, valid_lengths};
-use ssl_speech::hf_export::export_hf;
+use ssl_speech::interop::export::export_hf;
+use ssl_speech::model::encoder::{normalize_rows, valid_lengths};
 use ssl_speech::model::{frame_validity, ModelConfig};
-use ssl_speech::objective::{Method, SpeechObjective};
-use ssl_speech::pretrain::SpeechConfig;
+use ssl_speech::objectives::{Method, SpeechObjective};
+use ssl_speech::pipeline::SpeechConfig;
 use tch::{Device, Kind, Tensor};
 
 const CHECK: &str = r#"

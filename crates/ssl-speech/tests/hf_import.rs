@@ -8,11 +8,11 @@
 //!
 //! Needs a Python with torch, safetensors and transformers, named by `SSL_PYTHON` (`cargo xtask
 //! test` sets it). Without it the test fails: it is never skipped silently.
-use ssl_speech::encoder::{normalize_rows, valid_lengths};
-use ssl_speech::hf_import::HfWav2Vec2;
+use ssl_speech::interop::import::HfWav2Vec2;
+use ssl_speech::model::encoder::{normalize_rows, valid_lengths};
 use ssl_speech::model::frame_validity;
-use ssl_speech::objective::{Method, SpeechObjective};
-use ssl_speech::pretrain::SpeechConfig;
+use ssl_speech::objectives::{Method, SpeechObjective};
+use ssl_speech::pipeline::SpeechConfig;
 use std::collections::HashMap;
 use std::path::Path;
 use tch::{Device, Kind, Tensor};
@@ -127,7 +127,7 @@ fn transformers_wav2vec2_imports_and_matches_its_outputs() {
     let mut weights: Vec<(String, Tensor)> = vars.iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect();
     weights.sort_by(|a, b| a.0.cmp(&b.0));
     let again = root.path().join("again");
-    ssl_speech::hf_export::export_hf(&again, &cfg, &weights).unwrap();
+    ssl_speech::interop::export::export_hf(&again, &cfg, &weights).unwrap();
     let (source, back) =
         (tensors(&root.path().join("pre/model.safetensors")), tensors(&again.join("model.safetensors")));
     let mut names: Vec<&String> = source.keys().collect();

@@ -18,12 +18,12 @@ proptest! {
         for name in ["x.wav", "x.flac"] {
             let f = d.path().join(name);
             std::fs::write(&f, &bytes).unwrap();
-            if let Err(e) = ssl_speech::wav::decode_any(&f) {
+            if let Err(e) = ssl_speech::data::wav::decode_any(&f) {
                 prop_assert!(e.to_string().contains(name), "the error names the file: {}", e);
             }
         }
         // The folder loader skips and counts what it cannot read.
-        match ssl_speech::dataset::AudioCorpus::load_dir_limited(d.path(), &ModelConfig::tiny(), 10, true) {
+        match ssl_speech::data::dataset::AudioCorpus::load_dir_limited(d.path(), &ModelConfig::tiny(), 10, true) {
             Ok(c) => prop_assert_eq!(c.clips.len() + c.skipped.len(), 2),
             Err(e) => prop_assert!(e.to_string().contains("no usable audio")),
         }

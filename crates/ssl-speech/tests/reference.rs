@@ -57,8 +57,8 @@
 //! print("logmel frame2 bins 10,30,50", [round(lm[2, b].item(), 4) for b in (10, 30, 50)])
 //! ```
 use ssl_core::losses::{diversity_loss, info_nce, masked_cross_entropy};
-use ssl_speech::features::LogMel;
-use ssl_speech::quantizer::{average_probs, gumbel_select, usage_perplexity, RandomProjectionQuantizer};
+use ssl_speech::data::features::LogMel;
+use ssl_speech::model::quantizer::{average_probs, gumbel_select, usage_perplexity, RandomProjectionQuantizer};
 use tch::{Device, Kind, Tensor};
 
 fn build(shape: &[i64], f: impl Fn(&[i64]) -> f64) -> Tensor {

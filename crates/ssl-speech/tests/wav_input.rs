@@ -1,10 +1,10 @@
 //! WAV decoding of every supported encoding, and bad input: skipped with a warning and counted,
 //! never a panic; a folder with nothing usable is an error.
 use hound::{SampleFormat, WavSpec, WavWriter};
-use ssl_speech::dataset::AudioCorpus;
+use ssl_speech::data::dataset::AudioCorpus;
+use ssl_speech::data::wav::{decode, load_16k};
 use ssl_speech::error::SpeechError;
 use ssl_speech::model::ModelConfig;
-use ssl_speech::wav::{decode, load_16k};
 use std::f64::consts::PI;
 use std::path::Path;
 
@@ -135,7 +135,7 @@ fn a_folder_without_usable_audio_is_a_clear_error() {
 fn flac_decodes_and_a_truncated_flac_is_an_error() {
     let fixture =
         std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sine-440hz-22050-stereo.flac");
-    let a = ssl_speech::wav::decode_any(&fixture).unwrap();
+    let a = ssl_speech::data::wav::decode_any(&fixture).unwrap();
     assert_eq!((a.sample_rate, a.samples.len()), (22050, 2205));
     let peak = a.samples.iter().fold(0f32, |m, v| m.max(v.abs()));
     assert!((peak - 0.5).abs() < 0.01, "peak {peak}");

@@ -1,8 +1,8 @@
 //! `ssl bench text`: the BERT presets at 128 tokens with the MLM objective of our recipe
 //! (Cramming: 25% masking, masked-only head, clip 0.5), against `bench/text_mlm.py` (the harness
 //! is [`ssl_core::bench`]).
-use crate::dataset::{collate_masked, MlmBatch, MlmDataset};
-use crate::objective::MlmObjective;
+use crate::data::dataset::{collate_masked, MlmBatch, MlmDataset};
+use crate::objectives::mlm::MlmObjective;
 use crate::pipeline::{self, TextConfig};
 use crate::{Result, TextError};
 use rand_chacha::rand_core::SeedableRng;
@@ -119,7 +119,7 @@ pub fn measure(ctx: &BenchContext) -> Result<Measured> {
         per_sample: Some(("tokens", MAX_LEN as f64)),
         parameters,
         first_step_loss,
-        flops_per_sample: 3.0 * crate::flops::mlm_forward_flops(&model, MAX_LEN as i64, slots),
+        flops_per_sample: 3.0 * crate::model::flops::mlm_forward_flops(&model, MAX_LEN as i64, slots),
         loader,
         preloaded,
         reference,

@@ -3,25 +3,32 @@
 //! Masked-language-model pretraining of BERT-style encoders on your own unlabeled text, then the
 //! few-label evaluation of ssl-core (pretrained against scratch). It reads like a recipe:
 //!
-//! 1. [`corpus`]: stream documents from text files, folders or JSONL;
-//! 2. [`tokenizer`]: train a WordPiece vocabulary (HuggingFace `tokenizers`), saved as `tokenizer.json`;
-//! 3. [`packing`]: pack documents with `[SEP]` into fixed-length sequences (no NSP);
-//! 4. [`masking`]: dynamic 80/10/10 masking, whole-word or SpanBERT spans, a fixed number of slots;
+//! 1. [`data::corpus`]: stream documents from text files, folders or JSONL;
+//! 2. [`data::tokenizer`]: train a WordPiece vocabulary (HuggingFace `tokenizers`), saved as
+//!    `tokenizer.json`;
+//! 3. [`data::packing`]: pack documents with `[SEP]` into fixed-length sequences (no NSP);
+//! 4. [`data::masking`]: dynamic 80/10/10 masking, whole-word or SpanBERT spans, a fixed number
+//!    of slots;
 //! 5. [`model`]: a BERT encoder with a tied MLM head (presets tiny, mini, small);
-//! 6. [`objective`]: the MLM loss on masked positions only, for ssl-core's trainer, and the held-out
-//!    masked-token accuracy and perplexity;
-//! 7. [`encoder`], [`labeled`], [`corruption`]: what the evaluation protocol needs;
+//! 6. [`objectives::mlm`]: the MLM loss on masked positions only, for ssl-core's trainer, and the
+//!    held-out masked-token accuracy and perplexity;
+//! 7. [`model::encoder`], [`data::labeled`], [`corruptions`]: what the evaluation protocol needs;
 //! 8. [`pipeline`]: all of the above in a few calls, as `ssl pretrain-text` runs them;
-//! 9. interop: [`export`] writes a HuggingFace `BertForMaskedLM` (post-LN) or
-//!    `RobertaPreLayerNormForMaskedLM` (pre-LN) directory, and [`import`] reads a HuggingFace
-//!    `BertModel` or `BertForMaskedLM` back into our BERT.
+//! 9. [`interop`]: a HuggingFace `BertForMaskedLM` (post-LN) or `RobertaPreLayerNormForMaskedLM`
+//!    (pre-LN) directory out, and a HuggingFace `BertModel` or `BertForMaskedLM` back in.
+//!
+//! The crate follows the layout every modality crate shares: [`flags`] (the command's flags),
+//! [`recipe`] (the [`ssl_core::run::Recipe`] that `ssl pretrain-text` runs through ssl-core's
+//! seam), [`pipeline`] (the typed configuration with the papers' defaults, and the run as
+//! library calls), [`data`], [`model`], [`objectives`] (one file per paper), [`corruptions`]
+//! (the evaluation's corruption suite), [`interop`] (export and import) and [`bench`](mod@bench).
 //!
 //! ```
 //! use rand::SeedableRng;
-//! use ssl_text::masking::{Masker, MaskingConfig};
+//! use ssl_text::data::masking::{Masker, MaskingConfig};
 //! use ssl_text::model::{BertConfig, BertMlm};
-//! use ssl_text::packing::Packer;
-//! use ssl_text::tokenizer::{TextTokenizer, TokenizerConfig};
+//! use ssl_text::data::packing::Packer;
+//! use ssl_text::data::tokenizer::{TextTokenizer, TokenizerConfig};
 //!
 //! let docs = ["a tiny corpus about cats", "and another line about dogs and cats"];
 //! let tok = TextTokenizer::train(docs.iter(), &TokenizerConfig { vocab_size: 80, min_frequency: 1 }).unwrap();
@@ -33,7 +40,7 @@
 //! seqs.extend(packer.finish());
 //! let masker = Masker::new(MaskingConfig { rate: 0.25, ..Default::default() }, tok.special(), tok.vocab_size(), 16).unwrap();
 //! let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
-//! let batch = ssl_text::dataset::collate_masked(&masker, &seqs, &mut rng);
+//! let batch = ssl_text::data::dataset::collate_masked(&masker, &seqs, &mut rng);
 //!
 //! let cfg = BertConfig { vocab_size: tok.vocab_size() as i64, max_position: 16, ..BertConfig::preset("tiny").unwrap() };
 //! let vs = tch::nn::VarStore::new(tch::Device::Cpu);
@@ -43,22 +50,14 @@
 //! ```
 
 pub mod bench;
-pub mod corpus;
-pub mod corruption;
-pub mod dataset;
-pub mod embed;
-pub mod encoder;
+pub mod corruptions;
+pub mod data;
 pub mod error;
-pub mod export;
-pub mod flops;
-pub mod import;
-pub mod labeled;
-pub mod masking;
+pub mod flags;
+pub mod interop;
 pub mod model;
-pub mod objective;
-pub mod packing;
+pub mod objectives;
 pub mod pipeline;
-pub mod run;
-pub mod tokenizer;
+pub mod recipe;
 
 pub use error::{Result, TextError};

@@ -4,17 +4,17 @@
 //!
 //! A run directory holds `tokenizer.json`, the packed corpus `corpus.packed` (+ `.json`), the
 //! trainer's `metrics.jsonl` and `checkpoints/`.
-use crate::corpus::{Corpus, DocStream, ReadStats};
-use crate::corruption::text_corruptions;
-use crate::dataset::MlmDataset;
-use crate::encoder::TextEncoderFactory;
+use crate::corruptions::text_corruptions;
+use crate::data::corpus::{Corpus, DocStream, ReadStats};
+use crate::data::dataset::MlmDataset;
+use crate::data::labeled::{to_labeled_set, LabeledSplit};
+use crate::data::masking::{Masker, MaskingConfig};
+use crate::data::packing::{PackedCorpus, PackedMeta, PackedWriter, Packer};
+use crate::data::tokenizer::{TextTokenizer, TokenizerConfig};
 use crate::error::{Result, TextError};
-use crate::labeled::{to_labeled_set, LabeledSplit};
-use crate::masking::{Masker, MaskingConfig};
+use crate::model::encoder::TextEncoderFactory;
 use crate::model::{BertConfig, Pooling};
-use crate::objective::{evaluate_mlm, MlmEval, MlmObjective};
-use crate::packing::{PackedCorpus, PackedMeta, PackedWriter, Packer};
-use crate::tokenizer::{TextTokenizer, TokenizerConfig};
+use crate::objectives::mlm::{evaluate_mlm, MlmEval, MlmObjective};
 use serde::{Deserialize, Serialize};
 use ssl_core::eval::classifier::ProbeConfig;
 use ssl_core::eval::finetune::FinetuneConfig;
@@ -22,10 +22,9 @@ use ssl_core::eval::{EvalKind, ProtocolConfig};
 use ssl_core::optim::{OptimizerConfig, OptimizerKind};
 use ssl_core::run::EvalInputs;
 use ssl_core::schedule::Decay;
-use ssl_core::trainer::{Start, TrainConfig, TrainSummary, Trainer};
+use ssl_core::trainer::{TrainConfig, TrainSummary, Trainer};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use tch::Device;
 
 /// Everything that defines a text pretraining run (written as part of `config.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -65,6 +64,9 @@ impl TextConfig {
             batch_size: 64,
             clip_norm: 0.5,
             lr: 1e-3,
+            // Continued pretraining from --init-from (Gururangan et al. 2020 use 1e-4 for
+            // RoBERTa): a pretrained model does not take the from-scratch rate.
+            continued_lr: Some(1e-4),
             warmup_steps: 60,
             decay: Decay::Linear,
             lr_floor: 0.0,
@@ -260,47 +262,32 @@ pub struct Pretrained {
     pub tokens_seen: u64,
 }
 
-/// Pretrain with ssl-core's trainer, then measure the held-out MLM metrics. `start`: resume, or
-/// the initial weights (a `bool` is `resume`).
-pub fn pretrain<'a>(
-    data: &PreparedData,
-    cfg: &TextConfig,
-    run_dir: &Path,
-    device: Device,
-    start: impl Into<Start<'a>>,
-) -> Result<Pretrained> {
+/// Pretrain with `trainer` (its settings, run directory, device and start; `cfg.train` is what
+/// the run plan made of them), then measure the held-out MLM metrics.
+pub fn pretrain(data: &PreparedData, cfg: &TextConfig, trainer: Trainer) -> Result<Pretrained> {
     let model_cfg = data.model_config(cfg);
     let masker = data.masker(cfg)?;
-    if data.train_indices.len() < cfg.train.batch_size {
-        return Err(TextError::InvalidArgument(format!(
-            "the corpus packs into {} training sequences of {} tokens, fewer than one batch of {}; \
-             give more text or lower --batch-size",
-            data.train_indices.len(),
-            cfg.max_len,
-            cfg.train.batch_size
-        )));
-    }
+    let device = trainer.device;
+    let (batch_size, grad_accum) = (trainer.config.batch_size, trainer.config.grad_accum);
     let mut objective = {
-        let _rng = ssl_core::rng::torch_rng(ssl_core::rng::derive(cfg.train.seed, "init"));
+        let _rng = ssl_core::rng::torch_rng(ssl_core::rng::derive(trainer.config.seed, "init"));
         MlmObjective::new(&model_cfg, device)?
     };
     let source = Arc::new(MlmDataset::new(data.packed.clone(), data.train_indices.clone(), masker.clone()));
-    let mut trainer = Trainer::new(cfg.train.clone(), run_dir, device);
-    trainer.model_config = serde_json::json!({
+    let trainer = trainer.with_model_config(serde_json::json!({
         "model": model_cfg,
         "masking": cfg.masking,
         "max_len": cfg.max_len,
         "tokenizer": cfg.tokenizer,
-    });
-    let summary = trainer.fit(&mut objective, source, start)?;
+    }));
+    let summary = trainer.fit(&mut objective, source)?;
     let heldout = if data.heldout_indices.is_empty() {
         None
     } else {
         Some(evaluate_mlm(&objective.bert, &data.packed, &data.heldout_indices, &masker, 128, device)?)
     };
     let per_seq = data.packed.meta.tokens as f64 / data.packed.len().max(1) as f64;
-    let tokens_seen =
-        (summary.losses.len() as f64 * (cfg.train.batch_size * cfg.train.grad_accum) as f64 * per_seq) as u64;
+    let tokens_seen = (summary.losses.len() as f64 * (batch_size * grad_accum) as f64 * per_seq) as u64;
     Ok(Pretrained { summary, heldout, model: model_cfg, tokens_seen })
 }
 

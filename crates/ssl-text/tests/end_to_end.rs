@@ -2,7 +2,8 @@
 //! default data (a few dozen steps: this checks the plumbing, not the accuracy).
 use ssl_core::eval::report::{detect_machine, Report};
 use ssl_core::eval::EvalKind;
-use ssl_text::labeled::load_labeled;
+use ssl_core::trainer::Trainer;
+use ssl_text::data::labeled::load_labeled;
 use ssl_text::model::Pooling;
 use ssl_text::pipeline::{self, TextConfig};
 use std::path::PathBuf;
@@ -36,7 +37,7 @@ fn tiny_pretrain_then_evaluate() {
     assert_eq!(data.read.skipped_lines, 0);
     assert_eq!(data.heldout_indices.len(), 32);
 
-    let pre = pipeline::pretrain(&data, &cfg, run.path(), Device::Cpu, false).unwrap();
+    let pre = pipeline::pretrain(&data, &cfg, Trainer::new(cfg.train.clone(), run.path(), Device::Cpu)).unwrap();
     assert_eq!(pre.summary.report.steps, 40);
     let first: f64 = pre.summary.losses[..5].iter().map(|l| l.1).sum::<f64>() / 5.0;
     let last: f64 = pre.summary.losses[35..].iter().map(|l| l.1).sum::<f64>() / 5.0;
@@ -49,7 +50,9 @@ fn tiny_pretrain_then_evaluate() {
     // Resuming continues from the checkpoint instead of starting again.
     let mut longer = cfg.clone();
     longer.train.steps = 45;
-    let resumed = pipeline::pretrain(&data, &longer, run.path(), Device::Cpu, true).unwrap();
+    let resumed =
+        pipeline::pretrain(&data, &longer, Trainer::new(longer.train.clone(), run.path(), Device::Cpu).resuming(true))
+            .unwrap();
     assert_eq!(resumed.summary.report.resumed_from, Some(40));
     assert_eq!(resumed.summary.losses.len(), 5);
 

@@ -5,10 +5,10 @@
 //!
 //! Needs a Python with torch, safetensors and transformers, named by `SSL_PYTHON` (`cargo xtask
 //! test` sets it). Without it the test fails: it is never skipped silently.
-use ssl_text::export::export_hf;
-use ssl_text::import::HfBert;
-use ssl_text::objective::MlmObjective;
-use ssl_text::tokenizer::{TextTokenizer, TokenizerConfig};
+use ssl_text::data::tokenizer::{TextTokenizer, TokenizerConfig};
+use ssl_text::interop::export::export_hf;
+use ssl_text::interop::import::HfBert;
+use ssl_text::objectives::mlm::MlmObjective;
 use tch::{Device, Kind, Tensor};
 
 const MAKE: &str = r#"

@@ -1,7 +1,7 @@
 //! Arbitrary bytes into the corpus and labeled-data readers: documents, counted skips, or a clear
 //! error; never a panic. A fixed case budget keeps this inside the test command.
 use proptest::prelude::*;
-use ssl_text::corpus::{Corpus, DocStream};
+use ssl_text::data::corpus::{Corpus, DocStream};
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
@@ -17,7 +17,7 @@ proptest! {
             let stats = stream.stats().lock().map(|s| s.clone()).unwrap_or_default();
             prop_assert!(docs as u64 <= stats.documents.max(docs as u64));
         }
-        if let Err(e) = ssl_text::labeled::read_labeled_file(&f, "text", "label") {
+        if let Err(e) = ssl_text::data::labeled::read_labeled_file(&f, "text", "label") {
             prop_assert!(!e.to_string().is_empty());
         }
     }

@@ -1,11 +1,11 @@
 //! `ssl bench vision`: the rotation ResNet on 28x28 grey images, against `bench/vision_rotation.py`
 //! (the harness is [`ssl_core::bench`]).
-use crate::batch::ImageBatch;
-use crate::encoder::EncoderConfig;
+use crate::data::batch::ImageBatch;
+use crate::data::source::ImageSource;
 use crate::error::{Result, VisionError};
-use crate::recipe::{Method, VisionConfig};
-use crate::rotation::RotationTask;
-use crate::source::ImageSource;
+use crate::model::encoder::EncoderConfig;
+use crate::objectives::rotation::RotationTask;
+use crate::pipeline::{Method, VisionConfig};
 use ssl_core::bench::{loader_and_preloaded, optimizer_flags, write_init, BenchContext, Measured};
 use ssl_core::trainer::Objective;
 use std::sync::Arc;
@@ -67,7 +67,7 @@ pub fn measure(ctx: &BenchContext) -> Result<Measured> {
         per_sample: None,
         parameters,
         first_step_loss,
-        flops_per_sample: 3.0 * crate::flops::resnet_forward_flops(&resnet, 28, 4),
+        flops_per_sample: 3.0 * crate::model::flops::resnet_forward_flops(&resnet, 28, 4),
         loader,
         preloaded,
         reference,

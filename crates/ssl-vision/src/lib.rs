@@ -1,18 +1,22 @@
 //! # ssl-vision
 //!
 //! Self-supervised pretraining of image encoders, as a recipe:
-//! data ([`data`]: IDX, CIFAR, image folders) -> augment ([`augment`], in the loader or, as a
-//! batch, on the device: [`source`], [`batch`]) -> encoder ([`resnet`],
-//! [`vit`], [`encoder`]) -> pretext task ([`rotation`], [`inpainting`], [`mae`]) -> ssl-core's
-//! trainer -> ssl-core's evaluation protocol with image [`corruptions`]. [`recipe`] holds the
-//! configuration and library calls; [`run`] plugs them into ssl-core's run pipeline as a
-//! [`ssl_core::run::Recipe`], which `ssl pretrain-vision` calls. [`export`] writes a ViT as a
-//! timm `VisionTransformer` or an HF `ViTModel` / `ViTMAEForPreTraining` and a ResNet as
-//! safetensors with a PyTorch module of its own; [`hf_import`] reads HF ViTs for `--init-from`.
+//! data ([`data`]: IDX, CIFAR, image folders; augmentation in the loader or, as a batch, on the
+//! device) -> encoder ([`model`]: a ResNet or a ViT) -> pretext task ([`objectives`]: rotation,
+//! inpainting, MAE) -> ssl-core's trainer -> ssl-core's evaluation protocol with image
+//! [`corruptions`]. [`interop`] writes a ViT as a timm `VisionTransformer` or an HF `ViTModel` /
+//! `ViTMAEForPreTraining` and a ResNet as safetensors with a PyTorch module of its own, and reads
+//! HF ViTs for `--init-from`.
+//!
+//! The crate follows the layout every modality crate shares: [`flags`] (the command's flags),
+//! [`recipe`] (the [`ssl_core::run::Recipe`] that `ssl pretrain-vision` runs through ssl-core's
+//! seam), [`pipeline`] (the typed configuration with the papers' defaults, and the run as
+//! library calls), [`data`], [`model`], [`objectives`] (one file per paper), [`corruptions`]
+//! (the evaluation's corruption suite), [`interop`] (export and import) and [`bench`](mod@bench).
 //!
 //! ```
-//! use ssl_vision::encoder::{EncoderConfig, VisionEncoder};
-//! use ssl_vision::resnet::ResNetConfig;
+//! use ssl_vision::model::encoder::{EncoderConfig, VisionEncoder};
+//! use ssl_vision::model::resnet::ResNetConfig;
 //! use ssl_core::eval::Encoder;
 //! let cfg = EncoderConfig::Resnet(ResNetConfig { in_channels: 1, width: 8, ..Default::default() });
 //! let enc = VisionEncoder::new(&cfg, tch::Device::Cpu, 0);
@@ -21,23 +25,15 @@
 //! assert_eq!(f.size(), vec![2, enc.feature_dim()]);
 //! ```
 
-pub mod augment;
-pub mod batch;
 pub mod bench;
 pub mod corruptions;
 pub mod data;
-pub mod encoder;
 pub mod error;
-pub mod export;
-pub mod flops;
-pub mod hf_import;
-pub mod inpainting;
-pub mod mae;
+pub mod flags;
+pub mod interop;
+pub mod model;
+pub mod objectives;
+pub mod pipeline;
 pub mod recipe;
-pub mod resnet;
-pub mod rotation;
-pub mod run;
-pub mod source;
-pub mod vit;
 
 pub use error::{Result, VisionError};

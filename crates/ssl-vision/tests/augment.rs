@@ -3,13 +3,13 @@
 //! tensor ops.
 use ssl_core::loader::{Loader, LoaderPosition};
 use ssl_core::trainer::{TrainConfig, Trainer};
-use ssl_vision::augment::AugmentConfig;
-use ssl_vision::batch::ImageBatch;
+use ssl_vision::data::augment::AugmentConfig;
+use ssl_vision::data::batch::ImageBatch;
+use ssl_vision::data::source::ImageSource;
 use ssl_vision::data::{self, ImageSet};
-use ssl_vision::encoder::EncoderConfig;
-use ssl_vision::resnet::ResNetConfig;
-use ssl_vision::rotation::RotationTask;
-use ssl_vision::source::ImageSource;
+use ssl_vision::model::encoder::EncoderConfig;
+use ssl_vision::model::resnet::ResNetConfig;
+use ssl_vision::objectives::rotation::RotationTask;
 use std::sync::Arc;
 use tch::Device;
 
@@ -65,7 +65,7 @@ fn training_with_device_augmentation_follows_the_loaders_losses() {
         let train = TrainConfig { steps: 6, batch_size: 16, log_every: 1, loader_threads: 1, ..Default::default() };
         let mut task = RotationTask::new(&encoder, Device::Cpu, 3);
         let source = Arc::new(ImageSource::new(images.clone(), cfg));
-        Trainer::new(train, dir.path(), Device::Cpu).fit(&mut task, source, false).unwrap();
+        Trainer::new(train, dir.path(), Device::Cpu).fit(&mut task, source).unwrap();
         let text = std::fs::read_to_string(dir.path().join("metrics.jsonl")).unwrap();
         text.lines()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?.get("loss")?.as_f64())

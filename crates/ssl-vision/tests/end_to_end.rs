@@ -1,7 +1,8 @@
 //! A tiny pretrain + evaluation through the library, checking the report and the run directory.
+use ssl_core::trainer::Trainer;
 use ssl_vision::data;
-use ssl_vision::encoder::EncoderConfig;
-use ssl_vision::recipe::{self, Method, VisionConfig};
+use ssl_vision::model::encoder::EncoderConfig;
+use ssl_vision::pipeline::{self, Method, VisionConfig};
 use std::sync::Arc;
 
 #[test]
@@ -26,17 +27,27 @@ fn tiny_rotation_run_produces_a_checkpoint_and_a_complete_evaluation() {
     cfg.protocol.probe.steps = 20;
     cfg.protocol.robustness_max_test = 20;
     let dir = tempfile::tempdir().unwrap();
-    let summary = recipe::pretrain(&cfg, Arc::new(o.train.clone()), dir.path(), tch::Device::Cpu, false).unwrap();
+    let summary = pipeline::pretrain(
+        &cfg,
+        Arc::new(o.train.clone()),
+        Trainer::new(cfg.train.clone(), dir.path(), tch::Device::Cpu),
+    )
+    .unwrap();
     assert_eq!(summary.report.steps, 6);
     assert!(ssl_core::checkpoint::latest(dir.path()).is_some());
-    let ev = recipe::evaluate(&cfg, dir.path(), &o.train, &test, tch::Device::Cpu).unwrap();
+    let ev = pipeline::evaluate(&cfg, dir.path(), &o.train, &test, tch::Device::Cpu).unwrap();
     assert_eq!(ev.evaluations.len(), 3 * 2);
     assert!(ev.evaluations.iter().all(|r| r.pretrained.n_seeds == 2 && r.raw_baseline.is_some()));
     // Five corruptions at three severities, for each of the three evaluations.
     assert_eq!(ev.robustness.len(), 15 * 3);
 
     // Resuming a finished run trains nothing more and keeps its checkpoint.
-    let again = recipe::pretrain(&cfg, Arc::new(o.train.clone()), dir.path(), tch::Device::Cpu, true).unwrap();
+    let again = pipeline::pretrain(
+        &cfg,
+        Arc::new(o.train.clone()),
+        Trainer::new(cfg.train.clone(), dir.path(), tch::Device::Cpu).resuming(true),
+    )
+    .unwrap();
     assert_eq!(again.report.resumed_from, Some(6));
     assert!(again.losses.is_empty());
 }
@@ -63,7 +74,12 @@ fn inpainting_and_mae_write_reconstruction_grids() {
         cfg.train.batch_size = 16;
         cfg.train.progress = false;
         let dir = tempfile::tempdir().unwrap();
-        recipe::pretrain(&cfg, Arc::new(o.train.clone()), dir.path(), tch::Device::Cpu, false).unwrap();
+        pipeline::pretrain(
+            &cfg,
+            Arc::new(o.train.clone()),
+            Trainer::new(cfg.train.clone(), dir.path(), tch::Device::Cpu),
+        )
+        .unwrap();
         let grid = image::open(dir.path().join("reconstructions.png")).unwrap();
         assert_eq!(grid.height(), 3 * (28 + 2) + 2, "{method:?}: three rows (original, masked, reconstructed)");
     }

@@ -9,11 +9,11 @@
 //! Needs a Python with torch, safetensors, timm and transformers, named by `SSL_PYTHON` (`cargo
 //! xtask test` sets it). Without it the test fails: it is never skipped silently.
 use ssl_core::interop::ExportFormat;
-use ssl_vision::encoder::{EncoderConfig, Net, VisionEncoder};
-use ssl_vision::export::export;
-use ssl_vision::mae::{MaeConfig, MaeTask};
-use ssl_vision::resnet::ResNetConfig;
-use ssl_vision::vit::VitConfig;
+use ssl_vision::interop::export::export;
+use ssl_vision::model::encoder::{EncoderConfig, Net, VisionEncoder};
+use ssl_vision::model::resnet::ResNetConfig;
+use ssl_vision::model::vit::VitConfig;
+use ssl_vision::objectives::mae::{MaeConfig, MaeTask};
 use std::path::Path;
 use tch::{Device, Kind, Tensor};
 

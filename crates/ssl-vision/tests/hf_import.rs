@@ -10,9 +10,9 @@
 //! Needs a Python with torch, safetensors and transformers, named by `SSL_PYTHON` (`cargo xtask
 //! test` sets it). Without it the test fails: it is never skipped silently.
 use ssl_core::init::HfDir;
-use ssl_vision::encoder::{EncoderConfig, VisionEncoder};
-use ssl_vision::hf_import::HfVit;
-use ssl_vision::mae::{MaeConfig, MaeTask};
+use ssl_vision::interop::import::HfVit;
+use ssl_vision::model::encoder::{EncoderConfig, VisionEncoder};
+use ssl_vision::objectives::mae::{MaeConfig, MaeTask};
 use std::collections::HashMap;
 use std::path::Path;
 use tch::{Device, Kind, Tensor};
@@ -86,9 +86,9 @@ fn transformers_vits_import_and_match_their_outputs() {
     // Exported again: transformers' tensors, bit for bit.
     let weights: Vec<(String, Tensor)> = task.vs.variables().into_iter().collect();
     let again = root.path().join("again");
-    ssl_vision::export::export_hf(&again, &hf.vit, Some(&mae), &weights).unwrap();
+    ssl_vision::interop::export::export_hf(&again, &hf.vit, Some(&mae), &weights).unwrap();
     let one_scheme = |file: &Path| -> HashMap<String, Tensor> {
-        tensors(file).into_iter().map(|(n, t)| (ssl_vision::hf_import::modern_name(&n), t)).collect()
+        tensors(file).into_iter().map(|(n, t)| (ssl_vision::interop::import::modern_name(&n), t)).collect()
     };
     let (source, back) =
         (one_scheme(&root.path().join("pre/model.safetensors")), one_scheme(&again.join("model.safetensors")));
@@ -129,9 +129,9 @@ fn shapes_that_are_not_ours_are_refused_with_the_reason() {
         let mut cfg = base.clone();
         cfg[key] = value;
         let hf = HfDir { dir: "m".into(), config: cfg, tensors: Vec::new() };
-        let e = ssl_vision::hf_import::vit_config(&hf).unwrap_err().to_string();
+        let e = ssl_vision::interop::import::vit_config(&hf).unwrap_err().to_string();
         assert!(e.contains(needle), "{key}: {e}");
     }
     let hf = HfDir { dir: "m".into(), config: base, tensors: Vec::new() };
-    assert!(ssl_vision::hf_import::vit_config(&hf).is_ok());
+    assert!(ssl_vision::interop::import::vit_config(&hf).is_ok());
 }

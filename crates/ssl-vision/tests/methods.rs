@@ -1,13 +1,13 @@
 //! The pretext tasks on tiny data: shapes, exact rotations, mask ratios, and the loss going down
 //! on a fixed batch.
 use ssl_core::trainer::Objective;
-use ssl_vision::batch::ImageBatch;
-use ssl_vision::encoder::EncoderConfig;
-use ssl_vision::inpainting::{block_mask, BlockPlacement, InpaintingConfig, InpaintingTask};
-use ssl_vision::mae::{random_masking, MaeConfig, MaeTask};
-use ssl_vision::resnet::ResNetConfig;
-use ssl_vision::rotation::{rotate_all, RotationTask};
-use ssl_vision::vit::VitConfig;
+use ssl_vision::data::batch::ImageBatch;
+use ssl_vision::model::encoder::EncoderConfig;
+use ssl_vision::model::resnet::ResNetConfig;
+use ssl_vision::model::vit::VitConfig;
+use ssl_vision::objectives::inpainting::{block_mask, BlockPlacement, InpaintingConfig, InpaintingTask};
+use ssl_vision::objectives::mae::{random_masking, MaeConfig, MaeTask};
+use ssl_vision::objectives::rotation::{rotate_all, RotationTask};
 use tch::{Device, Kind, Tensor};
 
 fn tiny_resnet() -> EncoderConfig {

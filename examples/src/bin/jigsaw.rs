@@ -1,19 +1,20 @@
 //! A new pretext task in a user's own code: 2x2 jigsaw (Noroozi & Favaro 2016, reduced). Each
 //! image's four quadrants are shuffled by one of a few fixed permutations and a head predicts
-//! which. Everything else is reused through the `Recipe` seam: ssl-vision's data, encoder,
-//! evaluation and corruptions, and ssl-core's trainer, protocol and report.
+//! which. Everything else is reused: ssl-vision's recipe (data, encoder, evaluation and
+//! corruptions) takes the task as a `Pretext`, and ssl-core's seam runs the trainer, the
+//! protocol and the report.
 //!
 //! `cargo xtask cargo run -p ssl-examples --bin jigsaw -- --steps 50`
 use clap::Parser;
-use ssl_core::eval::ProtocolConfig;
-use ssl_core::run::{DataReport, EvalInputs, Recipe, RunContext, RunPlan};
-use ssl_core::trainer::{Objective, StepOutput, TrainSummary};
-use ssl_vision::batch::ImageBatch;
-use ssl_vision::encoder::Net;
-use ssl_vision::run::{VisionFlags, VisionRecipe};
-use ssl_vision::source::ImageSource;
+use ssl_core::trainer::{Objective, StepOutput, TrainSummary, Trainer};
+use ssl_vision::data::batch::ImageBatch;
+use ssl_vision::data::source::ImageSource;
+use ssl_vision::data::ImageSet;
+use ssl_vision::flags::VisionFlags;
+use ssl_vision::model::encoder::Net;
+use ssl_vision::pipeline::VisionConfig;
+use ssl_vision::recipe::{Pretext, VisionRecipe};
 use ssl_vision::VisionError;
-use std::path::Path;
 use std::sync::Arc;
 use tch::nn::{self, Module, VarStore};
 use tch::{Device, Kind, Tensor};
@@ -63,63 +64,36 @@ impl Objective for JigsawTask {
     }
 }
 
-/// The vision recipe with its pretext task replaced.
-struct Jigsaw(VisionRecipe);
+/// The pretext task the vision recipe trains in place of `--method`'s.
+struct Jigsaw;
 
-impl Recipe for Jigsaw {
-    type Error = VisionError;
-    fn modality(&self) -> &'static str {
-        "vision"
-    }
-    fn method(&self) -> String {
+impl Pretext for Jigsaw {
+    fn name(&self) -> String {
         "jigsaw".into()
     }
-    fn flags(&self) -> serde_json::Value {
-        self.0.flags()
-    }
-    fn resolved(&self) -> serde_json::Value {
-        self.0.resolved()
-    }
-    fn validate(&self, plan: &RunPlan) -> Result<(), VisionError> {
-        self.0.validate(plan)
-    }
-    fn open(&mut self, plan: &RunPlan) -> Result<DataReport, VisionError> {
-        self.0.open(plan)
-    }
-    fn describe(&self) -> String {
-        self.0
-            .config()
-            .map(|c| format!("pretraining jigsaw for {} steps of {}", c.train.steps, c.train.batch_size))
-            .unwrap_or_default()
-    }
-    fn pretrain(&mut self, ctx: &RunContext<'_>) -> Result<TrainSummary, VisionError> {
-        let cfg = self.0.config()?.clone();
-        let images = self.0.pretraining_images().ok_or_else(|| VisionError::Invalid("no images".into()))?;
-        let rng = ssl_core::rng::torch_rng(ssl_core::rng::derive(cfg.train.seed, "init"));
-        let vs = VarStore::new(ctx.device);
-        let net = Net::new(&(vs.root() / "encoder"), &cfg.encoder);
-        let probe = Tensor::zeros(
-            [1, images.channels as i64, images.height as i64, images.width as i64],
-            (Kind::Float, ctx.device),
-        );
-        let dim = net.pooled_t(&probe, false).1;
-        let head = nn::linear(vs.root() / "jigsaw_head", dim, PERMUTATIONS.len() as i64, Default::default());
-        drop(rng);
-        let mut task = JigsawTask { vs, net, head };
+    fn pretrain(
+        &mut self,
+        cfg: &VisionConfig,
+        images: Arc<ImageSet>,
+        trainer: Trainer,
+    ) -> Result<TrainSummary, VisionError> {
+        let device = trainer.device;
+        let mut task = {
+            let _rng = ssl_core::rng::torch_rng(ssl_core::rng::derive(trainer.config.seed, "init"));
+            let vs = VarStore::new(device);
+            let net = Net::new(&(vs.root() / "encoder"), &cfg.encoder);
+            let size = cfg.image_size as i64;
+            let probe = Tensor::zeros([1, images.channels as i64, size, size], (Kind::Float, device));
+            let dim = net.pooled_t(&probe, false).1;
+            let head = nn::linear(vs.root() / "jigsaw_head", dim, PERMUTATIONS.len() as i64, Default::default());
+            JigsawTask { vs, net, head }
+        };
         let source = Arc::new(ImageSource::new(images, cfg.augment));
         let model = serde_json::json!({ "method": "jigsaw", "encoder": cfg.encoder });
-        Ok(ctx.fit(&cfg.train, model, &mut task, source)?)
+        Ok(trainer.with_model_config(model).fit(&mut task, source)?)
     }
-    fn evaluation(&mut self, weights: &Path, ctx: &RunContext<'_>) -> Result<EvalInputs<'_>, VisionError> {
-        self.0.evaluation(weights, ctx)
-    }
-    fn protocol(&self) -> ProtocolConfig {
-        self.0.protocol()
-    }
-    fn notes(&self) -> Vec<String> {
-        let mut n = self.0.notes();
-        n.push(format!("Pretext task: 2x2 jigsaw over {} quadrant permutations (examples/).", PERMUTATIONS.len()));
-        n
+    fn note(&self) -> Option<String> {
+        Some(format!("Pretext task: 2x2 jigsaw over {} quadrant permutations (examples/).", PERMUTATIONS.len()))
     }
 }
 
@@ -134,7 +108,7 @@ fn main() -> anyhow::Result<()> {
     let flags = Cli::parse().flags;
     let plan = flags.run.resolve("vision", "jigsaw")?;
     // `None` on the ranks other than 0 of a data-parallel run (rank 0 reports).
-    if let Some(report) = ssl_core::run::execute(&mut Jigsaw(VisionRecipe::new(flags)), &plan)? {
+    if let Some(report) = ssl_core::run::execute(&mut VisionRecipe::new(flags).with_pretext(Jigsaw), &plan)? {
         println!("{}", report.headline());
     }
     Ok(())

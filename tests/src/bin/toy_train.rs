@@ -33,7 +33,9 @@ fn main() {
     let items = flag("--items").unwrap_or(64) as usize;
     let mut obj = ToyObjective::new(tch::Device::Cpu, dim, 3);
     let resume = args.iter().any(|a| a == "--resume");
-    match Trainer::new(cfg, dir, tch::Device::Cpu).fit(&mut obj, Arc::new(ToySource::new(items, dim as usize)), resume)
+    match Trainer::new(cfg, dir, tch::Device::Cpu)
+        .resuming(resume)
+        .fit(&mut obj, Arc::new(ToySource::new(items, dim as usize)))
     {
         Ok(s) => println!("{}", serde_json::to_string(&s.report).unwrap_or_default()),
         Err(e) => {

@@ -5,7 +5,7 @@ use super::report::{self, headline_k, Comparison, Cost, EvalRow, GapStats, Robus
 use super::selection::{self, Candidate, Selection};
 use super::{accuracy, extract_features, knn, subsets, Encoder, LabeledSet};
 use crate::error::{CoreError, Result};
-use crate::trainer::process_cpu_secs;
+use crate::process::process_cpu_secs;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use tch::{Device, Kind, Tensor};

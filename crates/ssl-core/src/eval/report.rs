@@ -245,6 +245,22 @@ pub struct Report {
 }
 
 impl Report {
+    /// The evaluation accuracies as TensorBoard scalars `(tag, step, value)`, step = labels
+    /// per class: `eval/<eval>_<k>/pretrained`, `eval/<eval>_<k>/scratch` and `eval/raw_<k>`.
+    pub fn scalars(&self) -> Vec<(String, i64, f64)> {
+        let mut out = Vec::new();
+        for r in &self.evaluation.evaluations {
+            let k = r.labels_per_class as i64;
+            let tag = format!("eval/{}_{}", r.eval.name(), r.labels_per_class);
+            out.push((format!("{tag}/pretrained"), k, r.pretrained.mean));
+            out.push((format!("{tag}/scratch"), k, r.scratch.mean));
+            if let Some(raw) = &r.raw_baseline {
+                out.push((format!("eval/raw_{}", r.labels_per_class), k, raw.mean));
+            }
+        }
+        out
+    }
+
     /// Write `report.json` and `report.md` into `run_dir`.
     pub fn write(&self, run_dir: &Path) -> Result<()> {
         let p = run_dir.join("report.json");

@@ -8,11 +8,13 @@
 //!    `--nproc-per-node N`, start N workers of this command ([`crate::dist::launch`]) and return
 //!    rank 0's report; a worker (or a rank of torchrun or srun) joins the process group;
 //! 2. lock the run directory (a second run on it is refused), catch SIGINT/SIGTERM (the trainer
-//!    then stops at the next step with a checkpoint), open the data and apply the plan to the
-//!    typed configuration;
+//!    then stops at the next step with a checkpoint), let the recipe open the data, and apply
+//!    the plan to the training and protocol settings it returns ([`Opened`]; under `--eval-only`
+//!    the evaluated run's protocol first);
 //! 3. write `config.json` (one schema: [`ssl_records::run::RunRecord`]);
-//! 4. pretrain with the shared trainer (skipped by `--eval-only`), from the weights of
-//!    `--init-from` when given ([`Recipe::init_weights`]);
+//! 4. hand the recipe a ready [`crate::trainer::Trainer`] (the plan's settings, the run
+//!    directory, resumed or from the weights of `--init-from`, [`Recipe::init_weights`]) and let
+//!    it pretrain (skipped by `--eval-only`);
 //! 5. run the evaluation protocol against scratch and the raw baseline, under corruptions;
 //! 6. write `report.json`, `report.md` and the plots, and print the summary.
 //!
@@ -45,11 +47,12 @@ pub mod recipe;
 
 pub use options::RunOptions;
 pub use plan::{Export, Mode, RunPlan};
-pub use recipe::{DataReport, EvalInputs, Recipe, RunContext};
+pub use recipe::{DataReport, EvalInputs, Opened, Recipe};
 
 use crate::error::{CoreError, Result};
 use crate::eval::report::{detect_machine, Report};
-use crate::trainer::TrainSummary;
+use crate::eval::ProtocolConfig;
+use crate::trainer::{TrainConfig, TrainSummary, Trainer};
 use ssl_records::run::{RunRecord, Versions, LIBTORCH_VERSION, SCHEMA_VERSION};
 use std::path::Path;
 use tch::Device;
@@ -75,7 +78,7 @@ pub fn execute<R: Recipe>(recipe: &mut R, plan: &RunPlan) -> std::result::Result
     // opens its data (text packs its corpus there). Rank 0 holds the lock for all ranks.
     let _lock = if main { Some(lock::RunLock::acquire(&run_dir)?) } else { None };
     crate::interrupt::install().map_err(|e| CoreError::io("signal handlers", e))?;
-    let data = open_data(recipe, plan, group)?;
+    let (data, train, protocol) = open_data(recipe, plan, group)?;
     let record = write_record(recipe, plan, &data)?;
     let init = match (&plan.init_from, &plan.mode) {
         (Some(source), Mode::Pretrain { .. }) => Some(recipe.init_weights(source)?),
@@ -84,15 +87,16 @@ pub fn execute<R: Recipe>(recipe: &mut R, plan: &RunPlan) -> std::result::Result
     let init_note = init.as_ref().map(|i| {
         format!("Pretraining started from {} ({}), not from a random initialisation.", i.source.display(), i.kind)
     });
-    let ctx = RunContext { plan, run_dir: run_dir.clone(), device: plan.device, init };
     let (summary, weights) = match &plan.mode {
-        Mode::Pretrain { .. } => {
+        Mode::Pretrain { resume } => {
             let world = match plan.world.is_distributed() {
                 true => format!(", {} processes", plan.world.size),
                 false => String::new(),
             };
             eprintln!("==> {} (run directory {}{world})", recipe.describe(), run_dir.display());
-            (Some(recipe.pretrain(&ctx)?), run_dir.clone())
+            let mut trainer = Trainer::new(train, &run_dir, plan.device).resuming(*resume);
+            trainer.init = init;
+            (Some(recipe.pretrain(trainer)?), run_dir.clone())
         }
         Mode::EvalOnly { weights, .. } => (None, weights.clone()),
     };
@@ -100,7 +104,7 @@ pub fn execute<R: Recipe>(recipe: &mut R, plan: &RunPlan) -> std::result::Result
     if !main {
         return Ok(None);
     }
-    let report = evaluate_and_report(recipe, &ctx, &weights, summary, record, data, init_note)?;
+    let report = evaluate_and_report(recipe, plan, &protocol, &weights, summary, record, data, init_note)?;
     finish(&run_dir, &report)?;
     if let (Some(export), Mode::Pretrain { .. }) = (&plan.export, &plan.mode) {
         self::export::<R>(&run_dir, &export.dir, export.format)?;
@@ -108,21 +112,39 @@ pub fn execute<R: Recipe>(recipe: &mut R, plan: &RunPlan) -> std::result::Result
     Ok(Some(report))
 }
 
-/// The recipe opens its data: rank 0 first, the others after a barrier, reading what it wrote.
+/// The recipe opens its data (rank 0 first, the others after a barrier, reading what it
+/// wrote), and the plan is applied to the settings it returns.
 fn open_data<R: Recipe>(
     recipe: &mut R,
     plan: &RunPlan,
     group: Option<&crate::dist::ProcessGroup>,
-) -> std::result::Result<DataReport, R::Error> {
+) -> std::result::Result<(DataReport, TrainConfig, ProtocolConfig), R::Error> {
     let main = plan.world.is_main();
     if let (Some(g), false) = (group, main) {
         g.barrier()?;
     }
-    let data = recipe.open(plan)?;
+    let opened = apply_plan(plan, recipe.open(plan)?)?;
     if let (Some(g), true) = (group, main) {
         g.barrier()?;
     }
-    Ok(data)
+    Ok(opened)
+}
+
+/// The plan applied to a recipe's settings, in place (so its `resolved` shows them): under
+/// `--eval-only` the evaluated run's protocol replaces the method's defaults first, and the
+/// training settings are left alone.
+fn apply_plan(plan: &RunPlan, opened: Opened<'_>) -> Result<(DataReport, TrainConfig, ProtocolConfig)> {
+    let Opened { data, train, pretrain_items, protocol } = opened;
+    if let Some(saved) = plan.evaluated::<Option<ProtocolConfig>>("/protocol") {
+        if let Some(saved) = saved? {
+            *protocol = saved;
+        }
+    }
+    plan.apply_protocol(protocol);
+    if !plan.is_eval_only() {
+        plan.apply_train(train, pretrain_items)?;
+    }
+    Ok((data, train.clone(), protocol.clone()))
 }
 
 /// `config.json` (rank 0), and the first skipped inputs named on the terminal.
@@ -150,32 +172,32 @@ fn write_record<R: Recipe>(recipe: &R, plan: &RunPlan, data: &DataReport) -> std
 }
 
 /// The evaluation protocol on the recipe's inputs, and the report of the whole run.
+#[allow(clippy::too_many_arguments)]
 fn evaluate_and_report<R: Recipe>(
     recipe: &mut R,
-    ctx: &RunContext<'_>,
+    plan: &RunPlan,
+    protocol: &ProtocolConfig,
     weights: &Path,
     summary: Option<TrainSummary>,
     record: RunRecord,
     data: DataReport,
     init_note: Option<String>,
 ) -> std::result::Result<Report, R::Error> {
-    let plan = ctx.plan;
-    let protocol = recipe.protocol();
     eprintln!(
         "==> evaluating against scratch ({} labels/class, {} seeds ({} at the headline budget), {})",
         protocol.labels_per_class.iter().map(|k| k.to_string()).collect::<Vec<_>>().join(","),
         protocol.seeds,
         protocol.seeds.max(protocol.headline_seeds),
-        RunPlan::evals(&protocol)
+        RunPlan::evals(protocol)
     );
     let evaluation = {
-        let inputs = recipe.evaluation(weights, ctx)?;
+        let inputs = recipe.evaluation(weights, plan.device)?;
         crate::eval::evaluate(
             inputs.factory.as_ref(),
             &inputs.train,
             &inputs.test,
             &inputs.corruptions,
-            &protocol,
+            protocol,
             plan.device,
         )?
     };
@@ -188,7 +210,7 @@ fn evaluate_and_report<R: Recipe>(
         ));
     }
     notes.push(protocol.describe());
-    notes.extend(recipe.extra_evaluations(weights, ctx)?);
+    notes.extend(recipe.extra_evaluations(weights, protocol, plan.device)?);
     Ok(Report {
         schema_version: REPORT_SCHEMA_VERSION,
         modality: recipe.modality().into(),
@@ -205,19 +227,18 @@ fn evaluate_and_report<R: Recipe>(
 
 /// Start `n` workers of this command (`--nproc-per-node`) and wait for them. They get the same
 /// arguments, plus the run directory this process resolved when none was given (every rank must
-/// use the same one), and an equal share of the cores unless `--threads` was given.
+/// use the same one) and the plan's thread share when `--threads` was not given.
 fn launch_workers(plan: &RunPlan, n: usize) -> Result<()> {
     let mut args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
     if plan.options().out.is_none() {
         args.push("--out".into());
         args.push(plan.run_dir.clone().into_os_string());
     }
-    let cores = std::thread::available_parallelism().map(|c| c.get()).unwrap_or(1);
-    let threads = match plan.threads {
-        Some(_) => None,
-        None => Some((cores / n).max(1) as i32),
-    };
-    crate::dist::launch::run_workers(n, &args, threads)
+    if let (None, Some(t)) = (plan.options().threads, plan.threads) {
+        args.push("--threads".into());
+        args.push(t.to_string().into());
+    }
+    crate::dist::launch::run_workers(n, &args, plan.threads)
 }
 
 /// Export the encoder of the finished run `run_dir` into the new or empty folder `to`
@@ -269,7 +290,7 @@ pub fn embed<R: Recipe>(run: &Path, data: &Path, out: &Path, device: Device) -> 
 /// Write `report.json`, `report.md` and the plots into `run_dir`, log the evaluation to
 /// TensorBoard, and print the summary.
 pub fn finish(run_dir: &Path, report: &Report) -> Result<()> {
-    crate::sinks::log_evaluation(run_dir, report)?;
+    crate::sinks::log_scalars(run_dir, &report.scalars())?;
     write_outputs(run_dir, report)
 }
 

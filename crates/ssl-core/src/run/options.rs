@@ -103,6 +103,10 @@ pub struct RunOptions {
     /// Evaluations to run: linear, knn, finetune (comma-separated).
     #[arg(long, value_delimiter = ',')]
     pub eval: Option<Vec<EvalKind>>,
+    /// Most fine-tuning steps per evaluation (the budget is epochs over the labeled subset,
+    /// clamped to this).
+    #[arg(long)]
+    pub finetune_max_steps: Option<usize>,
     /// Data-parallel pretraining with N local worker processes (started by this command, with
     /// torchrun's variables); --batch-size is per process. Ignored inside torchrun or srun,
     /// which start the processes themselves.

@@ -5,7 +5,11 @@
 //!
 //! | value | rule |
 //! |---|---|
+//! | batch size | `--batch-size`, else the method's default; a pretraining set smaller than one batch lowers the default to its size (a note says so) and refuses a `--batch-size` larger than it |
 //! | steps | `--steps`; else `--epochs` × pretraining items / batch size, rounded up; else the method's default |
+//! | learning rate | `--lr`; else, with `--init-from`, the method's rate for continued pretraining ([`TrainConfig::continued_lr`]) when it has one; else the method's default |
+//! | threads | `--threads`; else, for the workers `--nproc-per-node N` starts, the cores divided by N (given to each worker as `--threads`, so its `config.json` records it) |
+//! | fine-tuning steps | `--finetune-max-steps` caps the protocol's fine-tuning steps (after `--full-protocol`) |
 //! | warm-up | `--warmup`; else the method's default warm-up scaled with the steps (its ratio to the default steps is kept) |
 //! | seed | `--seed` (default 0) seeds the trainer and the evaluation protocol alike |
 //! | run directory | `--out`; else `runs/<modality>-<method>-<unix time>`; with `--eval-only`, `--out` or `<evaluated run>/eval` |
@@ -20,7 +24,7 @@ use crate::interop::ExportFormat;
 use crate::trainer::TrainConfig;
 use serde::de::DeserializeOwned;
 use ssl_records::run::RunRecord;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 use tch::Device;
 
@@ -75,21 +79,6 @@ pub struct Export {
 
 fn invalid(msg: impl Into<String>) -> CoreError {
     CoreError::InvalidArgument(msg.into())
-}
-
-/// The run directory of `--checkpoint`: the path itself if it holds a `config.json`, else the
-/// run two levels above a checkpoint (`<run>/checkpoints/step-N`).
-pub fn run_of_checkpoint(path: &Path) -> Result<PathBuf> {
-    if path.join("config.json").is_file() {
-        return Ok(path.to_path_buf());
-    }
-    match path.parent().and_then(Path::parent) {
-        Some(run) if run.join("config.json").is_file() => Ok(run.to_path_buf()),
-        _ => Err(invalid(format!(
-            "--checkpoint {}: not a run directory (no config.json in it or two levels above it)",
-            path.display()
-        ))),
-    }
 }
 
 impl RunOptions {
@@ -147,12 +136,20 @@ impl RunOptions {
                 run_dir.display()
             )));
         }
+        // The workers of --nproc-per-node share the cores unless --threads says otherwise.
+        let threads = match (self.threads, launch) {
+            (None, Some(n)) => {
+                let cores = std::thread::available_parallelism().map(|c| c.get()).unwrap_or(1);
+                Some((cores / n).max(1) as i32)
+            }
+            (t, _) => t,
+        };
         Ok(RunPlan {
             modality: modality.into(),
             method: method.into(),
             run_dir,
             device,
-            threads: self.threads,
+            threads,
             mode,
             seed: self.seed.unwrap_or(0),
             world,
@@ -225,7 +222,7 @@ impl RunOptions {
                 if !c.exists() {
                     return Err(invalid(format!("--checkpoint {}: no such file or directory", c.display())));
                 }
-                let run = run_of_checkpoint(c)?;
+                let run = crate::checkpoint::run_of(c)?;
                 let record = RunRecord::read_for(&run, modality).map_err(|e| invalid(e.to_string()))?;
                 Ok(Mode::EvalOnly { run, weights: c.clone(), record: Box::new(record) })
             }
@@ -319,12 +316,32 @@ impl RunPlan {
         }
     }
 
-    /// Apply the options to a method's trainer defaults, for `items` pretraining examples.
-    pub fn apply_train(&self, train: &mut TrainConfig, items: usize) {
+    /// Apply the options to a method's trainer defaults, for `items` pretraining examples (the
+    /// rules of this module's table).
+    pub fn apply_train(&self, train: &mut TrainConfig, items: usize) -> Result<()> {
         let o = &self.options;
         let (default_steps, default_warmup) = (train.steps.max(1), train.warmup_steps);
         if let Some(b) = o.batch_size {
             train.batch_size = b;
+        }
+        // One global batch: the per-process batch times the processes.
+        let ranks = self.world.size.max(1);
+        if items < train.batch_size * ranks {
+            let what = match ranks {
+                1 => String::new(),
+                n => format!(" x {n} processes"),
+            };
+            if o.batch_size.is_some() {
+                return Err(invalid(format!(
+                    "--batch-size {}{what} is larger than the {items} pretraining examples: give more data or a smaller --batch-size",
+                    train.batch_size
+                )));
+            }
+            if items < ranks {
+                return Err(invalid(format!("{items} pretraining examples cannot fill one batch{what}")));
+            }
+            eprintln!("note: only {items} pretraining examples; batch size lowered to {}{what}", items / ranks);
+            train.batch_size = items / ranks;
         }
         if let Some(n) = o.log_every {
             train.log_every = n;
@@ -338,9 +355,11 @@ impl RunPlan {
         train.warmup_steps = o
             .warmup
             .unwrap_or_else(|| ((default_warmup as f64) * train.steps as f64 / default_steps as f64).round() as u64);
-        if let Some(lr) = o.lr {
-            train.lr = lr;
-        }
+        train.lr = match (o.lr, &self.init_from, train.continued_lr) {
+            (Some(lr), _, _) => lr,
+            (None, Some(_), Some(lr)) => lr,
+            _ => train.lr,
+        };
         if let Some(n) = o.checkpoint_every {
             train.checkpoint_every = n;
         }
@@ -350,6 +369,7 @@ impl RunPlan {
         train.memory_check = !o.no_memory_check;
         train.max_memory = o.max_memory;
         train.seed = self.seed;
+        Ok(())
     }
 
     /// Apply the options to a method's protocol defaults.
@@ -370,6 +390,10 @@ impl RunPlan {
         }
         if let Some(e) = &o.eval {
             protocol.evals = e.clone();
+        }
+        if let Some(s) = o.finetune_max_steps {
+            protocol.finetune.max_steps = s;
+            protocol.finetune.min_steps = protocol.finetune.min_steps.min(s);
         }
         protocol.seed = self.seed;
     }
@@ -431,7 +455,7 @@ mod tests {
         let plan = |o: RunOptions| o.resolve("vision", "rotation").unwrap();
         let derive = |o: RunOptions, items| {
             let mut t = base.clone();
-            plan(o).apply_train(&mut t, items);
+            plan(o).apply_train(&mut t, items).unwrap();
             (t.steps, t.warmup_steps, t.batch_size)
         };
         assert_eq!(derive(opts(), 1000), (300, 50, 64), "defaults stay");
@@ -444,8 +468,27 @@ mod tests {
         );
         assert_eq!(derive(RunOptions { epochs: Some(2.0), steps: Some(9), ..opts() }, 1000).0, 9, "--steps wins");
         let mut t = base.clone();
-        plan(RunOptions { seed: Some(4), lr: Some(0.5), ..opts() }).apply_train(&mut t, 10);
+        plan(RunOptions { seed: Some(4), lr: Some(0.5), ..opts() }).apply_train(&mut t, 10).unwrap();
         assert_eq!((t.seed, t.lr), (4, 0.5));
+        // A pretraining set smaller than one batch: the default batch shrinks to it, a given one
+        // is refused, an empty set is refused.
+        assert_eq!(derive(opts(), 40), (300, 50, 40));
+        let mut t = base.clone();
+        let e = plan(RunOptions { batch_size: Some(50), ..opts() }).apply_train(&mut t, 40).unwrap_err();
+        assert!(e.to_string().contains("--batch-size 50 is larger than the 40"), "{e}");
+        assert!(plan(opts()).apply_train(&mut base.clone(), 0).is_err());
+        // The rate for continued pretraining applies under --init-from alone, and --lr wins.
+        let continued = TrainConfig { continued_lr: Some(1e-4), ..base.clone() };
+        let lr = |o: RunOptions, init: bool| {
+            let mut p = plan(o);
+            p.init_from = init.then(|| crate::init::InitSource::Foreign("x".into()));
+            let mut t = continued.clone();
+            p.apply_train(&mut t, 1000).unwrap();
+            t.lr
+        };
+        assert_eq!(lr(opts(), false), base.lr);
+        assert_eq!(lr(opts(), true), 1e-4);
+        assert_eq!(lr(RunOptions { lr: Some(0.5), ..opts() }, true), 0.5);
     }
 
     #[test]

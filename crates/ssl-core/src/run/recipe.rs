@@ -1,16 +1,16 @@
 //! The seam every pretraining method plugs into: a [`Recipe`] supplies its data, objective,
 //! encoders, corruptions and notes; [`super::execute`] does everything else, once, for every
-//! modality.
+//! modality: it applies the plan to the recipe's training and protocol settings, restores the
+//! evaluated run's protocol under `--eval-only`, and hands the recipe a ready [`Trainer`].
 use super::plan::RunPlan;
-use crate::error::{CoreError, Result};
+use crate::error::CoreError;
 use crate::eval::protocol::{Corruption, EncoderFactory};
 use crate::eval::LabeledSet;
+use crate::eval::ProtocolConfig;
 use crate::init::{InitSource, InitWeights};
-use crate::loader::DataSource;
-use crate::trainer::{Objective, Start, TrainConfig, TrainSummary, Trainer};
+use crate::trainer::{TrainConfig, TrainSummary, Trainer};
 use ssl_records::skipped::SkippedInputs;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
 use tch::Device;
 
 /// What a recipe read: written into `config.json` and `report.json` under `data`.
@@ -33,49 +33,30 @@ pub struct EvalInputs<'a> {
     pub corruptions: Vec<Corruption>,
 }
 
-/// Where a recipe runs: the plan, the run directory, the weights pretraining starts from, and
-/// the one way to train.
-pub struct RunContext<'a> {
-    pub plan: &'a RunPlan,
-    pub run_dir: PathBuf,
-    pub device: Device,
-    /// `--init-from`, converted by [`Recipe::init_weights`].
-    pub init: Option<InitWeights>,
-}
-
-impl RunContext<'_> {
-    /// How the trainer starts: resumed (`--resume`), else from [`RunContext::init`] when given.
-    pub fn start(&self) -> Start<'_> {
-        Start { resume: self.plan.resume(), init: self.init.as_ref() }
-    }
-
-    /// Train `objective` on `source` with the shared trainer in this run's directory, resuming
-    /// when the plan says so. `model_config` (the model and method, not the run length) is stored
-    /// in every checkpoint and checked on resume.
-    pub fn fit<O, S>(
-        &self,
-        train: &TrainConfig,
-        model_config: serde_json::Value,
-        objective: &mut O,
-        source: Arc<S>,
-    ) -> Result<TrainSummary>
-    where
-        O: Objective + ?Sized,
-        S: DataSource<Batch = O::Batch>,
-    {
-        let mut trainer = Trainer::new(train.clone(), &self.run_dir, self.device);
-        trainer.model_config = model_config;
-        trainer.fit(objective, source, self.start())
-    }
+/// What [`Recipe::open`] returns: what it read, and its typed settings for the seam to apply
+/// the plan to ([`RunPlan::apply_train`], [`RunPlan::apply_protocol`]). The recipe keeps the
+/// settings (they borrow from it), so `config.json`'s `resolved` shows the applied values.
+pub struct Opened<'a> {
+    pub data: DataReport,
+    /// The method's training defaults (ignored under `--eval-only`).
+    pub train: &'a mut TrainConfig,
+    /// The examples one pretraining epoch holds (`--epochs`; a set smaller than one batch);
+    /// 0 under `--eval-only`.
+    pub pretrain_items: usize,
+    /// The method's protocol defaults. Under `--eval-only` the seam replaces them with the
+    /// evaluated run's (`config.resolved.protocol`), then applies the flags.
+    pub protocol: &'a mut ProtocolConfig,
 }
 
 /// A pretraining method: everything that differs between methods and modalities.
 ///
 /// The run pipeline ([`super::execute`]) calls, in order: [`Recipe::validate`] (cheap checks of
-/// the recipe's own flags and paths), [`Recipe::open`] (read the data, apply the plan to the
-/// typed config), then, unless the run is `--eval-only`, [`Recipe::pretrain`], then
-/// [`Recipe::evaluation`] and [`Recipe::notes`]. It owns the run directory, `config.json`, the
-/// report and the plots.
+/// the recipe's own flags and paths), [`Recipe::open`] (read the data; the seam then applies the
+/// plan to the settings it returns), then, unless the run is `--eval-only`, [`Recipe::pretrain`]
+/// with a ready [`Trainer`], then [`Recipe::evaluation`] and [`Recipe::notes`]. It owns the run
+/// directory, `config.json`, the report and the plots.
+///
+/// Five methods are required; the rest have defaults.
 pub trait Recipe {
     /// The recipe's error; ssl-core's errors convert into it.
     type Error: std::error::Error + Send + Sync + 'static + From<CoreError>;
@@ -83,28 +64,39 @@ pub trait Recipe {
     fn modality(&self) -> &'static str;
     /// The pretext task (`rotation`, `mlm`, `best-rq`, ...).
     fn method(&self) -> String;
+    /// Read the data (the pretraining set unless the run is `--eval-only`, and the labeled
+    /// split), and return the typed settings the plan applies to. Under `--eval-only`, the
+    /// evaluated run's model comes from [`RunPlan::evaluated`].
+    fn open(&mut self, plan: &RunPlan) -> std::result::Result<Opened<'_>, Self::Error>;
+    /// Pretrain with `trainer`: the plan's training settings, this run's directory and device,
+    /// and where it starts (resumed, or from `--init-from`'s weights). The recipe builds its
+    /// objective and data source and calls [`Trainer::fit`].
+    fn pretrain(&mut self, trainer: Trainer) -> std::result::Result<TrainSummary, Self::Error>;
+    /// The protocol's inputs, with the pretrained encoder read from `weights` (a run directory
+    /// or one of its checkpoints) onto `device`.
+    fn evaluation(&mut self, weights: &Path, device: Device) -> std::result::Result<EvalInputs<'_>, Self::Error>;
+
     /// The command's flags as given (written to `config.json` as `config.flags`; running them
     /// again reproduces the run).
-    fn flags(&self) -> serde_json::Value;
+    fn flags(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
     /// The typed configuration the run uses, after [`Recipe::open`] (`config.resolved`).
-    fn resolved(&self) -> serde_json::Value;
+    fn resolved(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
     /// Check the recipe's own flags and paths. Nothing may be decoded or trained here.
-    fn validate(&self, plan: &RunPlan) -> std::result::Result<(), Self::Error>;
-    /// Read the data (the pretraining set unless the run is `--eval-only`, and the labeled
-    /// split), and apply the plan to the typed configuration ([`RunPlan::apply_train`],
-    /// [`RunPlan::apply_protocol`]).
-    fn open(&mut self, plan: &RunPlan) -> std::result::Result<DataReport, Self::Error>;
+    fn validate(&self, _plan: &RunPlan) -> std::result::Result<(), Self::Error> {
+        Ok(())
+    }
     /// A one-line description of the pretraining about to start.
-    fn describe(&self) -> String;
-    /// Pretrain with [`RunContext::fit`].
-    fn pretrain(&mut self, ctx: &RunContext<'_>) -> std::result::Result<TrainSummary, Self::Error>;
-    /// The protocol's inputs, with the pretrained encoder read from `weights` (a run directory
-    /// or one of its checkpoints).
-    fn evaluation(&mut self, weights: &Path, ctx: &RunContext<'_>) -> std::result::Result<EvalInputs<'_>, Self::Error>;
-    /// The evaluation protocol's settings (after the plan was applied).
-    fn protocol(&self) -> crate::eval::ProtocolConfig;
+    fn describe(&self) -> String {
+        format!("pretraining {} ({})", self.method(), self.modality())
+    }
     /// Notes for the report: the encoder, the baselines, anything a reader needs.
-    fn notes(&self) -> Vec<String>;
+    fn notes(&self) -> Vec<String> {
+        Vec::new()
+    }
     /// Export the encoder of the finished run in `run_dir` into the new folder `to`, in
     /// `format` (`None`: the encoder's natural format). The run's own `config.json` and newest
     /// checkpoint say what is exported ([`crate::interop::RunWeights`]), so no recipe is needed. Called by [`super::export`] (`ssl export`) and after pretraining with `--export`.
@@ -136,7 +128,7 @@ pub trait Recipe {
         Err(CoreError::InvalidArgument(format!("{}: this method's encoder has no embed", run.display())).into())
     }
     /// The weights `--init-from` names, under the objective's variable names. Called after
-    /// [`Recipe::open`] when pretraining starts. The default takes one of our runs of this
+    /// [`Recipe::open`] when pretraining starts; the seam gives them to the trainer. The default takes one of our runs of this
     /// modality (the model flags must give the same model) and refuses other tools' checkpoints.
     fn init_weights(&mut self, source: &InitSource) -> std::result::Result<InitWeights, Self::Error> {
         match source {
@@ -150,12 +142,13 @@ pub trait Recipe {
             .into()),
         }
     }
-    /// Further evaluations after the main one (e.g. a second test set); their lines go into the
-    /// report's notes.
+    /// Further evaluations after the main one (e.g. a second test set) under the run's
+    /// `protocol`; their lines go into the report's notes.
     fn extra_evaluations(
         &mut self,
         _weights: &Path,
-        _ctx: &RunContext<'_>,
+        _protocol: &ProtocolConfig,
+        _device: Device,
     ) -> std::result::Result<Vec<String>, Self::Error> {
         Ok(Vec::new())
     }

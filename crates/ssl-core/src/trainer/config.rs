@@ -15,6 +15,10 @@ pub struct TrainConfig {
     /// Global gradient-norm clip; 0 disables clipping.
     pub clip_norm: f64,
     pub lr: f64,
+    /// The peak learning rate when pretraining continues from `--init-from` weights and no
+    /// `--lr` is given (`None`: [`TrainConfig::lr`]); a pretrained model does not take the
+    /// from-scratch rate. Applied by the run plan ([`crate::run::plan`]).
+    pub continued_lr: Option<f64>,
     pub warmup_steps: u64,
     pub decay: Decay,
     /// Final LR as a fraction of the peak.
@@ -58,6 +62,7 @@ impl Default for TrainConfig {
             grad_accum: 1,
             clip_norm: 1.0,
             lr: 1e-3,
+            continued_lr: None,
             warmup_steps: 100,
             decay: Decay::Cosine,
             lr_floor: 0.1,

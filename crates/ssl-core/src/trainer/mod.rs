@@ -28,24 +28,9 @@ pub mod resume;
 pub mod step;
 pub mod strategy;
 
+pub use crate::sinks::{read_metrics, MetricsLine};
 pub use config::{loader_threads, TrainConfig};
-pub use records::{process_cpu_secs, read_metrics, MetricsLine, TrainSummary, WindowGate};
-
-/// How [`Trainer::fit`] starts: from the newest checkpoint of the run directory (`resume`), and
-/// otherwise (a new run, or a resumed one with no checkpoint yet) from `init` when given
-/// (`--init-from`), else from the objective's fresh initialisation. A `bool` converts to
-/// `Start { resume, init: None }`.
-#[derive(Clone, Copy, Default)]
-pub struct Start<'a> {
-    pub resume: bool,
-    pub init: Option<&'a crate::init::InitWeights>,
-}
-
-impl From<bool> for Start<'_> {
-    fn from(resume: bool) -> Self {
-        Start { resume, init: None }
-    }
-}
+pub use records::{TrainSummary, WindowGate};
 
 /// What one forward pass of an objective returns.
 pub struct StepOutput {
@@ -113,17 +98,43 @@ pub struct Trainer {
     pub model_config: serde_json::Value,
     /// See [`WindowGate`]; `None` for every real run.
     pub window_gate: Option<WindowGate>,
+    /// Continue from the newest checkpoint of the run directory (`--resume`); a missing
+    /// checkpoint starts anew.
+    pub resume: bool,
+    /// The weights a run that starts anew loads first (`--init-from`); otherwise the
+    /// objective's fresh initialisation.
+    pub init: Option<crate::init::InitWeights>,
 }
 
 impl Trainer {
     pub fn new(config: TrainConfig, run_dir: impl Into<PathBuf>, device: Device) -> Self {
-        Self { config, run_dir: run_dir.into(), device, model_config: serde_json::Value::Null, window_gate: None }
+        Self {
+            config,
+            run_dir: run_dir.into(),
+            device,
+            model_config: serde_json::Value::Null,
+            window_gate: None,
+            resume: false,
+            init: None,
+        }
     }
 
-    /// Train `objective` on `source`, starting as `start` says: with `resume`, continue from the
-    /// newest checkpoint of the run directory (a missing checkpoint starts anew); a run that
-    /// starts anew loads `start.init` first, when given.
-    pub fn fit<'a, O, S>(&self, objective: &mut O, source: Arc<S>, start: impl Into<Start<'a>>) -> Result<TrainSummary>
+    /// This trainer, continuing from the newest checkpoint of its run directory when `resume`.
+    pub fn resuming(mut self, resume: bool) -> Self {
+        self.resume = resume;
+        self
+    }
+
+    /// This trainer, storing `model_config` (the model and method, not the run length) in every
+    /// checkpoint and checking it on resume.
+    pub fn with_model_config(mut self, model_config: serde_json::Value) -> Self {
+        self.model_config = model_config;
+        self
+    }
+
+    /// Train `objective` on `source`, starting where [`Trainer::resume`] and [`Trainer::init`]
+    /// say: the newest checkpoint, else the initial weights, else the objective's own.
+    pub fn fit<O, S>(&self, objective: &mut O, source: Arc<S>) -> Result<TrainSummary>
     where
         O: Objective + ?Sized,
         S: DataSource<Batch = O::Batch>,
@@ -131,7 +142,7 @@ impl Trainer {
         self.check()?;
         let world = crate::dist::world();
         let mut optimizer = Optimizer::new(objective.var_store(), self.config.optimizer);
-        let restored = resume::restore(self, &world, start.into(), objective.var_store(), &mut optimizer)?;
+        let restored = resume::restore(self, &world, objective.var_store(), &mut optimizer)?;
         let mut state = restored.state.clone();
         let estimate = memory_check::check(&self.config, self.device, objective, &mut optimizer, source.as_ref())?;
         let strategy = strategy::Strategy::choose(objective.var_store())?;

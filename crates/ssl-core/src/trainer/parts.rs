@@ -7,7 +7,7 @@
 //! (so a checkpoint holds the teacher of its step), then the metrics (whose benchmark gate may
 //! end the run), the profiler window, the checkpointer, and last the interrupt guard (which
 //! needs the checkpoint just written).
-use super::records::{process_cpu_secs, MetricsLine, TrainSummary, WindowGate};
+use super::records::{TrainSummary, WindowGate};
 use super::step::{StepFailure, StepReport};
 use super::Trainer;
 use crate::checkpoint::{self, CheckpointState};
@@ -15,9 +15,11 @@ use crate::dist::World;
 use crate::ema::EmaTeacher;
 use crate::error::{CoreError, Result};
 use crate::optim::Optimizer;
+use crate::process::process_cpu_secs;
 use crate::profile::StepProfiler;
 use crate::progress::Progress;
 use crate::sinks::MetricSinks;
+use crate::sinks::MetricsLine;
 use std::path::PathBuf;
 use std::time::Instant;
 use tch::nn::VarStore;

@@ -1,7 +1,7 @@
 //! Where a run starts: with `--resume`, the newest checkpoint of the run directory that loads;
 //! otherwise (or with no checkpoint yet) `--init-from`'s weights when given, else the
 //! objective's fresh initialisation.
-use super::{Start, Trainer};
+use super::Trainer;
 use crate::checkpoint::{self, CheckpointState};
 use crate::dist::World;
 use crate::error::{CoreError, Result};
@@ -47,14 +47,9 @@ pub fn stored_config(trainer: &Trainer, world: &World) -> serde_json::Value {
     stored
 }
 
-/// Restore `vs` and `optimizer` as `start` says and return the state the loop continues from.
-pub fn restore(
-    trainer: &Trainer,
-    world: &World,
-    start: Start<'_>,
-    vs: &VarStore,
-    optimizer: &mut Optimizer,
-) -> Result<Restored> {
+/// Restore `vs` and `optimizer` as the trainer says (resume, else its initial weights) and
+/// return the state the loop continues from.
+pub fn restore(trainer: &Trainer, world: &World, vs: &VarStore, optimizer: &mut Optimizer) -> Result<Restored> {
     let config = stored_config(trainer, world);
     let fresh = CheckpointState {
         step: 0,
@@ -66,12 +61,12 @@ pub fn restore(
         elapsed_secs: 0.0,
         config: config.clone(),
     };
-    if start.resume {
+    if trainer.resume {
         if let Some(state) = newest(&trainer.run_dir, world, &config, vs, optimizer)? {
             return Ok(Restored { resumed_from: Some(state.step), state });
         }
     }
-    if let Some(init) = start.init {
+    if let Some(init) = &trainer.init {
         let fresh = init.load_into(vs)?;
         if world.is_main() {
             let fresh = match fresh.len() {

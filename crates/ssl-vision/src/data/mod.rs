@@ -1,5 +1,9 @@
 //! Image data: IDX (MNIST, Fashion-MNIST), CIFAR binary batches and image folders, all decoded
 //! into one [`ImageSet`] of `u8` pixels at a fixed size.
+pub mod augment;
+pub mod batch;
+pub mod source;
+
 pub mod cifar;
 pub mod folder;
 pub mod idx;
