@@ -10,6 +10,7 @@ pub mod datasets;
 pub mod docs;
 pub mod libtorch;
 pub mod minilm;
+pub mod outside;
 pub mod packages;
 pub mod spoken_words;
 pub mod text_corpus;

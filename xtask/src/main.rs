@@ -26,6 +26,9 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Build a project outside the workspace on ssl-core's and ssl-vision's public API, and run a
+    /// tiny pretraining with it (part of `cargo xtask test`).
+    LibraryCheck,
     /// Pretrain an image encoder (rotation, inpainting or MAE), then evaluate it against scratch.
     PretrainVision(PretrainArgs),
     /// Pretrain a BERT-style text encoder with masked language modelling, then evaluate it.
@@ -176,10 +179,20 @@ fn test(extra: &[String]) -> Result<()> {
     if !extra.is_empty() {
         return Ok(());
     }
-    eprintln!("==> docs site: build, then open every page in headless Chromium");
     let root = workspace_root();
+    library_check(&source)?;
+    eprintln!("==> docs site: build, then open every page in headless Chromium");
     let book = docs::build(&root, &|args: &[&str]| cargo(&source, args))?;
     docs::check(&root, &book, &python)
+}
+
+fn library_check(source: &libtorch::Source) -> Result<()> {
+    eprintln!("==> a project outside the workspace builds on ssl-core and ssl-vision and pretrains");
+    xtask::outside::check(&workspace_root(), |dir, args| {
+        let mut c = cargo(source, args);
+        c.current_dir(dir);
+        c
+    })
 }
 
 fn main() -> ExitCode {
@@ -193,6 +206,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Cmd::Setup => libtorch::provision().and_then(|s| build_ssl(&s).map(|_| ())),
         Cmd::Test { args } => test(&args),
+        Cmd::LibraryCheck => libtorch::provision().and_then(|s| library_check(&s)),
         Cmd::PretrainVision(a) => pretrain("vision", a),
         Cmd::PretrainText(a) => pretrain("text", a),
         Cmd::PretrainSpeech(a) => pretrain("speech", a),

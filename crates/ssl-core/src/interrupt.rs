@@ -29,10 +29,3 @@ pub fn install() -> std::io::Result<()> {
 pub fn requested() -> bool {
     REQUESTED.get().is_some_and(|f| f.load(Ordering::Relaxed))
 }
-
-/// Ask for a stop as a signal would (tests; a supervisor inside the process).
-pub fn request() {
-    if let Some(f) = REQUESTED.get() {
-        f.store(true, Ordering::Relaxed);
-    }
-}

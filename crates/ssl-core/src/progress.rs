@@ -1,11 +1,5 @@
 //! The one progress display of a run: an indicatif bar on a terminal, one-line records otherwise
 //! (so logs of batch jobs and CI stay readable), both on stderr.
-//!
-//! ```
-//! let p = ssl_core::progress::Progress::new("pretraining", 100, false);
-//! p.update(10, "loss 1.23");
-//! p.finish();
-//! ```
 use std::io::IsTerminal;
 use std::time::Instant;
 
