@@ -181,6 +181,12 @@ fn test(extra: &[String]) -> Result<()> {
     }
     let root = workspace_root();
     library_check(&source)?;
+    eprintln!(
+        "==> cargo package: every crate but the test and example ones packages (metadata, files, dependency versions)"
+    );
+    let mut package = vec!["package", "--workspace", "--offline", "--no-verify", "--allow-dirty"];
+    package.extend(["--exclude", "ssl-examples", "--exclude", "ssl-integration-tests", "--exclude", "xtask"]);
+    run(cargo(&source, &package))?;
     eprintln!("==> docs site: build, then open every page in headless Chromium");
     let book = docs::build(&root, &|args: &[&str]| cargo(&source, args))?;
     docs::check(&root, &book, &python)

@@ -9,7 +9,7 @@
 //!   `SSL_PYTHON`), and Slurm's variables set by hand all give the same trajectory.
 //! - Faults: SIGKILL one of 2 ranks mid-run; the run stops within 10 s with an error naming the
 //!   rank, and `--resume` finishes it.
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -132,6 +132,24 @@ fn weight_gap(a: &BTreeMap<String, tch::Tensor>, b: &BTreeMap<String, tch::Tenso
     (max, off as f64 / total as f64)
 }
 
+/// The names below a run directory (checkpoints by step), event files left out (their names
+/// carry a time and a process id).
+fn run_files(run: &Path) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut dirs = vec![run.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let rel = e.path().strip_prefix(run).unwrap().display().to_string();
+            if e.path().is_dir() {
+                dirs.push(e.path());
+            } else if !rel.starts_with("events.out.tfevents.") {
+                out.insert(rel);
+            }
+        }
+    }
+    out
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap().local_addr().unwrap().port()
 }
@@ -170,6 +188,17 @@ fn two_ranks_follow_one_rank_step_for_step_under_every_launcher() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("[rank 1/2]"), "worker lines carry their rank:\n{stderr}");
     assert!(two.join("report.json").is_file() && !two.join("eval").exists());
+    // Rank 0 alone writes into the run directory: its files are the one-process run's, and every
+    // TensorBoard event file (`events.out.tfevents.<time>.<host>.<pid>.ssl`) is one process's.
+    assert_eq!(run_files(&two), run_files(&one), "the 2-rank run directory holds what the 1-rank one holds");
+    let writers: BTreeSet<String> = std::fs::read_dir(&two)
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| n.starts_with("events.out.tfevents."))
+        .filter_map(|n| n.rsplit('.').nth(1).map(str::to_owned))
+        .collect();
+    assert_eq!(writers.len(), 1, "event files written by processes {writers:?}");
 
     let (l1, l2) = (losses(&one), losses(&two));
     assert_eq!(l1.len(), 20);
