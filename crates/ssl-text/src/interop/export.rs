@@ -15,7 +15,7 @@
 //! load.
 //!
 //! ```no_run
-//! # use ssl_text::{export::export_hf, model::BertConfig, objective::MlmObjective, tokenizer::TextTokenizer};
+//! # use ssl_text::{interop::export::export_hf, model::BertConfig, objectives::mlm::MlmObjective, data::tokenizer::TextTokenizer};
 //! # fn demo(tok: &TextTokenizer) -> ssl_text::Result<()> {
 //! let cfg = BertConfig { vocab_size: tok.vocab_size() as i64, max_position: 64, ..BertConfig::preset("tiny")? };
 //! let model = MlmObjective::new(&cfg, tch::Device::Cpu)?;
