@@ -27,7 +27,7 @@ pub fn synchronize(device: Device) {
 
 /// The measured matmul peak in FLOP/s: fp32 on the CPU, bf16 on CUDA, square matrices of side `n`,
 /// best of `repeats` timed runs after one warm-up.
-pub fn matmul_peak(device: Device, n: i64, repeats: usize) -> f64 {
+pub(crate) fn matmul_peak(device: Device, n: i64, repeats: usize) -> f64 {
     let kind = if device.is_cuda() { Kind::BFloat16 } else { Kind::Float };
     let a = Tensor::randn([n, n], (kind, device));
     let b = Tensor::randn([n, n], (kind, device));

@@ -151,7 +151,7 @@ pub fn save(
 
 /// Copy the tensors of a safetensors file into the variables of `vs`, by name. A missing tensor
 /// or a shape mismatch is an error that names the tensor.
-pub fn load_weights_file(path: &Path, vs: &VarStore) -> Result<()> {
+pub(crate) fn load_weights_file(path: &Path, vs: &VarStore) -> Result<()> {
     let saved = Tensor::read_safetensors(path)?;
     load_named(&saved, vs, &path.display().to_string())
 }
@@ -214,7 +214,7 @@ pub fn load(ckpt: &Path, vs: &VarStore, optimizer: &mut Optimizer) -> Result<Che
 
 /// The run directory of `--checkpoint`: the path itself if it holds a `config.json`, else the
 /// run two levels above a checkpoint (`<run>/checkpoints/step-N`).
-pub fn run_of(path: &Path) -> Result<PathBuf> {
+pub(crate) fn run_of(path: &Path) -> Result<PathBuf> {
     if path.join("config.json").is_file() {
         return Ok(path.to_path_buf());
     }

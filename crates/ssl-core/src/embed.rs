@@ -106,7 +106,7 @@ pub fn embed(inputs: EmbedInputs, device: Device) -> Embeddings {
 impl Embeddings {
     /// Name the inputs relative to `data` (the folder given, or the folder of the file given),
     /// so the names do not depend on where the data was when it was embedded.
-    pub fn relative_to(&mut self, data: &Path) {
+    pub(crate) fn relative_to(&mut self, data: &Path) {
         let base = if data.is_dir() { Some(data) } else { data.parent() };
         let Some(base) = base.filter(|b| !b.as_os_str().is_empty()) else { return };
         let prefix = format!("{}/", base.display().to_string().trim_end_matches('/'));

@@ -37,7 +37,7 @@ pub fn files_below(dir: &Path, keep: impl Fn(&Path) -> bool) -> Result<Vec<PathB
 }
 
 /// Whether `path`'s extension is one of `extensions` (lower case), in any case.
-pub fn has_extension(path: &Path, extensions: &[&str]) -> bool {
+pub(crate) fn has_extension(path: &Path, extensions: &[&str]) -> bool {
     path.extension().and_then(|e| e.to_str()).is_some_and(|e| extensions.contains(&e.to_ascii_lowercase().as_str()))
 }
 

@@ -149,7 +149,7 @@ impl HfDir {
 }
 
 /// The safetensors weights of another tool's directory; a directory with only a pickle is refused.
-pub fn hf_weights_file(dir: &Path) -> Result<PathBuf> {
+pub(crate) fn hf_weights_file(dir: &Path) -> Result<PathBuf> {
     let st = dir.join("model.safetensors");
     if st.is_file() {
         return Ok(st);

@@ -12,8 +12,8 @@ type RawTensor = *const tch::Tensor;
 mod ffi {
     use std::ffi::{c_char, c_int, c_void};
     extern "C" {
-        pub fn ssl_free_error(err: *mut c_char);
-        pub fn ssl_fused_adamw(
+        pub(crate) fn ssl_free_error(err: *mut c_char);
+        pub(crate) fn ssl_fused_adamw(
             params: *const *const c_void,
             grads: *const *const c_void,
             exp_avgs: *const *const c_void,
@@ -26,7 +26,7 @@ mod ffi {
             weight_decay: f64,
             eps: f64,
         ) -> *mut c_char;
-        pub fn ssl_foreach_sgd(
+        pub(crate) fn ssl_foreach_sgd(
             params: *const *const c_void,
             grads: *const *const c_void,
             bufs: *const *const c_void,
@@ -37,17 +37,17 @@ mod ffi {
             nesterov: c_int,
             first: c_int,
         ) -> *mut c_char;
-        pub fn ssl_clip_grad_norm(
+        pub(crate) fn ssl_clip_grad_norm(
             grads: *const *const c_void,
             n: c_int,
             max_norm: f64,
             norm_out: *const c_void,
         ) -> *mut c_char;
-        pub fn ssl_set_bf16_autocast(enabled: c_int) -> *mut c_char;
-        pub fn ssl_profiler_start(record_shapes: c_int, cuda: c_int) -> *mut c_char;
-        pub fn ssl_profiler_stop(trace_path: *const c_char) -> *mut c_char;
-        pub fn ssl_bf16_autocast_enabled() -> c_int;
-        pub fn ssl_serial_thread() -> c_int;
+        pub(crate) fn ssl_set_bf16_autocast(enabled: c_int) -> *mut c_char;
+        pub(crate) fn ssl_profiler_start(record_shapes: c_int, cuda: c_int) -> *mut c_char;
+        pub(crate) fn ssl_profiler_stop(trace_path: *const c_char) -> *mut c_char;
+        pub(crate) fn ssl_bf16_autocast_enabled() -> c_int;
+        pub(crate) fn ssl_serial_thread() -> c_int;
     }
 }
 
@@ -98,7 +98,7 @@ pub fn profiler_start(record_shapes: bool, cuda: bool) -> Result<()> {
 }
 
 /// Stop the profiler [`profiler_start`] started and write its Chrome/Perfetto trace to `path`.
-pub fn profiler_stop(path: &std::path::Path) -> Result<()> {
+pub(crate) fn profiler_stop(path: &std::path::Path) -> Result<()> {
     let c = std::ffi::CString::new(path.display().to_string())
         .map_err(|_| CoreError::Kernel { kernel: "profiler_stop", message: "a NUL byte in the path".into() })?;
     // SAFETY: a NUL-terminated path that outlives the call; the C++ layer catches every exception.
@@ -154,7 +154,7 @@ pub fn fused_adamw(
 
 /// One SGD step with momentum (Nesterov if asked) through the `_foreach_*` multi-tensor ops.
 #[allow(clippy::too_many_arguments)]
-pub fn foreach_sgd(
+pub(crate) fn foreach_sgd(
     params: &[&Tensor],
     grads: &[&Tensor],
     momentum_bufs: &[&Tensor],
@@ -189,7 +189,7 @@ pub fn foreach_sgd(
 /// Total L2 norm of `grads`, and, when `max_norm > 0`, scale them in place so the norm is at
 /// most `max_norm`. Everything stays on the device: the returned scalar tensor is not read
 /// back, so no host synchronisation happens here.
-pub fn clip_grad_norm(grads: &[&Tensor], max_norm: f64) -> Result<Tensor> {
+pub(crate) fn clip_grad_norm(grads: &[&Tensor], max_norm: f64) -> Result<Tensor> {
     let out = match grads.first() {
         Some(g) => Tensor::zeros([], (tch::Kind::Float, g.device())),
         None => return Ok(Tensor::zeros([], (tch::Kind::Float, tch::Device::Cpu))),

@@ -20,8 +20,8 @@
 //!   top-operators table; traces of ours and of `torch.profiler` compared op by op.
 //! - [`rng`]: every random choice derived by name from the run seed; exclusive, seeded use of
 //!   LibTorch's global generator.
-//! - [`interrupt`]: SIGINT/SIGTERM stop a run at a safe point, with a checkpoint.
-//! - [`sinks`]: `metrics.jsonl` and TensorBoard event files.
+//! - `interrupt` (internal): SIGINT/SIGTERM stop a run at a safe point, with a checkpoint.
+//! - `sinks` (internal): `metrics.jsonl` and TensorBoard event files.
 //! - [`checkpoint`]: atomic safetensors checkpoints with exact resume.
 //! - [`interop`]: what every export to another ecosystem shares (formats, a finished run read
 //!   back, tensor renaming that fails on any unmapped name).

@@ -72,7 +72,7 @@ pub struct Target {
 }
 
 /// The default of [`Target::max_failed_in_row`] (and of `TrainConfig::max_failed_inputs_in_row`).
-pub const MAX_FAILED_IN_ROW: u64 = 1000;
+pub(crate) const MAX_FAILED_IN_ROW: u64 = 1000;
 
 impl Default for Target {
     /// One process, training on the CPU.
@@ -136,7 +136,7 @@ pub fn mix_seed(parts: &[u64]) -> u64 {
 }
 
 /// The shuffled order of one epoch.
-pub fn epoch_order(len: usize, seed: u64, epoch: u64) -> Vec<usize> {
+pub(crate) fn epoch_order(len: usize, seed: u64, epoch: u64) -> Vec<usize> {
     let mut order: Vec<usize> = (0..len).collect();
     order.shuffle(&mut ChaCha8Rng::seed_from_u64(mix_seed(&[seed, epoch, 0xE90C])));
     order

@@ -66,15 +66,15 @@ pub const CACHE_SHARE_OF_BUDGET: u64 = 8;
 mod ffi {
     use std::ffi::{c_char, c_int};
     extern "C" {
-        pub fn ssl_block_cache_install(
+        pub(crate) fn ssl_block_cache_install(
             min_bytes: u64,
             limit_bytes: u64,
             budget_bytes: u64,
             max_age: u64,
             installed: *mut c_int,
         ) -> *mut c_char;
-        pub fn ssl_block_cache_stats(out: *mut u64, installed: *mut c_int) -> *mut c_char;
-        pub fn ssl_block_cache_trim() -> *mut c_char;
+        pub(crate) fn ssl_block_cache_stats(out: *mut u64, installed: *mut c_int) -> *mut c_char;
+        pub(crate) fn ssl_block_cache_trim() -> *mut c_char;
     }
 }
 
@@ -111,7 +111,7 @@ pub fn budget() -> Option<MemoryBudget> {
 }
 
 /// [`budget`], reading `/sys/fs/cgroup`, `/proc/self/cgroup` and `/proc/meminfo` below `root`.
-pub fn budget_from(root: &std::path::Path) -> Option<MemoryBudget> {
+pub(crate) fn budget_from(root: &std::path::Path) -> Option<MemoryBudget> {
     let read = |p: &str| std::fs::read_to_string(root.join(p)).ok();
     // The process's own cgroup (v2: one line `0::/path`), else the root of the hierarchy.
     let own = read("proc/self/cgroup")
@@ -152,7 +152,7 @@ pub fn keep_freed_memory() -> bool {
 }
 
 /// The environment variable that turns the large-block cache off (`0`).
-pub const CACHE_SWITCH: &str = "SSL_BLOCK_CACHE";
+pub(crate) const CACHE_SWITCH: &str = "SSL_BLOCK_CACHE";
 
 /// Install the large-block cache as LibTorch's CPU allocator: freed blocks of `min_bytes` or more
 /// are kept for the next tensor of their size (rounded up to 2 MiB; a block up to an eighth
@@ -249,7 +249,7 @@ pub fn usage() -> MemoryUse {
 
 /// A field of `/proc/self/status` that Linux gives in kB (`VmHWM:`, `VmRSS:`, `RssAnon:`), in
 /// bytes; `None` where it cannot be read. The one reader of that file.
-pub fn status_bytes(field: &str) -> Option<u64> {
+pub(crate) fn status_bytes(field: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let kb: u64 = status.lines().find(|l| l.starts_with(field))?.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)

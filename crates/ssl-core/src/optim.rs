@@ -158,7 +158,7 @@ impl Optimizer {
 
     /// Clip the global gradient norm to `max_norm` (no clipping when `max_norm <= 0`) and return
     /// the pre-clipping norm as a device scalar (not read back to the host).
-    pub fn clip_grad_norm(&self, max_norm: f64) -> Result<Tensor> {
+    pub(crate) fn clip_grad_norm(&self, max_norm: f64) -> Result<Tensor> {
         let grads = self.grads();
         let refs: Vec<&Tensor> = grads.iter().collect();
         kernels::clip_grad_norm(&refs, max_norm)

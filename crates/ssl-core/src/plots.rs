@@ -47,7 +47,7 @@ pub struct Curve {
 }
 
 /// The colour of an evaluation kind, the same in every plot (pretrained solid, scratch dashed).
-pub fn eval_color(name: &str) -> RGBColor {
+pub(crate) fn eval_color(name: &str) -> RGBColor {
     match name {
         "linear" => RGBColor(31, 119, 180),
         "knn" => RGBColor(44, 160, 44),
@@ -72,7 +72,7 @@ fn x_of(axis: &XAxis, x: f64) -> f64 {
 }
 
 /// A chart of curves with their seed-spread bands.
-pub fn curve_chart(
+pub(crate) fn curve_chart(
     path: &Path,
     title: &str,
     x_label: &str,
@@ -257,7 +257,7 @@ pub fn robustness_plot(report: &Report, path: &Path) -> Result<()> {
 }
 
 /// `loss.png`: the pretraining loss from `metrics.jsonl`, with the learning rate on a second axis.
-pub fn loss_plot(run_dir: &Path, path: &Path) -> Result<()> {
+pub(crate) fn loss_plot(run_dir: &Path, path: &Path) -> Result<()> {
     let metrics = crate::sinks::read_metrics(run_dir);
     let loss: Vec<(f64, f64)> =
         metrics.iter().filter(|m| m.loss.is_finite()).map(|m| (m.step as f64, m.loss)).collect();

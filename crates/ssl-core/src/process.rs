@@ -1,7 +1,7 @@
 //! This process's resource use, as the OS reports it (memory is [`crate::memory`]).
 
 /// User + system CPU seconds of this process (Linux `/proc/self/stat`), 0 where unavailable.
-pub fn process_cpu_secs() -> f64 {
+pub(crate) fn process_cpu_secs() -> f64 {
     let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return 0.0 };
     // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");

@@ -47,7 +47,7 @@ impl Progress {
     }
 
     /// Move the bar without a record (a step that is not a logging step).
-    pub fn tick(&self, position: u64) {
+    pub(crate) fn tick(&self, position: u64) {
         if let Some(b) = &self.bar {
             b.set_position(position);
         }

@@ -66,7 +66,7 @@ pub struct TorchRng {
 
 impl TorchRng {
     /// Seed LibTorch's generator again (e.g. once per training step).
-    pub fn reseed(&self, seed: u64) {
+    pub(crate) fn reseed(&self, seed: u64) {
         tch::manual_seed((seed & i64::MAX as u64) as i64);
     }
 }

@@ -90,7 +90,7 @@ impl MetricSinks {
 
 /// Scalars `(tag, step, value)` in a new TensorBoard event file of `run_dir` (the evaluation
 /// of a finished run).
-pub fn log_scalars(run_dir: &Path, scalars: &[(String, i64, f64)]) -> Result<()> {
+pub(crate) fn log_scalars(run_dir: &Path, scalars: &[(String, i64, f64)]) -> Result<()> {
     let mut w = EventWriter::create(run_dir).map_err(|e| tb_error(run_dir, e))?;
     for (tag, step, value) in scalars {
         w.scalar(tag, *step, *value).map_err(|e| tb_error(run_dir, e))?;

@@ -66,7 +66,7 @@ pub fn catch<T>(f: impl FnOnce() -> T) -> Result<T, TorchFailure> {
 /// The readable part of a panic payload: tch's `unwrap` of a `TchError` gives
 /// ``called `Result::unwrap()` on an `Err` value: Torch("<message>\nException raised from ...")``;
 /// the message is kept, the escaped C++ backtrace dropped.
-pub fn message_of(payload: &(dyn Any + Send)) -> String {
+pub(crate) fn message_of(payload: &(dyn Any + Send)) -> String {
     let raw = payload
         .downcast_ref::<String>()
         .cloned()

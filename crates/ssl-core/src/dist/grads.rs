@@ -33,7 +33,7 @@ pub struct Reduced {
 /// Fault injection for the equivalence test's control run: with this variable set to 1, only
 /// the loss, weight and stop flag are all-reduced, not the gradients, so each rank trains on
 /// its own shard's gradient.
-pub const SKIP_GRAD_ALLREDUCE_VAR: &str = "SSL_DIST_SKIP_GRAD_ALLREDUCE";
+pub(crate) const SKIP_GRAD_ALLREDUCE_VAR: &str = "SSL_DIST_SKIP_GRAD_ALLREDUCE";
 
 /// The flat gradient buffer of a model's trainable parameters.
 pub struct GradSync {
@@ -55,7 +55,7 @@ impl GradSync {
     /// The buffer of a data-parallel run over `group`, with the group's bucket settings. Put the
     /// parameters in the order backward produces their gradients (roughly reverse creation
     /// order), so that the buckets fill one after the other.
-    pub fn for_group(params: &[Tensor], group: &'static ProcessGroup) -> Result<Self> {
+    pub(crate) fn for_group(params: &[Tensor], group: &'static ProcessGroup) -> Result<Self> {
         Self::build(params, Some(group), group.buckets())
     }
 
@@ -90,7 +90,7 @@ impl GradSync {
 
     /// Call before the backward pass of a step's last micro-batch: its hooks then send each
     /// bucket as soon as it is complete. Without overlapping, nothing.
-    pub fn arm(&self) -> Result<()> {
+    pub(crate) fn arm(&self) -> Result<()> {
         match &self.overlap {
             Some(o) => o.arm(),
             None => Ok(()),

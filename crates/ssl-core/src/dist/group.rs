@@ -11,7 +11,7 @@ use tch::Tensor;
 mod ffi {
     use std::ffi::{c_char, c_int, c_void};
     extern "C" {
-        pub fn ssl_dist_new(
+        pub(crate) fn ssl_dist_new(
             backend: c_int,
             host: *const c_char,
             port: c_int,
@@ -23,12 +23,12 @@ mod ffi {
             device: c_int,
             out: *mut *mut c_void,
         ) -> *mut c_char;
-        pub fn ssl_dist_free(g: *mut c_void);
-        pub fn ssl_dist_broadcast(g: *mut c_void, t: *const c_void, root: c_int) -> *mut c_char;
-        pub fn ssl_dist_allreduce_sum_async(g: *mut c_void, t: *const c_void) -> *mut c_char;
-        pub fn ssl_dist_wait(g: *mut c_void) -> *mut c_char;
-        pub fn ssl_dist_barrier(g: *mut c_void) -> *mut c_char;
-        pub fn ssl_set_grad(param: *const c_void, grad: *const c_void) -> *mut c_char;
+        pub(crate) fn ssl_dist_free(g: *mut c_void);
+        pub(crate) fn ssl_dist_broadcast(g: *mut c_void, t: *const c_void, root: c_int) -> *mut c_char;
+        pub(crate) fn ssl_dist_allreduce_sum_async(g: *mut c_void, t: *const c_void) -> *mut c_char;
+        pub(crate) fn ssl_dist_wait(g: *mut c_void) -> *mut c_char;
+        pub(crate) fn ssl_dist_barrier(g: *mut c_void) -> *mut c_char;
+        pub(crate) fn ssl_set_grad(param: *const c_void, grad: *const c_void) -> *mut c_char;
     }
 }
 
@@ -104,7 +104,7 @@ impl ProcessGroup {
     }
 
     /// The same group, its gradients bucketed as `buckets` says (default: [`BucketConfig::default`]).
-    pub fn with_buckets(mut self, buckets: BucketConfig) -> Self {
+    pub(crate) fn with_buckets(mut self, buckets: BucketConfig) -> Self {
         self.buckets = buckets;
         self
     }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 /// How long the other workers get after one failed, from the SIGTERM they are sent then (a dead
 /// peer fails their next collective within about a second anyway), before they are killed.
-pub const GRACE: Duration = Duration::from_secs(10);
+pub(crate) const GRACE: Duration = Duration::from_secs(10);
 
 /// A port that was free a moment ago on 127.0.0.1.
 pub fn free_port() -> Result<u16> {
@@ -64,7 +64,7 @@ fn signal(child: &Child, sig: i32) {
 /// Run `nproc` workers of this same command with `args` (this process's arguments, plus what
 /// the launcher adds, e.g. `--out`), `threads` intra-op threads each, and wait for all of them.
 /// Fails naming the first worker that failed.
-pub fn run_workers(nproc: usize, args: &[OsString], threads: Option<i32>) -> Result<()> {
+pub(crate) fn run_workers(nproc: usize, args: &[OsString], threads: Option<i32>) -> Result<()> {
     let exe = std::env::current_exe().map_err(|e| CoreError::io("the current executable", e))?;
     let port = free_port()?;
     crate::interrupt::install().map_err(|e| CoreError::io("signal handlers", e))?;

@@ -77,7 +77,7 @@ impl Backend {
 }
 
 /// The default collective timeout: a hung peer fails the run after this long.
-pub const DEFAULT_TIMEOUT_SECS: f64 = 600.0;
+pub(crate) const DEFAULT_TIMEOUT_SECS: f64 = 600.0;
 
 static GROUP: OnceLock<ProcessGroup> = OnceLock::new();
 
@@ -115,7 +115,7 @@ pub fn world() -> World {
 
 /// Copy every variable of `vs` (parameters and buffers, e.g. BatchNorm statistics) from rank 0
 /// to all ranks: one flat broadcast.
-pub fn broadcast_vars(group: &ProcessGroup, vs: &VarStore) -> Result<()> {
+pub(crate) fn broadcast_vars(group: &ProcessGroup, vs: &VarStore) -> Result<()> {
     let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
     vars.sort_by(|a, b| a.0.cmp(&b.0));
     let _guard = tch::no_grad_guard();

@@ -19,7 +19,7 @@ use tch::Tensor;
 mod ffi {
     use std::ffi::{c_char, c_int, c_void};
     extern "C" {
-        pub fn ssl_overlap_new(
+        pub(crate) fn ssl_overlap_new(
             g: *mut c_void,
             flat: *const c_void,
             params: *const *const c_void,
@@ -30,17 +30,17 @@ mod ffi {
             buckets: c_int,
             out: *mut *mut c_void,
         ) -> *mut c_char;
-        pub fn ssl_overlap_arm(o: *mut c_void) -> *mut c_char;
-        pub fn ssl_overlap_finish(o: *mut c_void, by_hooks: *mut i64) -> *mut c_char;
-        pub fn ssl_overlap_free(o: *mut c_void);
+        pub(crate) fn ssl_overlap_arm(o: *mut c_void) -> *mut c_char;
+        pub(crate) fn ssl_overlap_finish(o: *mut c_void, by_hooks: *mut i64) -> *mut c_char;
+        pub(crate) fn ssl_overlap_free(o: *mut c_void);
     }
 }
 
 /// The first bucket's cap, as DDP's (1 MiB): the first all-reduce starts early in backward.
-pub const FIRST_BUCKET_BYTES: i64 = 1 << 20;
+pub(crate) const FIRST_BUCKET_BYTES: i64 = 1 << 20;
 
 /// Bucket size for the asynchronous all-reduce, as PyTorch DDP's default `bucket_cap_mb` (25).
-pub const DEFAULT_BUCKET_MB: f64 = 25.0;
+pub(crate) const DEFAULT_BUCKET_MB: f64 = 25.0;
 
 /// How a run's gradients travel: bucket size, and whether buckets leave during backward.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -60,7 +60,7 @@ impl Default for BucketConfig {
 
 impl BucketConfig {
     /// From `--dist-bucket-mb` and `--no-dist-overlap`.
-    pub fn from_flags(bucket_mb: Option<f64>, no_overlap: bool) -> Result<Self> {
+    pub(crate) fn from_flags(bucket_mb: Option<f64>, no_overlap: bool) -> Result<Self> {
         let mb = bucket_mb.unwrap_or(DEFAULT_BUCKET_MB);
         if !(mb.is_finite() && mb > 0.0 && mb <= 1024.0 * 1024.0) {
             return Err(CoreError::InvalidArgument(format!(
@@ -151,7 +151,7 @@ impl Overlap {
 
     /// Let the next backward pass send the buckets it completes (call it before the last
     /// micro-batch's backward of a step).
-    pub fn arm(&self) -> Result<()> {
+    pub(crate) fn arm(&self) -> Result<()> {
         let err = unsafe { ffi::ssl_overlap_arm(self.raw) };
         check("gradient hooks", self.group.world(), err)
     }

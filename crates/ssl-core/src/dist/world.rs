@@ -186,7 +186,7 @@ impl World {
     }
 
     /// The key prefix inside the store (torchrun's agent store namespaces each restart).
-    pub fn store_prefix(&self) -> String {
+    pub(crate) fn store_prefix(&self) -> String {
         match self.launcher {
             Launcher::Torchrun { agent_store: true, restart_count } => format!("/worker/attempt_{restart_count}"),
             _ => String::new(),

@@ -108,7 +108,7 @@ impl FinetuneConfig {
         }
     }
     /// The step at stopping point `j` of [`Self::stop_points`] (1-based; the last is the budget).
-    pub fn stop_step(&self, n: usize, j: usize) -> usize {
+    pub(crate) fn stop_step(&self, n: usize, j: usize) -> usize {
         let points = self.stop_points.max(1);
         (self.budget(n) * j.min(points)).div_ceil(points)
     }

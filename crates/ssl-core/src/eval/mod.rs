@@ -65,7 +65,7 @@ impl LabeledSet {
         }
     }
     /// Labels as a Vec.
-    pub fn label_vec(&self) -> Vec<i64> {
+    pub(crate) fn label_vec(&self) -> Vec<i64> {
         Vec::<i64>::try_from(&self.labels.to_device(Device::Cpu)).unwrap_or_default()
     }
 }
@@ -92,7 +92,7 @@ static BATCH_THAT_FITS: AtomicUsize = AtomicUsize::new(usize::MAX);
 
 /// Fault injection for the reliability campaign: with this variable set to N, a batch of more
 /// than N rows in [`map_batches`] makes a real LibTorch allocation failure.
-pub const INJECT_OOM_OVER_VAR: &str = "SSL_INJECT_OOM_FEATURE_BATCH_OVER";
+pub(crate) const INJECT_OOM_OVER_VAR: &str = "SSL_INJECT_OOM_FEATURE_BATCH_OVER";
 
 /// Apply `f` to `xs` (CPU) in batches of `batch` rows moved to `device`, under `no_grad`, and
 /// concatenate the results on the CPU. A batch that runs out of memory is tried again at half
@@ -131,7 +131,7 @@ pub fn map_batches(xs: &Tensor, batch: usize, device: Device, f: impl Fn(&Tensor
 }
 
 /// Features of `xs` (CPU) in batches, under `no_grad`, in eval mode; returned on the CPU.
-pub fn extract_features(encoder: &dyn Encoder, xs: &Tensor, batch: usize, device: Device) -> Tensor {
+pub(crate) fn extract_features(encoder: &dyn Encoder, xs: &Tensor, batch: usize, device: Device) -> Tensor {
     map_batches(xs, batch, device, |x| encoder.features(x, false).to_kind(Kind::Float))
 }
 

@@ -97,7 +97,7 @@ impl ProtocolConfig {
 
     /// The seeds evaluated at `k` labels per class: `seed, seed + 1, ...`, more of them at the
     /// headline budget.
-    pub fn seeds_at(&self, k: usize) -> Vec<u64> {
+    pub(crate) fn seeds_at(&self, k: usize) -> Vec<u64> {
         let n = if headline_k(&self.labels_per_class) == Some(k) {
             self.seeds.max(self.headline_seeds)
         } else {

@@ -381,7 +381,7 @@ impl Report {
     }
 
     /// A human summary.
-    pub fn to_markdown(&self) -> String {
+    pub(crate) fn to_markdown(&self) -> String {
         let mut s = format!("# Pretraining report: {} / {}\n\n", self.modality, self.method);
         let _ = writeln!(
             s,

@@ -112,7 +112,7 @@ impl<'a> Candidate<'_, 'a> {
 
     /// Fine-tune a fresh copy on all of `train` with the selected learning rate, up to the
     /// selected stopping point.
-    pub fn refit(&self, train: &LabeledSet, cfg: &FinetuneConfig, sel: &Selection) -> Result<Finetuned<'a>> {
+    pub(crate) fn refit(&self, train: &LabeledSet, cfg: &FinetuneConfig, sel: &Selection) -> Result<Finetuned<'a>> {
         let mut run = self.start(train, cfg, sel.lr)?;
         let points = cfg.stop_points.max(1);
         let j = (sel.stop * points as f64).round().clamp(1.0, points as f64) as usize;

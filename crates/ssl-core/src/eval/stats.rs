@@ -15,7 +15,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 /// Resamples drawn by [`paired_bootstrap`].
-pub const RESAMPLES: usize = 10_000;
+pub(crate) const RESAMPLES: usize = 10_000;
 
 /// A paired difference `a - b` over seeds, with its 95% bootstrap confidence interval.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

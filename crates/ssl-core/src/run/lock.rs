@@ -12,7 +12,7 @@ pub struct RunLock {
 }
 
 impl RunLock {
-    pub fn acquire(run_dir: &Path) -> Result<Self> {
+    pub(crate) fn acquire(run_dir: &Path) -> Result<Self> {
         let path = run_dir.join(".lock");
         let mut file = OpenOptions::new()
             .read(true)

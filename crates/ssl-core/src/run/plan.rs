@@ -309,7 +309,7 @@ impl RunPlan {
     }
 
     /// Set LibTorch's intra-op threads (`--threads`).
-    pub fn apply_threads(&self) {
+    pub(crate) fn apply_threads(&self) {
         // Checked when the plan was resolved.
         if let Some(t) = self.threads {
             tch::set_num_threads(t);

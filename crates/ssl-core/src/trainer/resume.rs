@@ -20,7 +20,7 @@ pub struct Restored {
 /// What a checkpoint stores of the configuration and checks on resume: the trainer's settings
 /// less those that may change between a run and its resumption, the model's, and the number
 /// of processes of a data-parallel run.
-pub fn stored_config(trainer: &Trainer, world: &World) -> serde_json::Value {
+pub(crate) fn stored_config(trainer: &Trainer, world: &World) -> serde_json::Value {
     let mut c = serde_json::to_value(&trainer.config).unwrap_or_default();
     if let Some(obj) = c.as_object_mut() {
         for k in [

@@ -20,7 +20,7 @@ use tch::{Device, Kind, Tensor};
 /// Fault injection for the reliability campaign: with this variable set to a step number, that
 /// step allocates a tensor no machine can hold after its first forward pass, so the real
 /// LibTorch allocation failure runs through the real error path.
-pub const INJECT_OOM_VAR: &str = "SSL_INJECT_OOM_AT_STEP";
+pub(crate) const INJECT_OOM_VAR: &str = "SSL_INJECT_OOM_AT_STEP";
 
 /// What one step produced, for the parts around the loop.
 pub struct StepReport {
