@@ -88,14 +88,19 @@ pub fn timm_tensors(cfg: &VitConfig, weights: &[(String, Tensor)]) -> Result<Vec
     Ok(r.finish()?)
 }
 
-/// timm's arguments for our ViT (`VisionTransformer(**model_args, norm_layer=partial(nn.LayerNorm,
-/// eps=layer_norm_eps))`) and its input normalisation.
+/// timm's arguments for our ViT and its input normalisation. `architecture` is a name timm
+/// registers (its ViT), whose sizes `model_args` override, so timm's and transformers' one-line
+/// loaders build it: `timm.create_model("local-dir:DIR", pretrained=True)` and
+/// `transformers.AutoModel.from_pretrained(DIR)` (`num_classes` is not in `model_args`:
+/// transformers' timm wrapper passes it itself). Those loaders use timm's LayerNorm epsilon, 1e-6;
+/// `VisionTransformer(**model_args, num_classes=0, norm_layer=partial(nn.LayerNorm, eps=layer_norm_eps))` builds
+/// ours exactly.
 pub fn timm_config(cfg: &VitConfig) -> serde_json::Value {
     let c = cfg.in_channels as usize;
     // Our features: the CLS token's encoding, or the mean of the patch tokens.
     let pool = if cfg.class_token { "token" } else { "avg" };
     serde_json::json!({
-        "architecture": "vit_ssl_toolkit",
+        "architecture": TIMM_ARCHITECTURE,
         "num_classes": 0,
         "num_features": cfg.dim,
         "global_pool": pool,
@@ -103,7 +108,6 @@ pub fn timm_config(cfg: &VitConfig) -> serde_json::Value {
             "img_size": cfg.image_size,
             "patch_size": cfg.patch_size,
             "in_chans": cfg.in_channels,
-            "num_classes": 0,
             "global_pool": pool,
             "embed_dim": cfg.dim,
             "depth": cfg.depth,
@@ -124,6 +128,9 @@ pub fn timm_config(cfg: &VitConfig) -> serde_json::Value {
         },
     })
 }
+
+/// The timm architecture an exported ViT names (its sizes are `model_args`').
+pub const TIMM_ARCHITECTURE: &str = "vit_tiny_patch16_224";
 
 /// Write a ViT as a timm `VisionTransformer`: `model.safetensors` and `config.json`.
 pub fn export_timm(dir: &Path, cfg: &VitConfig, weights: &[(String, Tensor)]) -> Result<()> {
