@@ -34,6 +34,9 @@ pub(crate) fn stored_config(trainer: &Trainer, world: &World) -> serde_json::Val
             "max_failed_inputs_in_row",
             "memory_check",
             "max_memory",
+            // Its effect is in `lr`, which is compared; checkpoints written before the field
+            // existed resume.
+            "continued_lr",
         ] {
             obj.remove(k);
         }
@@ -137,4 +140,19 @@ fn same_run(ckpt: &Path, saved: &serde_json::Value, now: &serde_json::Value, wor
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stored_configuration_leaves_out_what_may_change_and_continued_lr() {
+        let cfg = crate::trainer::TrainConfig { continued_lr: Some(1e-4), steps: 7, ..Default::default() };
+        let trainer = Trainer::new(cfg, "unused", tch::Device::Cpu);
+        let stored = stored_config(&trainer, &World::default());
+        let t = &stored["trainer"];
+        assert!(t.get("lr").is_some() && t.get("batch_size").is_some(), "{stored}");
+        assert!(t.get("continued_lr").is_none() && t.get("steps").is_none(), "{stored}");
+    }
 }
