@@ -26,6 +26,12 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Build the `ssl` binary and put it on the PATH: a link to `target/debug/ssl` in `--to`
+    /// (default: cargo's own bin folder, `$CARGO_HOME/bin`, which cargo users have on the PATH).
+    Install {
+        #[arg(long, value_name = "DIR")]
+        to: Option<PathBuf>,
+    },
     /// Build a project outside the workspace on ssl-core's and ssl-vision's public API, and run a
     /// tiny pretraining with it (part of `cargo xtask test`).
     LibraryCheck,
@@ -192,6 +198,34 @@ fn test(extra: &[String]) -> Result<()> {
     docs::check(&root, &book, &python)
 }
 
+/// `cargo xtask install`: the built `ssl` linked into a folder on the PATH. A link, not a copy,
+/// so later builds are what `ssl` runs; the binary finds LibTorch through its rpath.
+fn install(to: Option<PathBuf>) -> Result<()> {
+    let source = libtorch::provision()?;
+    let ssl = build_ssl(&source)?;
+    let dir = match to {
+        Some(d) => d,
+        None => std::env::var_os("CARGO_HOME")
+            .map(PathBuf::from)
+            .or_else(|| dirs::home_dir().map(|h| h.join(".cargo")))
+            .context("no --to given and no home folder for $CARGO_HOME/bin")?
+            .join("bin"),
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let link = dir.join("ssl");
+    if link.symlink_metadata().is_ok() {
+        std::fs::remove_file(&link).with_context(|| format!("cannot replace {}", link.display()))?;
+    }
+    let target = ssl.canonicalize().with_context(|| format!("{} was not built", ssl.display()))?;
+    std::os::unix::fs::symlink(&target, &link).with_context(|| format!("cannot link {}", link.display()))?;
+    eprintln!("==> {} -> {}", link.display(), target.display());
+    let on_path = std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d == dir));
+    if !on_path {
+        eprintln!("note: {} is not on the PATH; add it (e.g. export PATH=\"{}:$PATH\")", dir.display(), dir.display());
+    }
+    Ok(())
+}
+
 fn library_check(source: &libtorch::Source) -> Result<()> {
     eprintln!("==> a project outside the workspace builds on ssl-core and ssl-vision and pretrains");
     xtask::outside::check(&workspace_root(), |dir, args| {
@@ -212,6 +246,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Cmd::Setup => libtorch::provision().and_then(|s| build_ssl(&s).map(|_| ())),
         Cmd::Test { args } => test(&args),
+        Cmd::Install { to } => install(to),
         Cmd::LibraryCheck => libtorch::provision().and_then(|s| library_check(&s)),
         Cmd::PretrainVision(a) => pretrain("vision", a),
         Cmd::PretrainText(a) => pretrain("text", a),
