@@ -314,3 +314,51 @@ fn message(e: &anyhow::Error) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `cargo xtask pretrain-*` words as the `ssl` command they run: xtask's own flags
+    /// (`--dataset`, `--data-root`, `--mirror`, each with a value) and `--` left out.
+    fn as_ssl(words: &[String]) -> Vec<String> {
+        let mut out = vec!["ssl".to_owned(), words[2].clone()];
+        let mut rest = words[3..].iter();
+        while let Some(w) = rest.next() {
+            match w.as_str() {
+                "--dataset" | "--data-root" | "--mirror" => {
+                    rest.next();
+                }
+                "--" => {}
+                _ => out.push(w.clone()),
+            }
+        }
+        out
+    }
+
+    /// Every `ssl ...` command of the README and the docs, and every `cargo xtask pretrain-*` one
+    /// (which runs `ssl pretrain-*`), parses with this binary's flags: a renamed or removed flag
+    /// fails here. `xtask`'s own commands are parsed by its tests.
+    #[test]
+    fn every_documented_command_parses() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let commands = ssl_records::doc_commands::in_workspace(&root).unwrap();
+        let mut failures = Vec::new();
+        let mut checked = 0;
+        for c in &commands {
+            let argv = match c.args.first().map(String::as_str) {
+                Some("ssl") => c.args.clone(),
+                _ if c.args.get(2).is_some_and(|w| w.starts_with("pretrain-")) => as_ssl(&c.args),
+                _ => continue,
+            };
+            checked += 1;
+            if let Err(e) = Cli::try_parse_from(&argv) {
+                failures.push(format!("{}: `{}`: {}", c.place, argv.join(" "), e.to_string().lines().next().unwrap_or("")));
+            }
+        }
+        assert!(checked > 50, "only {checked} documented commands found");
+        assert!(failures.is_empty(), "documented commands that no longer parse:\n{}", failures.join("\n"));
+        // The check can fail: a flag the binary does not have is refused.
+        assert!(Cli::try_parse_from(["ssl", "pretrain-vision", "--no-such-flag"]).is_err());
+    }
+}

@@ -13,6 +13,8 @@
 //!   `tensorboard --logdir` shows and `wandb sync` imports, and a checking reader
 //!   ([`tensorboard::read_scalars`]).
 //! - [`test_python`]: how tests find the test Python (`SSL_PYTHON`) and run a check script in it.
+//! - [`doc_commands`]: the `ssl ...` and `cargo xtask ...` commands the README and the docs show,
+//!   for the tests that parse them with the commands' own parsers.
 //!
 //! ```
 //! use ssl_records::skipped::{Skipped, SkippedInputs};
@@ -23,6 +25,7 @@
 //! ```
 
 pub mod bench;
+pub mod doc_commands;
 pub mod run;
 pub mod skipped;
 pub mod summary;
