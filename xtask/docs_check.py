@@ -55,6 +55,8 @@ def ids_of(path):
 
 
 pages = sorted(p for p in book.rglob("*.html") if "api" not in p.relative_to(book).parts[:1])
+SCREENSHOTS = ("index.html", "tutorial-vision.html", "vision.html")
+shots = []
 failures, checked_links, checked_images = [], 0, 0
 for page in pages:
     rel = page.relative_to(book).as_posix()
@@ -81,10 +83,26 @@ for page in pages:
     )
     checked_images += driver.execute_script("return document.images.length")
     failures.extend(f"{rel}: image does not load: {src}" for src in broken)
-    if rel in ("index.html", "vision.html"):
-        driver.save_screenshot(str(out / rel.replace(".html", ".png")))
+    if rel in SCREENSHOTS:
+        # The screenshot check: the landing page and a tutorial render with their title visible at
+        # the top and a page that is not blank (a blank 1280x900 PNG is a few KB; these are
+        # over 100 KB).
+        png = driver.get_screenshot_as_png()
+        (out / rel.replace(".html", ".png")).write_bytes(png)
+        title = driver.execute_script(
+            "const h = document.querySelector('main h1'); if (!h) return null;"
+            "const r = h.getBoundingClientRect();"
+            "return [r.top, r.height, getComputedStyle(h).visibility, window.innerHeight, h.textContent];"
+        )
+        if not title or title[1] <= 0 or not (0 <= title[0] < title[3]) or title[2] != "visible":
+            failures.append(f"{rel}: screenshot: no visible title at the top ({title})")
+        if len(png) < 20000:
+            failures.append(f"{rel}: screenshot: {len(png)} bytes, a blank page?")
+        shots.append(rel)
 
 driver.quit()
 server.shutdown()
-print(json.dumps({"pages": len(pages), "links": checked_links, "images": checked_images, "failures": failures}))
+missing = [r for r in SCREENSHOTS if r not in shots]
+failures.extend(f"{r}: no such page to screenshot" for r in missing)
+print(json.dumps({"pages": len(pages), "links": checked_links, "images": checked_images, "screenshots": shots, "failures": failures}))
 sys.exit(1 if failures else 0)

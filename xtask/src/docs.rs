@@ -1,7 +1,8 @@
 //! `cargo xtask docs`: the researcher docs site (mdBook) with the rustdoc API docs under `api/`,
 //! and the browser check `cargo xtask test` runs on it: every page opened in headless Chromium
 //! (Debian's `chromium` and `chromium-driver`), no console errors, every internal link and anchor
-//! resolved, every image loaded, screenshots under `target/docs-check/`.
+//! resolved, every image loaded, and screenshots of the landing page, a tutorial and a modality
+//! page under `target/docs-check/`, each checked for a visible title and a page that is not blank.
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -123,10 +124,12 @@ pub fn check(root: &Path, book: &Path, python: &Path) -> Result<()> {
     match out.status.code() {
         Some(0) => {
             eprintln!(
-                "==> docs browser check: {} pages, {} internal links, {} images, no console errors; screenshots in {}",
+                "==> docs browser check: {} pages, {} internal links, {} images, no console errors; screenshots \
+                 checked (title visible, not blank): {} in {}",
                 summary["pages"],
                 summary["links"],
                 summary["images"],
+                summary["screenshots"],
                 shots.display()
             );
             Ok(())

@@ -340,7 +340,12 @@ mod tests {
             checked += 1;
             let argv: Vec<&str> = std::iter::once("xtask").chain(c.args[2..].iter().map(String::as_str)).collect();
             if let Err(e) = Cli::try_parse_from(&argv) {
-                failures.push(format!("{}: `{}`: {}", c.place, argv.join(" "), e.to_string().lines().next().unwrap_or("")));
+                failures.push(format!(
+                    "{}: `{}`: {}",
+                    c.place,
+                    argv.join(" "),
+                    e.to_string().lines().next().unwrap_or("")
+                ));
             }
         }
         assert!(checked > 40, "only {checked} documented xtask commands found");

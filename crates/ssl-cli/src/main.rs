@@ -353,7 +353,12 @@ mod tests {
             };
             checked += 1;
             if let Err(e) = Cli::try_parse_from(&argv) {
-                failures.push(format!("{}: `{}`: {}", c.place, argv.join(" "), e.to_string().lines().next().unwrap_or("")));
+                failures.push(format!(
+                    "{}: `{}`: {}",
+                    c.place,
+                    argv.join(" "),
+                    e.to_string().lines().next().unwrap_or("")
+                ));
             }
         }
         assert!(checked > 50, "only {checked} documented commands found");
