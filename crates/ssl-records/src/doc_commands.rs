@@ -76,6 +76,27 @@ pub fn from_markdown(page: &str, text: &str) -> Vec<DocCommand> {
     out
 }
 
+/// Parse every command of `commands` that `argv` takes (it returns the argument list to parse,
+/// `None` for another tool's command) with `parse` (`Err`: the parser's message). Returns how
+/// many were parsed, and each failure as `page:line: `command`: the message's first line`.
+pub fn parse_all<E: std::fmt::Display>(
+    commands: &[DocCommand],
+    argv: impl Fn(&DocCommand) -> Option<Vec<String>>,
+    parse: impl Fn(&[String]) -> Result<(), E>,
+) -> (usize, Vec<String>) {
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for c in commands {
+        let Some(args) = argv(c) else { continue };
+        checked += 1;
+        if let Err(e) = parse(&args) {
+            let message = e.to_string();
+            failures.push(format!("{}: `{}`: {}", c.place, args.join(" "), message.lines().next().unwrap_or("")));
+        }
+    }
+    (checked, failures)
+}
+
 /// `line` without a trailing `# comment` (a `#` after whitespace).
 fn cut_comment(line: &str) -> &str {
     match line.find(" #").or_else(|| line.find("\t#")) {
