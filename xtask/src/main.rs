@@ -335,9 +335,9 @@ mod tests {
     fn every_documented_xtask_command_parses() {
         let commands = ssl_records::doc_commands::in_workspace(&workspace_root()).unwrap();
         let xtask = |c: &ssl_records::doc_commands::DocCommand| {
-            c.args.starts_with(&["cargo".to_owned(), "xtask".to_owned()]).then(|| {
-                std::iter::once("xtask".to_owned()).chain(c.args[2..].iter().cloned()).collect()
-            })
+            c.args
+                .starts_with(&["cargo".to_owned(), "xtask".to_owned()])
+                .then(|| std::iter::once("xtask".to_owned()).chain(c.args[2..].iter().cloned()).collect())
         };
         let parse = |args: &[String]| Cli::try_parse_from(args).map(|_| ());
         let (checked, failures) = ssl_records::doc_commands::parse_all(&commands, xtask, parse);
